@@ -1,0 +1,452 @@
+"""Typed, validated settings: one dataclass, one loader, one set of error messages.
+
+Every key of the original MILe implementation keeps its name and meaning
+(`model`, `schema`, `dataset`, `lr`, `k_t`, `k_s`, `rho`, ...). In a TOML file the keys
+may sit at the top level or inside the table of their group (`[mile] k_t = 2`); on the
+command line (`--set k_t=2`) they are always bare names. Precedence: command line >
+file > defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+MODELS = ("resnet18-10", "resnet18", "resnet50")
+SCHEMAS = ("MILe", "sigmoid", "softmax")
+DATASETS = ("digits", "mnist", "fashion-mnist", "imagenet")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SCHEDULERS = ("plateau", "none")
+
+MODEL_CLASSES = {"resnet18-10": 10, "resnet18": 1000, "resnet50": 1000}
+DATASET_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "imagenet": 1000}
+GRID_DATASETS = ("digits", "mnist", "fashion-mnist")
+
+# The TOML tables, in the order the default file and the console show them.
+GROUPS = {
+    "run": "Model and schema",
+    "data": "Data",
+    "optim": "Optimisation",
+    "mile": "MILe",
+    "checkpoints": "Checkpoints and logs",
+    "device": "Device and speed",
+}
+
+
+class SettingsError(ValueError):
+    """A settings file or value that cannot be used; the message says what to fix."""
+
+
+def _setting(
+    default: Any,
+    group: str,
+    doc: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive: bool = False,
+) -> Any:
+    """Declare one setting with its group, its documentation and its allowed values."""
+    meta = {
+        "group": group,
+        "doc": doc,
+        "choices": choices,
+        "minimum": minimum,
+        "maximum": maximum,
+        "exclusive": exclusive,
+    }
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one run needs. Field docs are the comments of the default `mile.toml`."""
+
+    # -- model and schema
+    model: str = _setting(
+        "resnet18-10",
+        "run",
+        "Backbone, a torchvision ResNet trained from scratch: resnet18-10 (10 classes, for the "
+        "digit and fashion grids), resnet18 or resnet50 (1000 classes, for imagenet).",
+        choices=MODELS,
+    )
+    schema: str = _setting(
+        "MILe",
+        "run",
+        "Training schema: MILe (teacher/student generations on pseudo-labels), sigmoid "
+        "(binary cross-entropy on the single labels) or softmax (cross-entropy). The "
+        "baselines take the same k_t + k_s optimizer steps per generation as MILe.",
+        choices=SCHEMAS,
+    )
+    # -- data
+    dataset: str = _setting(
+        "digits",
+        "data",
+        "digits (embedded, no download), mnist, fashion-mnist (3x3 multi-label grids of "
+        "28x28 tiles) or imagenet (with ReaL labels).",
+        choices=DATASETS,
+    )
+    grid_objects: int = _setting(
+        3,
+        "data",
+        "Filled cells of each 3x3 grid, the centre included (1..9). 9 is the original "
+        "benchmark, where predicting every class already scores ReaL F1 0.757; 3 keeps "
+        "grids sparse (about 2.7 classes) so that F1 rewards seeing, not guessing.",
+        minimum=1,
+        maximum=9,
+    )
+    val_size: int = _setting(
+        2000,
+        "data",
+        "Number of fixed (seeded) validation grids; ignored for imagenet.",
+        minimum=1,
+    )
+    image_size: int = _setting(
+        0,
+        "data",
+        "Side of the grid images fed to the model, in pixels; 0 keeps the native size "
+        "(24 for digits, 84 for mnist and fashion-mnist). 224 reproduces the original input.",
+        minimum=0,
+        maximum=1024,
+    )
+    mnist_path: str = _setting(
+        "",
+        "data",
+        "Folder with the four MNIST-format IDX files (gzipped or not); for fashion-mnist an "
+        "empty value also finds Debian's /usr/share/datasets/fashion-mnist.",
+    )
+    data_path: str = _setting("", "data", "imagenet: the ILSVRC2012 train folder.")
+    val_path: str = _setting(
+        "", "data", "imagenet: the validation images, in class sub-folders or flat."
+    )
+    real_path: str = _setting("", "data", "imagenet: ReaL's real.json.")
+    num_workers: int = _setting(
+        2, "data", "imagenet: data-loading worker processes (0 loads in the main process).",
+        minimum=0,
+    )
+    # -- optimisation
+    lr: float = _setting(
+        0.05, "optim", "Learning rate of SGD (momentum 0.9, weight decay 1e-4).",
+        minimum=0.0, exclusive=True,
+    )
+    batch_size: int = _setting(64, "optim", "Images per optimizer step.", minimum=1)
+    epoch_num: int = _setting(
+        8, "optim", "Number of generations (interactive + imitation phase, then evaluation).",
+        minimum=1,
+    )
+    scheduler: str = _setting(
+        "plateau",
+        "optim",
+        "Learning-rate schedule: plateau (divide by 10 when ReaL F1 stops improving for "
+        "lr_patience generations) or none.",
+        choices=SCHEDULERS,
+    )
+    lr_patience: int = _setting(
+        3, "optim", "Generations without a better ReaL F1 before the plateau schedule acts.",
+        minimum=0,
+    )
+    seed: int = _setting(0, "optim", "Seed of the model initialisation and the data order.",
+                         minimum=0)
+    # -- MILe
+    k_t: int = _setting(
+        100, "mile", "Interactive steps per generation: the student learns the single labels.",
+        minimum=1,
+    )
+    k_s: int = _setting(
+        50, "mile", "Imitation steps per generation: the student learns the teacher's "
+        "pseudo-labels.", minimum=1,
+    )
+    rho: float = _setting(
+        0.25,
+        "mile",
+        "Threshold on sigmoid probabilities, for the teacher's pseudo-labels and for the "
+        "prediction sets of the sigmoid schemas at evaluation (between 0 and 1).",
+        minimum=0.0,
+        maximum=1.0,
+        exclusive=True,
+    )
+    gt_or: bool = _setting(
+        False, "mile", "Add the ground-truth label to the teacher's pseudo-labels."
+    )
+    # -- checkpoints and logs
+    checkpoint_path: str = _setting(
+        "runs", "checkpoints", "Folder that receives one sub-folder per run."
+    )
+    max_checkpoint_num: int = _setting(
+        3, "checkpoints", "Newest checkpoints kept per run; the best by ReaL F1 is always "
+        "kept as well.", minimum=1,
+    )
+    log_every: int = _setting(
+        25, "checkpoints", "Optimizer steps between two progress lines and metrics records.",
+        minimum=1,
+    )
+    # -- device and speed
+    device: str = _setting(
+        "auto", "device", "auto (cuda when available, else cpu), cpu, cuda or cuda:N.",
+    )
+    precision: str = _setting(
+        "auto",
+        "device",
+        "Arithmetic: auto (bf16 autocast on CUDA devices that support it, fp32 on the CPU), "
+        "fp32, bf16 or fp16.",
+        choices=PRECISIONS,
+    )
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the dataset (and of the model's head)."""
+        return DATASET_CLASSES[self.dataset]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a flat mapping of bare names to values."""
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """The settings as a grouped TOML document (comments left out)."""
+        return render_toml(self, comments=False)
+
+
+FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+def allowed_text(name: str) -> str:
+    """Describe in words the values a setting allows."""
+    f = FIELDS[name]
+    meta = f.metadata
+    if meta["choices"]:
+        return "one of " + ", ".join(f'"{c}"' for c in meta["choices"])
+    kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[
+        type(f.default)
+    ]
+    lo, hi, exclusive = meta["minimum"], meta["maximum"], meta["exclusive"]
+    if lo is not None and hi is not None:
+        op = "strictly between" if exclusive else "from"
+        joiner = "and" if exclusive else "to"
+        return f"{kind} {op} {_num(lo)} {joiner} {_num(hi)}"
+    if lo is not None:
+        return f"{kind} {'>' if exclusive else '>='} {_num(lo)}"
+    if name == "device":
+        return '"auto", "cpu", "cuda" or "cuda:N"'
+    return kind
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def validate_value(name: str, value: Any, source: str = "settings") -> Any:
+    """Check one value against its setting; return it (ints widened to float where needed).
+
+    Raises:
+        SettingsError: naming the source, the key, the value and what is allowed.
+    """
+    if name not in FIELDS:
+        raise SettingsError(_unknown_key_message(name, source))
+    f = FIELDS[name]
+    meta = f.metadata
+    expected = type(f.default)
+    ok_type = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok_type = float(value), True
+    if not ok_type:
+        raise SettingsError(
+            f"{source}: '{name}' must be {allowed_text(name)}, "
+            f"got {value!r} ({_type_name(value)})."
+        )
+    bad = False
+    if meta["choices"] and value not in meta["choices"]:
+        close = difflib.get_close_matches(str(value), meta["choices"], n=1)
+        hint = f' Did you mean "{close[0]}"?' if close else ""
+        raise SettingsError(
+            f"{source}: '{name}' must be {allowed_text(name)}, got {value!r}.{hint}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        bad = True
+    lo, hi, exclusive = meta["minimum"], meta["maximum"], meta["exclusive"]
+    if lo is not None and (value <= lo if exclusive else value < lo):
+        bad = True
+    if hi is not None and (value >= hi if exclusive else value > hi):
+        bad = True
+    if name == "device" and not _valid_device(value):
+        bad = True
+    if bad:
+        raise SettingsError(f"{source}: '{name}' must be {allowed_text(name)}, got {value!r}.")
+    return value
+
+
+def _valid_device(value: str) -> bool:
+    if value in DEVICES:
+        return True
+    prefix, _, index = value.partition(":")
+    return prefix == "cuda" and index.isdigit()
+
+
+def _unknown_key_message(name: str, source: str) -> str:
+    close = difflib.get_close_matches(name, list(FIELDS), n=1, cutoff=0.6)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"{source}: '{name}' is not a setting.{hint} Known settings: {', '.join(FIELDS)}."
+
+
+def flatten(document: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Turn a TOML document whose keys are bare or grouped into tables into bare names."""
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        if key in GROUPS and isinstance(value, Mapping):
+            for inner, inner_value in value.items():
+                if inner in FIELDS and FIELDS[inner].metadata["group"] != key:
+                    group = FIELDS[inner].metadata["group"]
+                    raise SettingsError(
+                        f"{source}: '{inner}' belongs in the [{group}] table, not in [{key}]."
+                    )
+                flat[inner] = inner_value
+        else:
+            flat[key] = value
+    return flat
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one `--set key=value`; the value is read as TOML, else taken as a string."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise SettingsError(f"--set {text!r}: write it as key=value, for example --set k_t=2.")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a settings file as bare names; syntax errors become SettingsError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: no such settings file.") from None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read the settings file ({exc.strerror}).") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}.") from None
+    return flatten(document, str(path))
+
+
+def build_settings(
+    values: Mapping[str, Any], source: str = "settings", base: Settings | None = None
+) -> Settings:
+    """Validate bare-named values on top of `base` (the defaults when None)."""
+    checked = {name: validate_value(name, value, source) for name, value in values.items()}
+    settings = dataclasses.replace(base or Settings(), **checked)
+    check_consistency(settings, source)
+    return settings
+
+
+def check_consistency(settings: Settings, source: str = "settings") -> None:
+    """Reject combinations of values that cannot work together."""
+    model_classes = MODEL_CLASSES[settings.model]
+    if model_classes != settings.num_classes:
+        fitting = [m for m, c in MODEL_CLASSES.items() if c == settings.num_classes]
+        raise SettingsError(
+            f"{source}: model '{settings.model}' predicts {model_classes} classes but dataset "
+            f"'{settings.dataset}' has {settings.num_classes}; use model = "
+            + " or ".join(f'"{m}"' for m in fitting)
+            + "."
+        )
+    if settings.dataset == "imagenet":
+        missing = [k for k in ("data_path", "val_path", "real_path") if not getattr(settings, k)]
+        if missing:
+            raise SettingsError(
+                f"{source}: dataset 'imagenet' needs {', '.join(missing)} "
+                "(the train folder, the validation images and ReaL's real.json)."
+            )
+
+
+def load_settings(
+    path: Path | None = None, overrides: Iterable[str] = (), missing_ok: bool = False
+) -> Settings:
+    """Load settings: defaults, then the file at `path`, then `--set` overrides.
+
+    Args:
+        path: a TOML settings file, or None for the defaults alone.
+        overrides: `key=value` strings from the command line.
+        missing_ok: start from the defaults when `path` does not exist.
+
+    Raises:
+        SettingsError: with a message naming the file, the key and what is allowed.
+    """
+    settings = Settings()
+    if path is not None and (path.exists() or not missing_ok):
+        settings = build_settings(read_toml(path), str(path))
+    parsed = dict(parse_override(text) for text in overrides)
+    if parsed:
+        settings = build_settings(parsed, "--set", base=settings)
+    return settings
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def _wrap(text: str, width: int = 88) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=width - 2)
+
+
+def render_toml(settings: Settings | None = None, comments: bool = True) -> str:
+    """Render settings as a grouped TOML document, each key with its comment."""
+    settings = settings or Settings()
+    lines: list[str] = []
+    if comments:
+        lines += [
+            "# mile-tui settings. Every key may also sit at the top level; on the command line",
+            "# use bare names: mile-tui run --headless --set k_t=200 --set schema=sigmoid",
+            "",
+        ]
+    for group, title in GROUPS.items():
+        if comments:
+            lines.append(f"# {title}")
+        lines.append(f"[{group}]")
+        for name, f in FIELDS.items():
+            if f.metadata["group"] != group:
+                continue
+            if comments:
+                lines += [f"# {line}" for line in _wrap(f.metadata["doc"])]
+                lines.append(f"# Allowed: {allowed_text(name)}.")
+            lines.append(f"{name} = {_toml_value(getattr(settings, name))}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""The batch every data source hands the trainer, and the protocol of a data source."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Model-ready images with their labels, on the training device.
+
+    Attributes:
+        images: float [B, 3, H, W], normalised.
+        labels: int64 [B] the single (original) label; -1 where unknown.
+        real: bool [B, C] the ReaL label set; an all-False row has no ReaL labels.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    real: torch.Tensor | None = None
+
+
+class DataSource(Protocol):
+    """What the trainer needs from a dataset."""
+
+    num_classes: int
+    class_names: list[str]
+
+    def train_batch(self) -> Batch:
+        """The next training batch, on the training device."""
+        ...
+
+    def val_batches(self, batch_size: int) -> Iterator[Batch]:
+        """All validation images, with their ReaL sets, in a fixed order."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position in the training data stream, for exact resume."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the position saved by `state_dict`."""
+        ...

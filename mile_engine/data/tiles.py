@@ -1,0 +1,121 @@
+"""Tile banks and the grid data source shared by digits, mnist and fashion-mnist."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mile_engine.data.batch import Batch
+from mile_engine.data.grids import compose_grids
+
+# Validation grids use their own fixed seed, not the run's: every run scores the same grids.
+VALIDATION_SEED = 2022
+# Grey levels are mapped to [-1, 1]; batch norm takes care of the rest.
+MEAN, STD = 0.5, 0.5
+
+
+@dataclass(frozen=True)
+class TileBank:
+    """Tiles of one split: uint8 [N, h, w] images, int64 [N] labels and the class names."""
+
+    tiles: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+
+    def __post_init__(self) -> None:
+        if self.tiles.ndim != 3 or len(self.tiles) != len(self.labels):
+            raise ValueError("a tile bank needs [N, h, w] tiles and N labels")
+
+    @property
+    def tile_size(self) -> int:
+        """Side of one (square) tile in pixels."""
+        return int(self.tiles.shape[1])
+
+
+def to_model_input(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 [B, H, W] grey grids -> normalised float [B, 3, S, S] (S = image_size or H)."""
+    x = images.unsqueeze(1).float().div_(255.0)
+    if image_size and image_size != x.shape[-1]:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    x = x.sub_(MEAN).div_(STD)
+    # torchvision's ResNets take RGB; a grey grid is the same in the three channels.
+    return x.expand(-1, 3, -1, -1)
+
+
+class GridSource:
+    """Training grids drawn fresh on the device every step; fixed validation grids."""
+
+    def __init__(
+        self,
+        train: TileBank,
+        val: TileBank,
+        grid_objects: int,
+        batch_size: int,
+        val_size: int,
+        image_size: int,
+        device: torch.device,
+        seed: int,
+    ) -> None:
+        self.num_classes = len(train.class_names)
+        self.class_names = train.class_names
+        self.grid_objects = grid_objects
+        self.batch_size = batch_size
+        self.image_size = image_size or 3 * train.tile_size
+        self.device = device
+        self._train_tiles = train.tiles.to(device)
+        self._train_labels = train.labels.to(device)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+        # Validation grids are composed once on the CPU with a fixed seed, so they are
+        # identical across runs and devices, and kept as uint8 on the device.
+        val_gen = torch.Generator().manual_seed(VALIDATION_SEED)
+        grids = compose_grids(
+            val.tiles, val.labels, self.num_classes, val_size, grid_objects, val_gen
+        )
+        self._val_images = grids.images.to(device)
+        self._val_labels = grids.labels.to(device)
+        self._val_real = grids.real.to(device)
+
+    @property
+    def val_size(self) -> int:
+        """Number of validation grids."""
+        return len(self._val_labels)
+
+    def train_batch(self) -> Batch:
+        """The next training batch, composed on the device."""
+        grids = compose_grids(
+            self._train_tiles,
+            self._train_labels,
+            self.num_classes,
+            self.batch_size,
+            self.grid_objects,
+            self.generator,
+        )
+        return Batch(to_model_input(grids.images, self.image_size), grids.labels, grids.real)
+
+    def val_batches(self, batch_size: int) -> Iterator[Batch]:
+        """The fixed validation grids, in order."""
+        for start in range(0, self.val_size, batch_size):
+            end = start + batch_size
+            yield Batch(
+                to_model_input(self._val_images[start:end], self.image_size),
+                self._val_labels[start:end],
+                self._val_real[start:end],
+            )
+
+    def val_sample(self, index: int) -> tuple[torch.Tensor, int, list[int]]:
+        """One validation grid as uint8 [H, W] with its label and ReaL classes."""
+        real = self._val_real[index].nonzero().flatten().tolist()
+        return self._val_images[index].cpu(), int(self._val_labels[index]), real
+
+    def state_dict(self) -> dict[str, Any]:
+        """The data order: the training stream's random state."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the training stream exactly where `state_dict` left it."""
+        self.generator.set_state(state["generator"])

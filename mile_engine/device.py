@@ -1,0 +1,48 @@
+"""Choosing the device and the arithmetic precision of a run."""
+
+from __future__ import annotations
+
+import torch
+
+from mile_engine.config import SettingsError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(setting: str) -> torch.device:
+    """Turn `auto`, `cpu`, `cuda` or `cuda:N` into a device that exists here.
+
+    Raises:
+        SettingsError: when CUDA is asked for on a machine without it.
+    """
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SettingsError(
+                f"device '{setting}': CUDA is not available on this machine "
+                f"(torch {torch.__version__}); use device = \"cpu\" or \"auto\"."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SettingsError(
+                f"device '{setting}': this machine has {torch.cuda.device_count()} CUDA "
+                "device(s)."
+            )
+    return device
+
+
+def resolve_precision(setting: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype: `auto` is bf16 on CUDA devices that support it, else fp32."""
+    if setting == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if setting == "fp16" and device.type != "cuda":
+        raise SettingsError("precision 'fp16' needs a CUDA device; use bf16 or fp32 on the CPU.")
+    return DTYPES[setting]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """The settings name of an autocast dtype."""
+    return {v: k for k, v in DTYPES.items()}[dtype]

@@ -1,0 +1,130 @@
+"""The small typed events the trainer emits; sinks (UI, logs, checkpoints) subscribe."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """A run began (or resumed)."""
+
+    run_dir: str
+    settings: dict[str, Any]
+    device: str
+    precision: str
+    parameters: int
+    total_steps: int
+    global_step: int
+    reference: dict[str, float]
+    resumed_from: str | None = None
+
+
+@dataclass(frozen=True)
+class PhaseStarted:
+    """A phase of a generation began (generation counts from 1)."""
+
+    generation: int
+    generations: int
+    phase: str
+    steps: int
+
+
+@dataclass(frozen=True)
+class StepLogged:
+    """Training progress, averaged over the steps since the last record."""
+
+    generation: int
+    phase: str
+    step: int
+    steps: int
+    global_step: int
+    total_steps: int
+    loss: float
+    lr: float
+    images_per_s: float
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class PseudoLabelStats:
+    """Pseudo-label density over the imitation steps since the last record."""
+
+    generation: int
+    step: int
+    global_step: int
+    labels_per_image: float
+    contains_label: float
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """Validation metrics after a generation."""
+
+    generation: int
+    global_step: int
+    metrics: dict[str, float]
+    best: bool
+    images_per_s: float
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    """A checkpoint file was written completely."""
+
+    path: str
+    generation: int
+    phase: str
+    global_step: int
+    reason: str
+    kept: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Paused:
+    """The run is paused between two steps."""
+
+    global_step: int
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """A paused run goes on."""
+
+    global_step: int
+
+
+@dataclass(frozen=True)
+class Message:
+    """A warning or note for the user's log."""
+
+    level: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    """The run is over: status is "finished", "stopped" or "failed"."""
+
+    status: str
+    global_step: int
+    elapsed_s: float
+    best: dict[str, float] | None
+    error: str | None = None
+
+
+Event = (
+    RunStarted
+    | PhaseStarted
+    | StepLogged
+    | PseudoLabelStats
+    | Evaluated
+    | CheckpointSaved
+    | Paused
+    | Resumed
+    | Message
+    | RunEnded
+)
+Sink = Callable[[Event], None]
