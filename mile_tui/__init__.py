@@ -1,0 +1,1 @@
+"""mile_tui: the command line and the Textual console of mile-tui."""

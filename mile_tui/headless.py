@@ -1,0 +1,136 @@
+"""The headless run: Rich progress on a terminal, plain lines otherwise, files on disk."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import IO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from mile_engine import events as ev
+from mile_engine.control import Control
+from mile_engine.runs import PlainLog, describe
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class RichRenderer:
+    """A live progress display plus one printed row per evaluation."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[label]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[speed]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.total: TaskID | None = None
+        self.phase: TaskID | None = None
+        self._header_done = False
+
+    def __call__(self, event: ev.Event) -> None:
+        p = self.progress
+        if isinstance(event, ev.RunStarted):
+            self.console.print(describe(event))
+            p.start()
+            self.total = p.add_task("run", total=event.total_steps, completed=event.global_step,
+                                    label="run", loss="-", speed="")
+        elif isinstance(event, ev.PhaseStarted):
+            if self.phase is not None:
+                p.remove_task(self.phase)
+            label = f"gen {event.generation}/{event.generations} {event.phase}"
+            self.phase = p.add_task(label, total=event.steps, label=label, loss="-", speed="")
+        elif isinstance(event, ev.StepLogged):
+            fields = {"loss": f"{event.loss:.4f}", "speed": f"{event.images_per_s:,.0f} img/s"}
+            if self.phase is not None:
+                p.update(self.phase, completed=event.step, **fields)
+            if self.total is not None:
+                p.update(self.total, completed=event.global_step, **fields)
+        elif isinstance(event, ev.Evaluated):
+            self._print_eval(event)
+        elif isinstance(event, ev.RunEnded):
+            p.stop()
+            style = {"finished": "green", "stopped": "yellow"}.get(event.status, "red")
+            self.console.print(f"[{style}]{describe(event)}[/]", highlight=False)
+        elif isinstance(event, ev.Message):
+            style = "red" if event.level == "error" else "yellow"
+            self.console.print(f"[{style}]{event.level}:[/] {event.text.rstrip()}",
+                               highlight=False, markup=True)
+        elif isinstance(event, (ev.CheckpointSaved, ev.Paused, ev.Resumed)):
+            self.console.print(describe(event), highlight=False)
+
+    def _print_eval(self, event: ev.Evaluated) -> None:
+        if not self._header_done:
+            self.console.print(
+                "[bold] gen    top-1  ReaL acc  ReaL F1  precision  recall  coverage[/]"
+            )
+            self._header_done = True
+        m = event.metrics
+        mark = " [green]best[/]" if event.best else ""
+        self.console.print(
+            f"{event.generation:4d}  {m['top1']:7.4f}  {m['real_accuracy']:8.4f}  "
+            f"{m['real_f1']:7.4f}  {m['real_precision']:9.4f}  {m['real_recall']:6.4f}  "
+            f"{m['coverage']:8.2f}{mark}",
+            highlight=False,
+        )
+
+
+def console_sink(stream: IO[str] | None = None) -> ev.Sink:
+    """Rich progress when `stream` is a terminal, plain timestamped lines otherwise."""
+    stream = stream or sys.stdout
+    if stream.isatty():
+        return RichRenderer(Console(file=stream))
+    return PlainLog(stream)
+
+
+class StopSignals:
+    """Turns SIGINT and SIGTERM into a clean stop between steps; a second SIGINT aborts."""
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+        self.received: int | None = None
+        self._previous: dict[int, Callable[..., object] | int | None] = {}
+
+    def __enter__(self) -> StopSignals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        self.control.stop()
+
+    def exit_code(self, status: str) -> int:
+        """The process exit code for a run that ended with `status`."""
+        if status == "failed":
+            return EXIT_FAILED
+        if self.received == signal.SIGTERM:
+            return EXIT_TERMINATED
+        if self.received == signal.SIGINT or status == "stopped":
+            return EXIT_INTERRUPTED
+        return EXIT_OK
