@@ -122,7 +122,10 @@ def describe(event: ev.Event) -> str | None:
             f"{int(event.best['generation'])})" if event.best else ""
         )
         error = f": {event.error}" if event.error else ""
-        return f"run {event.status} after {event.global_step} steps, {event.elapsed_s:.1f} s{best}{error}"
+        return (
+            f"run {event.status} after {event.global_step} steps, {event.elapsed_s:.1f} s"
+            f"{best}{error}"
+        )
     return None
 
 

@@ -348,7 +348,9 @@ class Trainer:
         rho = self.settings.rho
         return [rho] + [r for r in SWEEP_RHOS if abs(r - rho) > 1e-9]
 
-    def predict_logits(self, model: nn.Module | None = None) -> Iterator[tuple[Batch, torch.Tensor]]:
+    def predict_logits(
+        self, model: nn.Module | None = None
+    ) -> Iterator[tuple[Batch, torch.Tensor]]:
         """Yield (batch, logits) over the validation set with `model` (the student)."""
         model = model or self.student
         model.eval()
