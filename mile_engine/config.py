@@ -284,7 +284,8 @@ def validate_value(name: str, value: Any, source: str = "settings") -> Any:
         )
     bad = False
     if meta["choices"] and value not in meta["choices"]:
-        close = difflib.get_close_matches(str(value), meta["choices"], n=1)
+        lowered = {c.lower(): c for c in meta["choices"]}
+        close = [lowered[m] for m in difflib.get_close_matches(str(value).lower(), lowered, n=1)]
         hint = f' Did you mean "{close[0]}"?' if close else ""
         raise SettingsError(
             f"{source}: '{name}' must be {allowed_text(name)}, got {value!r}.{hint}"

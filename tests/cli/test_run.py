@@ -1,0 +1,95 @@
+"""The `run --headless` command through Typer's CliRunner and as a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mile_tui.cli import app
+
+TINY = ["--set", "batch_size=8", "--set", "val_size=64", "--set", "k_t=3", "--set", "k_s=2",
+        "--set", "epoch_num=2", "--set", "log_every=1", "--set", "device=cpu"]
+
+
+def invoke(args: list[str], tmp_path: Path):  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+    return runner.invoke(
+        app, ["run", "--headless", *args, "--set", f"checkpoint_path={tmp_path / 'runs'}"]
+    )
+
+
+def test_headless_run_writes_run_folder_and_plain_lines(tmp_path: Path) -> None:
+    result = invoke(TINY, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.output
+    assert "eval gen 2: top-1" in result.output
+    assert "imitation phase" in result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "settings.toml").read_text().count("k_t = 3") == 1
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    kinds = [r["event"] for r in records]
+    assert kinds.count("Evaluated") == 2 and kinds.count("StepLogged") == 10
+    assert kinds[0] == "RunStarted" and kinds[-1] == "RunEnded"
+    assert records[-1]["status"] == "finished"
+    assert "run finished" in (run_dir / "run.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "k_tt=3"], "Did you mean 'k_t'"),
+        (["--set", "rho=1.5"], "'rho' must be a number strictly between 0 and 1"),
+        (["--set", "model=resnet50"], "predicts 1000 classes"),
+        (["--set", "nonsense"], "key=value"),
+        (["--config", "missing.toml"], "no such settings file"),
+    ],
+)
+def test_bad_settings_exit_2_without_traceback(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    result = invoke(args, tmp_path)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()  # nothing trained, no run folder
+
+
+def test_bad_toml_file_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[mile]\nk_t = 3\nk_s =\n")
+    result = invoke(["--config", str(path)], tmp_path)
+    assert result.exit_code == 2
+    assert str(path) in result.output and "line 3" in result.output
+
+
+def test_cuda_on_a_cpu_machine_is_a_settings_error(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = invoke([*TINY, "--set", "device=cuda"], tmp_path)
+    assert result.exit_code == 2 and "CUDA is not available" in result.output
+
+
+def test_sigint_stops_cleanly_with_exit_130(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "mile_tui", "run", "--headless", *TINY,
+            "--set", "epoch_num=200", "--set", f"checkpoint_path={tmp_path / 'runs'}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until training is under way
+        if "StepLogged" in line or " step " in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out
+    assert time.monotonic() - started < 30
+    assert "run stopped" in out

@@ -1,0 +1,58 @@
+"""Schemas: phases, losses, pseudo-labels and the sigmoid head's start."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mile_engine.models import build_model
+from mile_engine.schemas import (
+    ground_truth_loss,
+    multi_label_bce,
+    phases_of,
+    pseudo_labels,
+)
+
+
+def test_phases_give_equal_compute() -> None:
+    mile = phases_of("MILe", 7, 3)
+    assert [(p.name, p.steps) for p in mile] == [("interactive", 7), ("imitation", 3)]
+    for schema in ("sigmoid", "softmax"):
+        assert [(p.name, p.steps) for p in phases_of(schema, 7, 3)] == [("interactive", 10)]
+
+
+def test_pseudo_labels_threshold_probabilities_not_logits() -> None:
+    logits = torch.tensor([[-0.5, 0.2, -3.0, 2.0]])
+    # sigmoid: 0.378, 0.550, 0.047, 0.881; a raw-logit threshold at 0.25 would drop -0.5.
+    assert pseudo_labels(logits, 0.25).tolist() == [[True, True, False, True]]
+    assert pseudo_labels(logits, 0.6).tolist() == [[False, False, False, True]]
+    with_gt = pseudo_labels(logits, 0.6, labels=torch.tensor([2]))
+    assert with_gt.tolist() == [[False, False, True, True]]
+
+
+def test_losses() -> None:
+    logits = torch.randn(5, 4)
+    labels = torch.tensor([0, 1, 2, 3, 0])
+    bce = ground_truth_loss("sigmoid", logits, labels)
+    expected = F.binary_cross_entropy_with_logits(
+        logits, F.one_hot(labels, 4).float(), reduction="none"
+    ).sum(1).mean()
+    assert bce == pytest.approx(expected.item())
+    assert ground_truth_loss("MILe", logits, labels) == pytest.approx(expected.item())
+    assert ground_truth_loss("softmax", logits, labels) == pytest.approx(
+        F.cross_entropy(logits, labels).item()
+    )
+    targets = torch.rand(5, 4) > 0.5
+    assert multi_label_bce(logits, targets) == pytest.approx(
+        F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="sum").item() / 5
+    )
+
+
+def test_sigmoid_head_bias_starts_at_minus_log_c() -> None:
+    model = build_model("resnet18-10", sigmoid_head=True)
+    assert torch.allclose(model.fc.bias, torch.full((10,), -math.log(10)))
+    plain = build_model("resnet18-10", sigmoid_head=False)
+    assert not torch.allclose(plain.fc.bias, torch.full((10,), -math.log(10)))

@@ -1,0 +1,152 @@
+"""The trainer on tiny CPU runs: events, phases, teacher, pseudo-labels, control."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from mile_engine import events as ev
+from mile_engine import schemas
+from mile_engine.control import Control
+from mile_engine.trainer import Trainer
+from tests.conftest import tiny
+
+
+def run(settings, tmp_path: Path, sinks=(), control=None):  # type: ignore[no-untyped-def]
+    seen: list[ev.Event] = []
+    trainer = Trainer(settings, tmp_path, sinks=[seen.append, *sinks], control=control)
+    ended = trainer.train()
+    return trainer, seen, ended
+
+
+def test_mile_event_sequence_and_exact_phase_steps(tmp_path: Path) -> None:
+    _, seen, ended = run(tiny(), tmp_path)
+    assert ended.status == "finished" and ended.global_step == 10
+    kinds = [type(e).__name__ for e in seen if not isinstance(e, ev.Message)]
+    one_generation = (
+        ["PhaseStarted"] + ["StepLogged"] * 3
+        + ["PhaseStarted"] + ["StepLogged", "PseudoLabelStats"] * 2 + ["Evaluated"]
+    )
+    assert kinds == ["RunStarted", *one_generation, *one_generation, "RunEnded"]
+    phases = [(e.generation, e.phase, e.steps) for e in seen if isinstance(e, ev.PhaseStarted)]
+    assert phases == [(1, "interactive", 3), (1, "imitation", 2),
+                      (2, "interactive", 3), (2, "imitation", 2)]
+    evals = [e for e in seen if isinstance(e, ev.Evaluated)]
+    assert [e.global_step for e in evals] == [5, 10]
+    for e in evals:
+        assert 0 <= e.metrics["real_f1"] <= 1 and e.metrics["coverage"] >= 1
+        assert "0.05" in e.metrics["sweep"]  # type: ignore[operator]
+    density = [e for e in seen if isinstance(e, ev.PseudoLabelStats)]
+    assert all(e.labels_per_image >= 0 and 0 <= e.contains_label <= 1 for e in density)
+
+
+@pytest.mark.parametrize("schema", ["sigmoid", "softmax"])
+def test_baselines_take_the_same_steps_in_one_phase(schema: str, tmp_path: Path) -> None:
+    _, seen, ended = run(tiny(schema=schema), tmp_path)
+    assert ended.global_step == 10
+    phases = [(e.phase, e.steps) for e in seen if isinstance(e, ev.PhaseStarted)]
+    assert phases == [("interactive", 5), ("interactive", 5)]
+    assert not any(isinstance(e, ev.PseudoLabelStats) for e in seen)
+
+
+def params(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in model.state_dict().values()]
+
+
+def test_teacher_copies_student_at_switch_and_stays_frozen(tmp_path: Path) -> None:
+    snapshots: dict[str, list[torch.Tensor]] = {}
+    trainer: Trainer
+
+    def watch(event: ev.Event) -> None:
+        if isinstance(event, ev.PhaseStarted) and event.phase == "imitation":
+            snapshots["teacher"] = params(trainer.teacher)
+            snapshots["student"] = params(trainer.student)
+        if isinstance(event, ev.Evaluated) and event.generation == 1:
+            snapshots["teacher_after"] = params(trainer.teacher)
+            snapshots["student_after"] = params(trainer.student)
+
+    trainer = Trainer(tiny(epoch_num=1), tmp_path, sinks=[watch])
+    trainer.train()
+    for a, b in zip(snapshots["teacher"], snapshots["student"], strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(snapshots["teacher"], snapshots["teacher_after"], strict=True):
+        assert torch.equal(a, b)
+    changed = any(
+        not torch.equal(a, b)
+        for a, b in zip(snapshots["student"], snapshots["student_after"], strict=True)
+    )
+    assert changed
+    assert not any(p.requires_grad for p in trainer.teacher.parameters())
+
+
+def test_imitation_targets_are_teacher_probabilities_over_rho(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = Trainer(tiny(rho=0.3), tmp_path)
+    captured: list[torch.Tensor] = []
+    real_bce = schemas.multi_label_bce
+
+    def spy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        captured.append(targets.clone())
+        return real_bce(logits, targets)
+
+    monkeypatch.setattr("mile_engine.trainer.multi_label_bce", spy)
+    batch = trainer.source.train_batch()
+    with torch.no_grad():
+        expected = torch.sigmoid(trainer.teacher.eval()(batch.images)) > 0.3
+    trainer.imitation_step(batch)
+    assert torch.equal(captured[0], expected)
+
+
+def test_same_seed_same_losses(tmp_path: Path) -> None:
+    def losses() -> list[float]:
+        _, seen, _ = run(tiny(epoch_num=1), tmp_path)
+        return [e.loss for e in seen if isinstance(e, ev.StepLogged)]
+
+    assert losses() == losses()
+
+
+def test_stop_between_steps(tmp_path: Path) -> None:
+    control = Control()
+
+    def stop_at_4(event: ev.Event) -> None:
+        if isinstance(event, ev.StepLogged) and event.global_step == 4:
+            control.stop()
+
+    _, seen, ended = run(tiny(), tmp_path, [stop_at_4], control)
+    assert ended.status == "stopped" and ended.global_step == 4
+    assert isinstance(seen[-1], ev.RunEnded)
+
+
+def test_pause_holds_the_step_counter_until_resumed(tmp_path: Path) -> None:
+    control = Control()
+    resumed = threading.Event()
+
+    def pause_at_2(event: ev.Event) -> None:
+        if isinstance(event, ev.StepLogged) and event.global_step == 2 and not resumed.is_set():
+            control.pause()
+            threading.Timer(0.3, lambda: (resumed.set(), control.resume())).start()
+
+    _, seen, ended = run(tiny(epoch_num=1), tmp_path, [pause_at_2], control)
+    assert ended.status == "finished"
+    kinds = [type(e).__name__ for e in seen]
+    paused, resumed_at = kinds.index("Paused"), kinds.index("Resumed")
+    assert resumed_at == paused + 1  # no step happened while paused
+    assert seen[paused].global_step == 2  # type: ignore[union-attr]
+
+
+def test_training_error_is_reported_not_raised(tmp_path: Path) -> None:
+    trainer = Trainer(tiny(), tmp_path)
+    seen: list[ev.Event] = []
+    trainer.sinks = [seen.append]
+
+    def broken() -> None:
+        raise RuntimeError("disk on fire")
+
+    trainer.source.train_batch = broken  # type: ignore[method-assign]
+    ended = trainer.train()
+    assert ended.status == "failed" and ended.error == "RuntimeError: disk on fire"
+    assert any(isinstance(e, ev.Message) and "disk on fire" in e.text for e in seen)
