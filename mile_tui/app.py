@@ -1,0 +1,352 @@
+"""The training console: a Textual app with a settings screen and a run screen.
+
+The trainer runs in a thread worker. Its events reach the UI only through
+`post_message`: the sink appends each event to a buffer and posts one wake-up message
+per batch, and the app drains the buffer at most ten times a second, so the redraw rate
+does not follow the step rate and the trainer never waits for the UI.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from mile_engine import events as ev
+from mile_engine.config import FIELDS, Settings, SettingsError
+from mile_engine.control import Control
+from mile_tui.screens.dialogs import ConfirmScreen
+from mile_tui.screens.run import RunScreen
+from mile_tui.screens.settings import SettingsScreen
+from mile_tui.screens.settings_form import SettingsForm
+
+# Seconds between two redraws of the run screen, at most: about ten a second.
+DRAIN_INTERVAL = 0.1
+
+
+class EventsReady(Message):
+    """Posted by the trainer thread when its buffer goes from empty to non-empty."""
+
+
+class EventBuffer:
+    """A thread-safe queue of events between the trainer thread and the UI.
+
+    `put` is the trainer's sink: an append under a lock, and at most one
+    `post_message` per drained batch, so the trainer never waits for a redraw.
+    """
+
+    def __init__(self, wake: Callable[[], object]) -> None:
+        self._events: deque[ev.Event] = deque()
+        self._lock = threading.Lock()
+        self._signalled = False
+        self._wake = wake
+
+    def put(self, event: ev.Event) -> None:
+        """Queue one event (called from the trainer thread)."""
+        with self._lock:
+            self._events.append(event)
+            if self._signalled:
+                return
+            self._signalled = True
+        self._wake()
+
+    def drain(self) -> list[ev.Event]:
+        """Take every queued event (called from the UI)."""
+        with self._lock:
+            events = list(self._events)
+            self._events.clear()
+            self._signalled = False
+        return events
+
+
+class MileApp(App[None]):
+    """Edit the settings, start / pause / stop a run, watch it live."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "mile-tui"
+    BINDINGS = [
+        Binding("f2", "show_settings", "Settings"),
+        Binding("f3", "show_run", "Run"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, config_path: Path, overrides: Sequence[str] = (),
+                 autostart: bool = False) -> None:
+        super().__init__()
+        self.form = SettingsForm(config_path, overrides)
+        self.autostart = autostart
+        self.control: Control | None = None
+        self.worker: Worker[None] | None = None
+        self.buffer = EventBuffer(lambda: self.post_message(EventsReady()))
+        self.settings_screen = SettingsScreen(self.form)
+        self.run_screen = RunScreen()
+        self.drains = 0
+        self._last_drain = 0.0
+        self._drain_scheduled = False
+        self._quit_after_run = False
+
+    # ------------------------------------------------------------------ screens
+    def on_mount(self) -> None:
+        self.install_screen(self.settings_screen, "settings")
+        self.install_screen(self.run_screen, "run")
+        self.push_screen("settings")
+        if self.autostart:
+            self.action_start_run()
+        elif self.form.missing:
+            self.push_screen(
+                ConfirmScreen(f"{self.form.path} does not exist. Create it with the default "
+                              "settings, every key commented?", yes="Create", no="Not now"),
+                self._create_missing,
+            )
+
+    def _create_missing(self, create: bool | None) -> None:
+        if create:
+            self.settings_screen.action_save()
+
+    def action_show_settings(self) -> None:
+        """Show the settings screen."""
+        if self.screen is not self.settings_screen:
+            self.switch_screen("settings")
+
+    def action_show_run(self) -> None:
+        """Show the run screen."""
+        if self.screen is not self.run_screen:
+            self.switch_screen("run")
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """The command palette: the run's controls next to Textual's own commands."""
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Start run", "Train with the settings on screen",
+                            self.action_start_run)
+        yield SystemCommand("Pause / resume run", "Pause between steps, or go on",
+                            self.action_toggle_pause)
+        yield SystemCommand("Stop run", "Stop cleanly before the next step",
+                            self.action_stop_run)
+        yield SystemCommand("Save checkpoint now", "Write a checkpoint before the next step",
+                            self.action_save_now)
+        yield SystemCommand("Save settings", "Write the settings file (ctrl+s)",
+                            self.settings_screen.action_save)
+        yield SystemCommand("Reload settings", "Read the settings file again",
+                            self.settings_screen.action_reload)
+        yield SystemCommand("Show settings", "The settings screen (F2)",
+                            self.action_show_settings)
+        yield SystemCommand("Show run", "The run screen (F3)", self.action_show_run)
+
+    # ------------------------------------------------------------------ run state
+    @property
+    def running(self) -> bool:
+        """Whether a trainer thread is alive."""
+        return self.worker is not None and self.worker.state in (
+            WorkerState.PENDING, WorkerState.RUNNING
+        )
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Grey out run controls that do nothing in the current state."""
+        if action in ("toggle_pause", "stop_run", "save_now"):
+            return True if self.running else None
+        if action == "start_run":
+            return None if self.running else True
+        if action == "resume_selected":
+            if not resume_supported():
+                return False  # hidden: this engine cannot resume
+            return None if self.running else True
+        return True
+
+    # ------------------------------------------------------------------ run control
+    def action_start_run(self) -> None:
+        """Start a run with the settings on screen (saved or not)."""
+        if self.running:
+            self.notify("A run is already in progress.", severity="warning")
+            return
+        try:
+            settings = self.form.settings()
+        except SettingsError as exc:
+            self._refuse_start(str(exc))
+            return
+        self._launch(settings, resume=None)
+
+    def action_resume_selected(self) -> None:
+        """Continue a run from the save highlighted in the checkpoint panel."""
+        path = self.run_screen.selected_checkpoint if self.run_screen.is_mounted else None
+        if self.running or path is None:
+            self.notify("Select a save in the checkpoint panel first.", severity="warning")
+            return
+        if not resume_supported():
+            self.notify("This engine cannot resume runs yet.", severity="warning")
+            return
+        try:
+            settings = self.form.settings()
+        except SettingsError as exc:
+            self._refuse_start(str(exc))
+            return
+        self._launch(settings, resume=path)
+
+    def _refuse_start(self, message: str) -> None:
+        self.notify(message, title="Cannot start", severity="error", timeout=8)
+        self.action_show_settings()
+        bad = next(iter(self.form.errors), None)
+        if bad is None and "model" in message:
+            bad = "model"
+        if bad in FIELDS:
+            self.call_after_refresh(self.settings_screen.focus_setting, bad)
+
+    def _launch(self, settings: Settings, resume: str | None) -> None:
+        self.control = Control()
+        self.buffer.drain()  # nothing of a previous run leaks into this one
+        self.run_screen.view.reset()
+        if self.form.dirty:
+            self.run_screen.view.note("warning", "the run uses unsaved settings")
+        self.action_show_run()
+        self.run_screen.set_status("starting")
+        self.worker = self.run_worker(
+            lambda: train_in_thread(settings, self.control or Control(), self.buffer.put,
+                                    resume),
+            name="trainer", group="trainer", thread=True, exit_on_error=False,
+        )
+        self.refresh_bindings()
+
+    def action_toggle_pause(self) -> None:
+        """Pause between two steps, or let a paused run go on."""
+        if not self.running or self.control is None:
+            return
+        if self.control.paused:
+            self.control.resume()
+        else:
+            self.control.pause()
+            self.run_screen.set_status("pausing")
+
+    def action_stop_run(self) -> None:
+        """Stop the run cleanly before its next step (a paused run is woken first)."""
+        if not self.running or self.control is None:
+            return
+        self.control.stop()
+        self.run_screen.set_status("stopping")
+
+    def action_save_now(self) -> None:
+        """Ask for a checkpoint before the next step."""
+        if not self.running or self.control is None:
+            return
+        self.control.save_now()
+        self.run_screen.note("info", "checkpoint requested; written before the next step")
+
+    async def action_quit(self) -> None:
+        """Quit; during a run, ask first and stop it cleanly before leaving."""
+        if self.running:
+            self.push_screen(
+                ConfirmScreen("A run is in progress. Stop it cleanly and quit?",
+                              yes="Stop and quit", no="Keep running"),
+                self._confirm_quit,
+            )
+        elif self.form.dirty:
+            self.push_screen(
+                ConfirmScreen(f"Unsaved changes to {self.form.path}. Quit without saving?",
+                              yes="Quit", no="Stay"),
+                lambda yes: self.exit() if yes else None,
+            )
+        else:
+            self.exit()
+
+    def _confirm_quit(self, yes: bool | None) -> None:
+        if not yes:
+            return
+        if not self.running:
+            self.exit()
+            return
+        self._quit_after_run = True
+        self.action_stop_run()
+
+    # ------------------------------------------------------------------ events
+    def on_events_ready(self, _: EventsReady) -> None:
+        """Drain now, or once the redraw interval has passed since the last drain."""
+        if self._drain_scheduled:
+            return
+        wait = self._last_drain + DRAIN_INTERVAL - time.monotonic()
+        if wait > 0:
+            self._drain_scheduled = True
+            self.set_timer(wait, self._drain)
+        else:
+            self._drain()
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        self._last_drain = time.monotonic()
+        events = self.buffer.drain()
+        if not events:
+            return
+        self.drains += 1
+        self.run_screen.apply_events(events)
+        for event in events:
+            if isinstance(event, ev.RunEnded):
+                self._run_ended(event)
+
+    def _run_ended(self, event: ev.RunEnded) -> None:
+        if event.status == "failed":
+            self.notify(event.error or "the run failed", title="Run failed",
+                        severity="error", timeout=10)
+        else:
+            self.notify(f"Run {event.status} after {event.global_step} steps.", title="Run")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Refresh the footer's controls; leave once a stop asked by quitting is done."""
+        if event.worker is not self.worker:
+            return
+        self.refresh_bindings()
+        if event.state == WorkerState.ERROR:
+            # train_in_thread reports errors itself; this is the last line of defence.
+            self.run_screen.note("error", f"trainer thread crashed: {event.worker.error}")
+            self.run_screen.set_status("failed")
+        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            self._drain()
+            if self._quit_after_run:
+                self.exit()
+
+
+def resume_supported() -> bool:
+    """Whether the engine's `open_run` accepts `resume=` (the checkpoints work)."""
+    from mile_engine.session import open_run
+
+    return "resume" in inspect.signature(open_run).parameters
+
+
+def train_in_thread(settings: Settings, control: Control, sink: ev.Sink,
+                    resume: str | None = None) -> None:
+    """Build a run and train it, reporting everything (errors too) as events to `sink`.
+
+    Runs in the worker thread: building the model and the data can take a while and
+    must not freeze the screen.
+    """
+    try:
+        from mile_engine.session import open_run
+
+        # Passed by name only when asked, so an engine without resume support still runs.
+        extra: dict[str, Any] = {} if resume is None else {"resume": resume}
+        trainer = open_run(settings, [sink], control, **extra)
+    except Exception as exc:  # reported in the UI; the app stays usable
+        error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, SettingsError) else str(exc)
+        if not isinstance(exc, SettingsError):
+            sink(ev.Message("error", traceback.format_exc()))
+        sink(ev.RunEnded("failed", 0, 0.0, None, error))
+        return
+    trainer.train()
+
+
+def create_app(config_path: Path, overrides: Sequence[str] = (),
+               autostart: bool = False) -> MileApp:
+    """Build the console app: one factory for the command line and the tests."""
+    return MileApp(Path(config_path), list(overrides), autostart=autostart)
+
+
+def run_app(config_path: Path, overrides: list[str], autostart: bool) -> None:
+    """Open the console on `config_path` (a missing file starts from the defaults)."""
+    create_app(config_path, overrides, autostart).run()

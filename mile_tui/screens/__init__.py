@@ -1,0 +1,1 @@
+"""The console's screens: settings, run, and the small dialogs between them."""

@@ -1,0 +1,191 @@
+"""The settings screen: every setting of the file, grouped, validated as you type."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.events import DescendantFocus
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
+
+from mile_engine.config import FIELDS, GROUPS, SettingsError, allowed_text
+from mile_tui.screens.settings_form import SettingsForm, format_value
+
+if TYPE_CHECKING:
+    from mile_tui.app import MileApp
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def choices_of(name: str, current: Any) -> tuple[str, ...]:
+    """The values a select offers; the device select keeps a `cuda:N` the file names."""
+    if name == "device":
+        return DEVICE_CHOICES if current in DEVICE_CHOICES else (*DEVICE_CHOICES, current)
+    return tuple(FIELDS[name].metadata["choices"] or ())
+
+
+def is_select(name: str) -> bool:
+    """Whether a setting is edited with a select rather than typed."""
+    return name == "device" or bool(FIELDS[name].metadata["choices"])
+
+
+class SettingsScreen(Screen[None]):
+    """Edit the settings file: selects for choices, checked inputs for the rest."""
+
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save", priority=True),
+        Binding("ctrl+r", "reload", "Reload"),
+        Binding("f5", "app.start_run", "Start run"),
+    ]
+
+    def __init__(self, form: SettingsForm) -> None:
+        super().__init__(id="settings")
+        self.form = form
+
+    @property
+    def mile_app(self) -> MileApp:
+        """The console app (typed)."""
+        return self.app  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="banner")
+        with VerticalScroll(id="settings-form"):
+            for group, title in GROUPS.items():
+                yield Static(f"{title}  [dim]\\[{group}][/]", classes="group-title")
+                for name, f in FIELDS.items():
+                    if f.metadata["group"] == group:
+                        yield from self._row(name)
+        yield Static(id="setting-doc")
+        yield Footer()
+
+    def _row(self, name: str) -> ComposeResult:
+        value = self.form.values[name]
+        with Horizontal(classes="setting-row", id=f"row-{name}"):
+            yield Label(name, classes="setting-name", id=f"label-{name}")
+            yield self._editor(name, value)
+        yield Static(classes="setting-error", id=f"error-{name}")
+
+    def _editor(self, name: str, value: Any) -> Widget:
+        field_id = f"field-{name}"
+        if is_select(name):
+            options = [(c, c) for c in choices_of(name, value)]
+            return Select(options, value=value, allow_blank=False, compact=True, id=field_id)
+        if isinstance(value, bool):
+            return Switch(value=value, id=field_id)
+        return Input(format_value(value), compact=True, id=field_id,
+                     placeholder="(empty)" if isinstance(value, str) else "")
+
+    def on_mount(self) -> None:
+        self.refresh_marks()
+        self.query_one("#field-model").focus()
+
+    # ------------------------------------------------------------------ editing
+    @staticmethod
+    def _setting_of(widget: Widget | None) -> str | None:
+        if widget is None or not widget.id or not widget.id.startswith("field-"):
+            return None
+        return widget.id.removeprefix("field-")
+
+    @on(Input.Changed)
+    def _typed(self, event: Input.Changed) -> None:
+        name = self._setting_of(event.input)
+        if name is not None:
+            self.form.set_text(name, event.value)
+            self.refresh_marks()
+
+    @on(Select.Changed)
+    def _selected(self, event: Select.Changed) -> None:
+        name = self._setting_of(event.select)
+        if name is not None and event.value is not Select.NULL:
+            self.form.set_value(name, event.value)
+            self.refresh_marks()
+
+    @on(Switch.Changed)
+    def _switched(self, event: Switch.Changed) -> None:
+        name = self._setting_of(event.switch)
+        if name is not None:
+            self.form.set_value(name, event.value)
+            self.refresh_marks()
+
+    def on_descendant_focus(self, event: DescendantFocus) -> None:
+        name = self._setting_of(event.widget)
+        if name is None:
+            return
+        doc = Text()
+        doc.append(name, "bold")
+        doc.append(f"  {FIELDS[name].metadata['doc']} ")
+        doc.append(f"Allowed: {allowed_text(name)}.", "dim")
+        self.query_one("#setting-doc", Static).update(doc)
+
+    def refresh_marks(self) -> None:
+        """Show per-key errors and path warnings, unsaved marks and the cross-key banner."""
+        form = self.form
+        dirty = form.dirty
+        for name in FIELDS:
+            message = form.errors.get(name) or form.path_warning(name) or ""
+            error = self.query_one(f"#error-{name}", Static)
+            error.update(message)
+            error.display = bool(message)
+            error.set_class(name not in form.errors, "warning")
+            self.query_one(f"#row-{name}").set_class(name in form.errors, "invalid")
+            label = self.query_one(f"#label-{name}", Label)
+            label.update(f"● {name}" if name in dirty else f"  {name}")
+            label.set_class(name in dirty, "dirty")
+        banner = self.query_one("#banner", Static)
+        problem = form.consistency_error()
+        if problem:
+            banner.update(f"Cannot start: {problem}")
+        elif form.missing:
+            banner.update(f"{form.path} does not exist yet: ctrl+s creates it, every key "
+                          "commented.")
+        banner.display = bool(problem or form.missing)
+        banner.set_class(bool(problem), "error")
+        unsaved = f" ● {len(dirty)} unsaved" if dirty else ""
+        self.sub_title = f"settings · {form.path}{unsaved}"
+
+    def load_values(self) -> None:
+        """Put the form's values back into the editors (after a reload)."""
+        for name, value in self.form.values.items():
+            editor = self.query_one(f"#field-{name}")
+            if isinstance(editor, Select):
+                options = [(c, c) for c in choices_of(name, value)]
+                editor.set_options(options)
+                editor.value = value
+            elif isinstance(editor, Switch):
+                editor.value = value
+            elif isinstance(editor, Input):
+                editor.value = format_value(value)
+        self.refresh_marks()
+
+    def focus_setting(self, name: str) -> None:
+        """Move the focus to a setting's editor (to show where a problem is)."""
+        self.query_one(f"#field-{name}").focus()
+
+    # ------------------------------------------------------------------ actions
+    def action_save(self) -> None:
+        """Write the settings to the file, keeping its comments."""
+        try:
+            self.form.save()
+        except (SettingsError, OSError) as exc:
+            self.notify(str(exc), title="Not saved", severity="error")
+            return
+        self.refresh_marks()
+        self.notify(f"Saved {self.form.path}", title="Settings")
+
+    def action_reload(self) -> None:
+        """Read the file again, dropping unsaved edits."""
+        try:
+            self.form.reload()
+        except SettingsError as exc:
+            self.notify(str(exc), title="Not reloaded", severity="error")
+            return
+        self.load_values()
+        self.notify(f"Reloaded {self.form.path}", title="Settings")

@@ -1,0 +1,1 @@
+"""The run screen's panels and the state they show."""

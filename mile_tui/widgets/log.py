@@ -1,0 +1,32 @@
+"""The log panel: run lifecycle notes, warnings and errors (tracebacks included)."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+from mile_tui.widgets.run_view import RunView
+
+LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": ""}
+
+
+class LogPanel(RichLog):
+    """Lines the run writes for people: what happened, what went wrong."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, wrap=True, markup=False, highlight=False, max_lines=2000,
+                         min_width=20)
+        self.timestamps = True
+
+    def on_mount(self) -> None:
+        self.border_title = "Log"
+
+    def show(self, view: RunView) -> None:
+        """Write the lines the run added since the last redraw."""
+        lines, view.log[:] = list(view.log), []
+        for level, text in lines:
+            stamp = time.strftime("%H:%M:%S ") if self.timestamps else ""
+            prefix = "" if level == "info" else f"{level}: "
+            self.write(Text(f"{stamp}{prefix}{text}", LEVEL_STYLE.get(level, "")))

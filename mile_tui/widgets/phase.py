@@ -1,0 +1,57 @@
+"""The phase panel: schema, generation, phase and step, progress, speed, elapsed and ETA."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import ProgressBar, Static
+
+from mile_tui.widgets.run_view import RunView, format_duration
+
+STATUS_STYLE = {
+    "running": "bold $success",
+    "paused": "bold $warning",
+    "stopping": "bold $warning",
+    "starting": "bold $accent",
+    "finished": "bold $success",
+    "stopped": "bold $warning",
+    "failed": "bold $error",
+}
+
+
+class PhasePanel(Vertical):
+    """Where the run is: generation g/N, phase step i/k with a bar, images/s, time."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="phase-head")
+        yield ProgressBar(total=1, show_eta=False, id="phase-bar")
+        yield Static(id="phase-stats")
+
+    def on_mount(self) -> None:
+        self.border_title = "Phase"
+        self.show(RunView())
+
+    def show(self, view: RunView) -> None:
+        """Redraw from the run's state."""
+        self.border_subtitle = f"[{STATUS_STYLE.get(view.status, 'dim')}]{view.status}[/]"
+        head = Text()
+        if view.generations:
+            head.append(f"{view.schema or '–'}", style="bold")
+            head.append(f"  gen {view.generation}/{view.generations}")
+            if view.phase:
+                head.append("  ")
+                head.append(view.phase, style="bold")
+                head.append(f" {view.step}/{view.steps}")
+        else:
+            head.append("No run yet. Press s (or F5) to start.", style="dim")
+        self.query_one("#phase-head", Static).update(head)
+        bar = self.query_one("#phase-bar", ProgressBar)
+        bar.update(total=max(view.steps, 1), progress=view.step)
+        speed = f"{view.images_per_s:,.0f} img/s" if view.images_per_s else "– img/s"
+        stats = (
+            f"{speed}  step {view.global_step}/{view.total_steps or '–'}\n"
+            f"elapsed {format_duration(view.elapsed_s if view.generations else None)}"
+            f"  ETA {format_duration(view.eta_s)}"
+        )
+        self.query_one("#phase-stats", Static).update(stats)

@@ -1,0 +1,209 @@
+"""What the run screen shows, folded from the trainer's events (no widgets here).
+
+The run screen applies a batch of events to a `RunView` and then redraws only the
+panels the batch touched, so the redraw rate is the drain rate, not the step rate.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mile_engine import events as ev
+from mile_engine.runs import describe
+
+# Progress records kept for the loss chart and the pseudo-label panel: wider than any
+# terminal, so the chart always has enough columns.
+HISTORY = 400
+
+PHASE, LOSS, PSEUDO, EVAL, CHECKPOINTS, LOG = (
+    "phase", "loss", "pseudo", "eval", "checkpoints", "log"
+)
+ALL_PANELS = frozenset({PHASE, LOSS, PSEUDO, EVAL, CHECKPOINTS, LOG})
+
+
+@dataclass
+class LossPoint:
+    """One progress record for the loss chart."""
+
+    global_step: int
+    phase: str
+    loss: float
+
+
+@dataclass
+class EvalRow:
+    """One generation's evaluation."""
+
+    generation: int
+    metrics: dict[str, float]
+    best: bool
+
+
+@dataclass
+class CheckpointRow:
+    """One save of the run, as the checkpoint panel lists it."""
+
+    path: str
+    generation: int
+    global_step: int
+    reason: str
+    best: bool = False
+
+    @property
+    def name(self) -> str:
+        """The file name, short enough for the panel."""
+        return Path(self.path).name
+
+
+@dataclass
+class RunView:
+    """The run as the screen shows it."""
+
+    status: str = "idle"
+    run_dir: str = ""
+    schema: str = ""
+    device: str = ""
+    generation: int = 0
+    generations: int = 0
+    phase: str = ""
+    step: int = 0
+    steps: int = 0
+    global_step: int = 0
+    total_steps: int = 0
+    images_per_s: float = 0.0
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    lr: float | None = None
+    error: str | None = None
+    reference: dict[str, float] = field(default_factory=dict)
+    losses: deque[LossPoint] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    pseudo: deque[ev.PseudoLabelStats] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    evals: list[EvalRow] = field(default_factory=list)
+    checkpoints: list[CheckpointRow] = field(default_factory=list)
+    log: list[tuple[str, str]] = field(default_factory=list)
+    """Lines (level, text) not yet written to the log panel; the panel takes them."""
+    _rate_origin: tuple[int, float] | None = None
+    _best_pending: bool = False
+
+    def reset(self) -> None:
+        """Forget the previous run (a new one starts)."""
+        fresh = RunView()
+        fresh.log = self.log
+        self.__dict__.update(fresh.__dict__)
+
+    def note(self, level: str, text: str) -> None:
+        """Add a line of the console's own to the log panel."""
+        self.log.append((level, text))
+
+    def apply(self, event: ev.Event) -> set[str]:
+        """Fold one event in; return the panels it changed."""
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        return handler(event) if handler else set()
+
+    def apply_all(self, events: list[ev.Event]) -> set[str]:
+        """Fold a batch of events in; return the panels they changed."""
+        changed: set[str] = set()
+        for event in events:
+            changed |= self.apply(event)
+        return changed
+
+    # ------------------------------------------------------------------ handlers
+    def _on_RunStarted(self, e: ev.RunStarted) -> set[str]:
+        self.status = "running"
+        self.run_dir = e.run_dir
+        self.schema = str(e.settings.get("schema", ""))
+        self.device = e.device
+        self.global_step = e.global_step
+        self.total_steps = e.total_steps
+        self.generations = int(e.settings.get("epoch_num", 0))
+        self.reference = dict(e.reference)
+        self._rate_origin = None
+        self.note("info", describe(e) or "")
+        return {PHASE, EVAL, LOG}
+
+    def _on_PhaseStarted(self, e: ev.PhaseStarted) -> set[str]:
+        self.generation, self.generations = e.generation, e.generations
+        self.phase, self.step, self.steps = e.phase, 0, e.steps
+        return {PHASE}
+
+    def _on_StepLogged(self, e: ev.StepLogged) -> set[str]:
+        self.generation, self.phase = e.generation, e.phase
+        self.step, self.steps = e.step, e.steps
+        self.global_step, self.total_steps = e.global_step, e.total_steps
+        self.images_per_s, self.elapsed_s, self.lr = e.images_per_s, e.elapsed_s, e.lr
+        # ETA from the pace since the first record of this session, which includes
+        # evaluation time, so it does not promise too much.
+        if self._rate_origin is None:
+            self._rate_origin = (e.global_step, e.elapsed_s)
+        step0, time0 = self._rate_origin
+        remaining = e.total_steps - e.global_step
+        if e.global_step > step0 and e.elapsed_s > time0:
+            self.eta_s = remaining * (e.elapsed_s - time0) / (e.global_step - step0)
+        elif e.global_step > 0:
+            self.eta_s = remaining * e.elapsed_s / e.global_step
+        self.losses.append(LossPoint(e.global_step, e.phase, e.loss))
+        return {PHASE, LOSS}
+
+    def _on_PseudoLabelStats(self, e: ev.PseudoLabelStats) -> set[str]:
+        self.pseudo.append(e)
+        return {PSEUDO}
+
+    def _on_Evaluated(self, e: ev.Evaluated) -> set[str]:
+        if e.best:
+            for row in self.evals:
+                row.best = False
+        self.evals.append(EvalRow(e.generation, dict(e.metrics), e.best))
+        # The generation's checkpoint is written just after its evaluation.
+        self._best_pending = e.best
+        return {EVAL}
+
+    def _on_CheckpointSaved(self, e: ev.CheckpointSaved) -> set[str]:
+        best = self._best_pending and e.reason == "generation"
+        if best:
+            for row in self.checkpoints:
+                row.best = False
+            self._best_pending = False
+        self.checkpoints.append(CheckpointRow(e.path, e.generation, e.global_step, e.reason, best))
+        if e.kept:
+            # Retention removed older files: list only what is still on disk.
+            kept = {Path(p).name for p in e.kept} | {Path(e.path).name}
+            self.checkpoints = [c for c in self.checkpoints if c.name in kept]
+        self.note("info", describe(e) or "")
+        return {CHECKPOINTS, LOG}
+
+    def _on_Paused(self, e: ev.Paused) -> set[str]:
+        self.status = "paused"
+        self.note("info", describe(e) or "")
+        return {PHASE, LOG}
+
+    def _on_Resumed(self, e: ev.Resumed) -> set[str]:
+        self.status = "running"
+        self.note("info", describe(e) or "")
+        return {PHASE, LOG}
+
+    def _on_Message(self, e: ev.Message) -> set[str]:
+        self.note(e.level, e.text.rstrip())
+        return {LOG}
+
+    def _on_RunEnded(self, e: ev.RunEnded) -> set[str]:
+        self.status = e.status
+        self.global_step = e.global_step
+        self.elapsed_s = max(self.elapsed_s, e.elapsed_s)
+        self.error = e.error
+        if e.status == "finished":
+            self.eta_s = 0.0
+        level = {"finished": "info", "stopped": "warning"}.get(e.status, "error")
+        self.note(level, describe(e) or "")
+        return {PHASE, LOG}
+
+
+def format_duration(seconds: float | None) -> str:
+    """Seconds as h:mm:ss, or a dash when unknown."""
+    if seconds is None:
+        return "–"
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
