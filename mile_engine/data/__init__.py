@@ -6,23 +6,55 @@ import torch
 
 from mile_engine.config import Settings, SettingsError
 from mile_engine.data.batch import Batch, DataSource
+from mile_engine.data.idx import IDX_DATASETS, IdxError, Progress, load_idx_tiles
 from mile_engine.data.tiles import GridSource, TileBank
 
-__all__ = ["Batch", "DataSource", "GridSource", "TileBank", "build_source", "load_tiles"]
+__all__ = [
+    "Batch",
+    "DataSource",
+    "GridSource",
+    "IdxError",
+    "Progress",
+    "TileBank",
+    "build_source",
+    "load_tiles",
+]
 
 
-def load_tiles(settings: Settings) -> tuple[TileBank, TileBank]:
-    """The (train, validation) tile banks of a grid dataset."""
+def load_tiles(
+    settings: Settings, progress: Progress | None = None
+) -> tuple[TileBank, TileBank]:
+    """The (train, validation) tile banks of a grid dataset.
+
+    Args:
+        settings: `dataset` picks the tiles; `mnist_path` locates MNIST-format files.
+        progress: receives download progress when IDX files must be fetched.
+
+    Raises:
+        SettingsError: the dataset is not a grid dataset, or its files are unusable.
+    """
     if settings.dataset == "digits":
         from mile_engine.data.digits import load_digits
 
         return load_digits()
-    raise SettingsError(f"dataset '{settings.dataset}' is not available in this version.")
+    if settings.dataset in IDX_DATASETS:
+        return load_idx_tiles(settings.dataset, settings.mnist_path, progress=progress)
+    raise SettingsError(f"dataset '{settings.dataset}' is not a grid dataset.")
 
 
-def build_source(settings: Settings, device: torch.device) -> DataSource:
-    """Build the data source the settings describe, on `device`."""
-    train, val = load_tiles(settings)
+def build_source(
+    settings: Settings,
+    device: torch.device,
+    progress: Progress | None = None,
+) -> DataSource:
+    """Build the data source the settings describe, on `device`.
+
+    Args:
+        settings: the run's settings.
+        device: where batches are delivered.
+        progress: called as (task, done, total) while files are downloaded.
+    """
+    train, val = load_tiles(settings, progress)
     return GridSource(
         train,
         val,
