@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from mile_engine.config import Settings, SettingsError
@@ -46,14 +48,22 @@ def build_source(
     settings: Settings,
     device: torch.device,
     progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> DataSource:
     """Build the data source the settings describe, on `device`.
 
     Args:
         settings: the run's settings.
         device: where batches are delivered.
-        progress: called as (task, done, total) while files are downloaded.
+        progress: called as (task, done, total) while files are downloaded or scanned.
+        warn: receives notes and skipped-file reports
+            (ImageNet only); None logs them as warnings.
     """
+    if settings.dataset == "imagenet":
+        # Imported here: torchvision transforms and PIL are only needed for ImageNet.
+        from mile_engine.data.imagenet import ImageNetSource
+
+        return ImageNetSource.from_settings(settings, device, progress, warn)
     train, val = load_tiles(settings, progress)
     return GridSource(
         train,
