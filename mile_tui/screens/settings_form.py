@@ -137,9 +137,11 @@ class SettingsForm:
         return None
 
     def consistency_error(self) -> str | None:
-        """The message of a cross-key problem (model vs dataset, ...), or None."""
-        if self.errors:
-            return None
+        """The message of a cross-key problem (model vs dataset, ...), or None.
+
+        Checked on the last valid value of each key, so it shows even while another
+        key is being typed.
+        """
         try:
             check_consistency(Settings(**self.values), self.source)
         except SettingsError as exc:

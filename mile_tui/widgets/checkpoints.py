@@ -27,11 +27,13 @@ class CheckpointPanel(OptionList):
             self.add_option(Option(Text("no saves yet", "dim"), disabled=True))
             return
         for index, row in enumerate(self.rows):
-            text = Text(f"gen {row.generation:>2} step {row.global_step:>6} {row.reason:<10}")
+            # A generation's save is the usual case; other reasons (request, stop) are named.
+            reason = "" if row.reason == "generation" else f" {row.reason}"
+            text = Text(f"gen {row.generation:>2}  step {row.global_step:>6}{reason}")
             if row.best:
-                text.append(" ★best", "bold")
+                text.append("  ★ best", "bold")
             if index == len(self.rows) - 1:
-                text.append(" ◆newest", "italic")
+                text.append("  ◆ newest", "italic")
             self.add_option(Option(text, id=row.path))
         self.highlighted = len(self.rows) - 1
 

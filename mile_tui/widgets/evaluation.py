@@ -8,7 +8,7 @@ from textual.widgets import DataTable
 from mile_tui.widgets.run_view import RunView
 
 COLUMNS = (("gen", None), ("top-1", "top1"), ("ReaL acc", "real_accuracy"),
-           ("ReaL F1", "real_f1"), ("cover", "coverage"))
+           ("ReaL F1", "real_f1"), ("cov", "coverage"))
 
 
 class EvalTable(DataTable[Text]):
@@ -38,7 +38,7 @@ class EvalTable(DataTable[Text]):
             cells = [Text(f"{'★' if row.best else ' '}{row.generation}", style)]
             for _label, key in COLUMNS[1:]:
                 value = row.metrics.get(key or "", float("nan"))
-                digits = 2 if key == "coverage" else 4
+                digits = 2 if key == "coverage" else 3
                 cells.append(Text(f"{value:.{digits}f}", style, justify="right"))
             self.add_row(*cells, key=str(row.generation))
         if view.evals:

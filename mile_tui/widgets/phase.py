@@ -44,7 +44,7 @@ class PhasePanel(Vertical):
                 head.append(view.phase, style="bold")
                 head.append(f" {view.step}/{view.steps}")
         else:
-            head.append("No run yet. Press s (or F5) to start.", style="dim")
+            head.append("No run yet: s starts one.", style="dim")
         self.query_one("#phase-head", Static).update(head)
         bar = self.query_one("#phase-bar", ProgressBar)
         bar.update(total=max(view.steps, 1), progress=view.step)
