@@ -61,13 +61,14 @@ class PseudoLabelStats:
 
 @dataclass(frozen=True)
 class Evaluated:
-    """Validation metrics after a generation."""
+    """Validation metrics after a generation, at `rho` and at every swept threshold."""
 
     generation: int
     global_step: int
     metrics: dict[str, float]
     best: bool
     images_per_s: float
+    sweep: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

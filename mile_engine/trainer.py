@@ -24,7 +24,7 @@ from mile_engine.config import Settings
 from mile_engine.control import Control
 from mile_engine.data import Batch, DataSource, build_source
 from mile_engine.device import precision_name, resolve_device, resolve_precision
-from mile_engine.metrics import EvalAccumulator
+from mile_engine.metrics import METRIC_NAMES, EvalAccumulator
 from mile_engine.models import build_model, count_parameters
 from mile_engine.schemas import (
     IMITATION,
@@ -372,19 +372,21 @@ class Trainer:
             images += len(batch.labels)
         results = acc.compute()
         metrics = dict(results[0])
-        metrics["sweep"] = {str(r["rho"]): r["real_f1"] for r in results}  # type: ignore[assignment]
+        # Every metric at every swept threshold: schemas compare at their best rho too.
+        sweep = {str(r["rho"]): {k: r[k] for k in METRIC_NAMES} for r in results}
         f1 = metrics["real_f1"]
         best = self.best_metrics is None or f1 > self.best_metrics["real_f1"]
         if best:
-            self.best_metrics = {k: v for k, v in metrics.items() if k != "sweep"}
+            self.best_metrics = dict(metrics)
             self.best_metrics["generation"] = self.generation + 1
         if self.scheduler is not None:
             self.scheduler.step(f1)
-        record = {"generation": self.generation + 1, "global_step": self.global_step, **metrics}
+        record = {"generation": self.generation + 1, "global_step": self.global_step,
+                  **metrics, "sweep": sweep}
         self.history.append(record)
         seconds = max(time.perf_counter() - started, 1e-9)
         self._emit(ev.Evaluated(self.generation + 1, self.global_step, metrics, best,
-                                images / seconds))
+                                images / seconds, sweep))
         return metrics
 
     def _reference_f1s(self) -> dict[str, float]:

@@ -60,11 +60,11 @@ class RichRenderer:
             label = f"gen {event.generation}/{event.generations} {event.phase}"
             self.phase = p.add_task(label, total=event.steps, label=label, loss="-", speed="")
         elif isinstance(event, ev.StepLogged):
-            fields = {"loss": f"{event.loss:.4f}", "speed": f"{event.images_per_s:,.0f} img/s"}
+            loss, speed = f"{event.loss:.4f}", f"{event.images_per_s:,.0f} img/s"
             if self.phase is not None:
-                p.update(self.phase, completed=event.step, **fields)
+                p.update(self.phase, completed=event.step, loss=loss, speed=speed)
             if self.total is not None:
-                p.update(self.total, completed=event.global_step, **fields)
+                p.update(self.total, completed=event.global_step, loss=loss, speed=speed)
         elif isinstance(event, ev.Evaluated):
             self._print_eval(event)
         elif isinstance(event, ev.RunEnded):
@@ -117,7 +117,7 @@ class StopSignals:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
+            signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received == signal.SIGINT and signum == signal.SIGINT:

@@ -38,7 +38,7 @@ def test_mile_event_sequence_and_exact_phase_steps(tmp_path: Path) -> None:
     assert [e.global_step for e in evals] == [5, 10]
     for e in evals:
         assert 0 <= e.metrics["real_f1"] <= 1 and e.metrics["coverage"] >= 1
-        assert "0.05" in e.metrics["sweep"]  # type: ignore[operator]
+        assert e.sweep["0.05"]["coverage"] >= e.sweep["0.75"]["coverage"]
     density = [e for e in seen if isinstance(e, ev.PseudoLabelStats)]
     assert all(e.labels_per_image >= 0 and 0 <= e.contains_label <= 1 for e in density)
 

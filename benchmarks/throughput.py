@@ -1,0 +1,164 @@
+"""Training and evaluation images/s of the engine against the model-only ceiling.
+
+For the given settings (default: ./mile.toml), in one process and one run, measure:
+
+- the engine's interactive and imitation steps (data composed by the engine's source,
+  the trainer's own step functions);
+- the model-only ceiling: the same network, precision, batch and input size, on a
+  synthetic batch already on the device, with the same loss and optimizer;
+- evaluation images/s, and the metrics on 50,000 x 1,000 logits on the CPU;
+
+then print a table with the ratio engine/ceiling and write JSON.
+
+    python benchmarks/throughput.py [--config mile.toml] [--set key=value ...]
+        [--windows 5] [--steps 20] [--out benchmarks/results/throughput.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mile_engine.config import load_settings
+from mile_engine.data import Batch
+from mile_engine.metrics import evaluate_logits
+from mile_engine.schemas import multi_label_bce
+from mile_engine.trainer import Trainer
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued device work, so that wall time measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_rate(
+    step: Callable[[], None], images_per_step: int, device: torch.device,
+    windows: int, steps: int, warmup: int,
+) -> float:
+    """Median images/s over `windows` windows of `steps` steps, after `warmup` steps."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    rates = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(device)
+        rates.append(images_per_step * steps / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every measurement for one settings file; return the results."""
+    settings = load_settings(args.config, args.set, missing_ok=True)
+    torch.manual_seed(0)
+    trainer = Trainer(settings, Path("."))
+    device, source = trainer.device, trainer.source
+    bs = settings.batch_size
+    kw = {"windows": args.windows, "steps": args.steps, "warmup": args.warmup}
+
+    # -- the engine: fresh grids every step, the trainer's own step functions
+    engine_interactive = timed_rate(
+        lambda: trainer.interactive_step(source.train_batch()), bs, device, **kw
+    )
+    engine_imitation = timed_rate(
+        lambda: trainer.imitation_step(source.train_batch()), bs, device, **kw
+    )
+    start = time.perf_counter()
+    trainer.evaluate()
+    sync(device)
+    eval_rate = sum(len(b.labels) for b in source.val_batches(512)) / (
+        time.perf_counter() - start
+    )
+
+    # -- the ceiling: one synthetic batch, already on the device, the same steps
+    fixed = source.train_batch()
+    synthetic = Batch(
+        torch.randn_like(fixed.images).contiguous(), fixed.labels.clone(), fixed.real
+    )
+    ceiling_interactive = timed_rate(
+        lambda: trainer.interactive_step(synthetic), bs, device, **kw
+    )
+    ceiling_imitation = timed_rate(lambda: _bare_imitation(trainer, synthetic), bs, device, **kw)
+
+    # -- metrics alone on ImageNet-sized logits
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(50_000, 1000, generator=gen)
+    labels = torch.randint(1000, (50_000,), generator=gen)
+    real = torch.rand(50_000, 1000, generator=gen) < 0.0012
+    start = time.perf_counter()
+    evaluate_logits(logits, labels, real, 0.25, True)
+    metrics_s = time.perf_counter() - start
+
+    return {
+        "settings": {k: v for k, v in settings.to_dict().items()
+                     if k in ("dataset", "model", "schema", "batch_size", "image_size",
+                              "grid_objects", "precision")},
+        "input_size": list(fixed.images.shape[1:]),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "precision": str(trainer.dtype),
+        "interactive": {"engine": engine_interactive, "ceiling": ceiling_interactive,
+                        "ratio": engine_interactive / ceiling_interactive},
+        "imitation": {"engine": engine_imitation, "ceiling": ceiling_imitation,
+                      "ratio": engine_imitation / ceiling_imitation},
+        "evaluation_images_per_s": eval_rate,
+        "metrics_50k_x_1000_s": metrics_s,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _bare_imitation(trainer: Trainer, batch: Batch) -> None:
+    """The imitation step with nothing but the networks: teacher forward, student step."""
+    x = batch.images
+    with torch.no_grad(), trainer._autocast():
+        targets = torch.sigmoid(trainer.teacher(x).float()) > trainer.settings.rho
+    trainer.student.train()
+    with trainer._autocast():
+        loss = multi_label_bce(trainer.student(x), targets)
+    trainer._optimize(loss)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("mile.toml"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    result = measure(args)
+    rows = [("interactive", result["interactive"]), ("imitation", result["imitation"])]
+    print(f"{result['settings']} on {result['device']} ({result['device_name']}, "
+          f"{result['threads']} threads, {result['precision']}), input {result['input_size']}")
+    print(f"{'step':12} {'engine img/s':>13} {'ceiling img/s':>14} {'ratio':>6}")
+    for name, r in rows:
+        print(f"{name:12} {r['engine']:13,.0f} {r['ceiling']:14,.0f} {r['ratio']:6.1%}")
+    print(f"evaluation: {result['evaluation_images_per_s']:,.0f} img/s; metrics on 50,000 x "
+          f"1,000 logits: {result['metrics_50k_x_1000_s']:.3f} s; peak RSS "
+          f"{result['peak_rss_mib']:,.0f} MiB")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
