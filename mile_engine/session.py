@@ -1,28 +1,97 @@
-"""Opening a run: the trainer, its folder and its on-disk sinks, for the CLI and the console."""
+"""Opening a run: the trainer, its folder and its on-disk sinks, for the CLI and the console.
+
+A new run gets a new folder under `checkpoint_path`. A resumed run reuses its folder:
+the settings it saved with, its checkpoints (the trainer's whole state) and its
+`metrics.jsonl` and `run.log`, which continue where they stopped.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mile_engine import events as ev
-from mile_engine.config import Settings
+from mile_engine.checkpoints import RunCheckpointer, atomic_write_text, find_resume
+from mile_engine.config import FIELDS, Settings, SettingsError, build_settings, parse_override
 from mile_engine.control import Control
-from mile_engine.runs import MetricsWriter, create_run_dir, log_file
+from mile_engine.runs import SETTINGS_FILE, MetricsWriter, create_run_dir, log_file
 from mile_engine.trainer import Trainer
+
+# Settings a resumed run may change: they neither alter the training maths nor the shape
+# of the saved state. Anything else (k_t, lr, seed, ...) would make "resume" a different
+# run, so it is refused; start a new run instead.
+RESUMABLE = frozenset({
+    "epoch_num",  # train for more (or fewer) generations
+    "device", "precision", "num_workers",  # where and how fast, not what
+    "log_every", "max_checkpoint_num", "checkpoint_path",  # records and retention
+    "data_path", "val_path", "real_path", "mnist_path",  # the data moved
+})
+
+
+def resume_settings(saved: dict[str, object], overrides: Iterable[str] = ()) -> Settings:
+    """The settings of a resumed run: those it saved with, plus allowed `--set` overrides.
+
+    Raises:
+        SettingsError: an override changes a setting that a resume must keep.
+    """
+    names = {k: v for k, v in saved.items() if k in FIELDS}
+    base = build_settings(names, "the run's saved settings")
+    parsed = dict(parse_override(text) for text in overrides)
+    for key, value in parsed.items():
+        if key in FIELDS and key not in RESUMABLE and value != getattr(base, key):
+            raise SettingsError(
+                f"--set {key}: a resumed run keeps '{key}' ({getattr(base, key)!r}); start a "
+                f"new run to change it. A resume may change: {', '.join(sorted(RESUMABLE))}."
+            )
+    return build_settings(parsed, "--set", base=base) if parsed else base
 
 
 def open_run(
     settings: Settings,
     sinks: Sequence[ev.Sink] = (),
     control: Control | None = None,
+    resume: Path | str | None = None,
+    overrides: Iterable[str] = (),
 ) -> Trainer:
-    """Build a trainer in a new run folder that records metrics.jsonl and run.log.
+    """Build a trainer that records metrics.jsonl, run.log and checkpoints in its folder.
 
-    The trainer is built before the folder is made, so settings or data errors
-    (SettingsError) leave nothing behind.
+    Args:
+        settings: the settings of a new run. With `resume` only its `checkpoint_path`
+            is used, to find "latest" and relative run names.
+        sinks: receivers of the trainer's events (UI, console), before the file sinks.
+        control: the pause / stop / save-now object the caller keeps.
+        resume: None for a new run; "latest" for the newest run under
+            `checkpoint_path`; a run folder (its newest good checkpoint) or a
+            checkpoint file. The run continues in its own folder, exactly.
+        overrides: `key=value` strings applied on top of a resumed run's saved
+            settings; only the keys in `RESUMABLE` may change.
+
+    The trainer is built before any folder is made or changed, so settings, data or
+    checkpoint errors (SettingsError, CheckpointError) leave nothing behind. A resume
+    that fell back past a corrupt checkpoint reports it as a warning `Message` to the
+    sinks, and lists it in `trainer.resume_warnings`.
     """
-    trainer = Trainer(settings, Path(), control=control)
-    trainer.run_dir = create_run_dir(settings)
-    trainer.sinks = [*sinks, MetricsWriter(trainer.run_dir), log_file(trainer.run_dir)]
+    warnings: list[str] = []
+    if resume is None:
+        trainer = Trainer(settings, Path(), control=control)
+        trainer.run_dir = create_run_dir(settings)
+    else:
+        point = find_resume(resume, Path(settings.checkpoint_path))
+        run_settings = resume_settings(point.settings, overrides)
+        trainer = Trainer(run_settings, point.run_dir, control=control)
+        trainer.load_state_dict(point.state)
+        trainer.resumed_from = str(point.path)
+        warnings = point.warnings
+        saved = point.run_dir / SETTINGS_FILE
+        if dataclasses.asdict(run_settings) != point.settings or not saved.exists():
+            atomic_write_text(saved, run_settings.to_toml())
+    checkpointer = RunCheckpointer(trainer.run_dir, trainer.settings.max_checkpoint_num)
+    trainer.checkpointer = checkpointer
+    trainer.sinks = [*sinks, MetricsWriter(trainer.run_dir), log_file(trainer.run_dir),
+                     checkpointer]
+    trainer.resume_warnings = warnings  # type: ignore[attr-defined]
+    for text in warnings:
+        for sink in trainer.sinks:
+            sink(ev.Message("warning", text))
     return trainer
