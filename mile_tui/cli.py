@@ -11,7 +11,7 @@ import typer
 from mile_engine.config import Settings, SettingsError, load_settings
 from mile_engine.control import Control
 from mile_engine.device import resolve_device
-from mile_tui.headless import EXIT_USAGE, StopSignals, console_sink
+from mile_tui.headless import EXIT_FAILED, EXIT_USAGE, StopSignals, console_sink
 
 DEFAULT_CONFIG = Path("mile.toml")
 
@@ -75,6 +75,16 @@ def run(
     headless: Annotated[
         bool, typer.Option("--headless", help="No console: progress on the terminal, for servers.")
     ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="[RUN_DIR|CHECKPOINT]",
+            help="Continue a run exactly where its last good checkpoint left it: a run "
+            "folder, a checkpoint file, or alone the newest run under checkpoint_path. "
+            "--set may still change epoch_num, device, precision, log_every and the like.",
+        ),
+    ] = None,
 ) -> None:
     """Train one run with the settings; --headless for servers and batch jobs.
 
@@ -82,27 +92,65 @@ def run(
     130 stopped by Ctrl-C, 143 stopped by SIGTERM.
     """
     if not headless:
+        if resume is not None:
+            fail("--resume works with --headless; in the console, resume from its "
+                 "checkpoints screen.")
         _open_console(config, overrides, autostart=True)
         return
     settings = settings_from_cli(config, overrides)
-    raise typer.Exit(run_headless(settings))
+    raise typer.Exit(run_headless(settings, resume=resume, overrides=overrides or []))
 
 
-def run_headless(settings: Settings) -> int:
-    """Train with no UI; return the process exit code."""
+def run_headless(
+    settings: Settings, resume: str | None = None, overrides: list[str] | None = None
+) -> int:
+    """Train with no UI; return the process exit code.
+
+    With `resume`, the run continues in its folder with the settings it saved,
+    `overrides` applied on top (see `mile_engine.session.open_run`).
+    """
+    from mile_engine.checkpoints import CheckpointError
     from mile_engine.session import open_run
 
     control = Control()
     try:
         resolve_device(settings.device)
-        trainer = open_run(settings, [console_sink()], control)
-    except SettingsError as exc:
+        trainer = open_run(settings, [console_sink()], control, resume=resume,
+                           overrides=overrides or [])
+    except (SettingsError, CheckpointError) as exc:
         fail(str(exc))
     with StopSignals(control) as signals:
-        ended = trainer.train()
+        try:
+            ended = trainer.train()
+        except CheckpointError as exc:  # the final save of a stopped run failed
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            return EXIT_FAILED
     return signals.exit_code(ended.status)
+
+
+def expand_resume_flag(args: list[str]) -> list[str]:
+    """Give a bare `--resume` its implicit value, "latest" (Typer options need a value)."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--resume" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("latest")
+    return out
 
 
 def main() -> None:
     """Entry point of the `mile-tui` script."""
-    app(args=sys.argv[1:], prog_name="mile-tui")
+    from mile_tui.checkpoints_cmd import expand_browse_args
+
+    args = expand_browse_args(expand_resume_flag(sys.argv[1:]))
+    app(args=args, prog_name="mile-tui")
+
+
+def _register_subcommands() -> None:
+    """Sub-apps live in their own modules; imported last, they may import this one."""
+    from mile_tui.checkpoints_cmd import checkpoints_app
+
+    app.add_typer(checkpoints_app, name="checkpoints")
+
+
+_register_subcommands()

@@ -1,0 +1,357 @@
+"""`mile-tui checkpoints`: browse, show, verify, prune and export the saves of runs.
+
+Every form finds the runs through the same settings as `run` (`--config`, `--set
+checkpoint_path=...`). With no subcommand it opens a Textual browser on a terminal and
+prints the list otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from mile_engine.checkpoints import (
+    CheckpointError,
+    Record,
+    RunInfo,
+    delete_checkpoint,
+    export_weights,
+    is_run_dir,
+    list_runs,
+    load_checkpoint,
+    prune_run,
+    resolve_checkpoint,
+    run_info,
+    verify_run,
+)
+from mile_engine.config import Settings
+
+# The same --config / --set as `run` (defined here too: mile_tui.cli imports this module).
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Settings file (default: ./mile.toml if present)."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override one setting: --set checkpoint_path=runs."),
+]
+
+checkpoints_app = typer.Typer(
+    help="Browse, show, verify, prune and export the checkpoints of runs.",
+    no_args_is_help=False,
+    add_completion=False,
+)
+
+SUBCOMMANDS = ("browse", "list", "show", "inspect", "verify", "prune", "delete", "export")
+# Options of this command that take a value, for `expand_browse_args`.
+_VALUED = ("--config", "-c", "--set", "-s")
+
+RunArgument = Annotated[
+    Path | None,
+    typer.Argument(help="A run folder, or a run name under checkpoint_path (default: all)."),
+]
+
+
+def expand_browse_args(args: list[str]) -> list[str]:
+    """Turn `checkpoints RUN_DIR` into `checkpoints browse RUN_DIR`.
+
+    A Click group cannot take an optional argument next to its subcommands (the
+    argument would swallow the subcommand's name), so the browser is a subcommand and
+    the short form is rewritten here.
+    """
+    if "checkpoints" not in args:
+        return args
+    i = args.index("checkpoints") + 1
+    while i < len(args):
+        arg = args[i]
+        if arg in _VALUED:
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        if arg not in SUBCOMMANDS:
+            return [*args[:i], "browse", *args[i:]]
+        break
+    return args
+
+
+def settings_from_cli(config: Path | None, overrides: list[str] | None) -> Settings:
+    """The settings `run` would use; errors exit 2 with a one-line message."""
+    from mile_tui.cli import settings_from_cli as load
+
+    return load(config, overrides)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print a one-line error to stderr and exit with `code`."""
+    from mile_tui.cli import fail as cli_fail
+
+    cli_fail(message, code)
+
+
+def _root(config: Path | None, overrides: list[str] | None) -> Path:
+    return Path(settings_from_cli(config, overrides).checkpoint_path)
+
+
+def _runs(root: Path, run: Path | None) -> list[RunInfo]:
+    """The run named on the command line, or every run under `root`."""
+    if run is None:
+        return list_runs(root)
+    for path in (run, root / run):
+        if is_run_dir(path):
+            return [run_info(path)]
+    fail(f"{run}: no such run folder (looked under {root}).")
+
+
+def _inside(path: Path, root: Path) -> None:
+    """Refuse to edit anything outside checkpoint_path."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        fail(f"{path} is outside checkpoint_path ({root}); not touched.")
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _f(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def record_marks(run: RunInfo, record: Record) -> str:
+    """"newest", "best", both or nothing, as the list and the browser mark a save."""
+    marks = []
+    if run.newest is not None and record.file == run.newest.file:
+        marks.append("newest")
+    if run.best is not None and record.file == run.best.file:
+        marks.append("best")
+    return ",".join(marks)
+
+
+def _record_json(run: RunInfo, record: Record) -> dict[str, Any]:
+    data = record.to_json()
+    data["path"] = str(run.path / record.file)
+    data["newest"] = "newest" in record_marks(run, record)
+    data["best"] = "best" in record_marks(run, record)
+    return data
+
+
+def _print_runs(runs: list[RunInfo]) -> None:
+    if not runs:
+        typer.echo("no runs")
+    for run in runs:
+        state = " (training)" if run.active else ""
+        typer.echo(f"{run.path}{state}: {len(run.records)} checkpoint(s)")
+        for r in run.records:
+            m = r.metrics or {}
+            typer.echo(
+                f"  {r.file:34s} gen {r.generation:3d} {r.phase:11s} step {r.global_step:8d}"
+                f"  F1 {_f(m.get('real_f1')):>6s}  top-1 {_f(m.get('top1')):>6s}"
+                f"  {_size(r.size):>9s}  {_when(r.time)}  {record_marks(run, r)}"
+            )
+
+
+@checkpoints_app.callback(invoke_without_command=True)
+def checkpoints(
+    ctx: typer.Context, config: ConfigOption = None, overrides: SetOption = None
+) -> None:
+    """With no subcommand: the browser on a terminal, the list otherwise."""
+    if ctx.invoked_subcommand is None:
+        browse(None, config, overrides)
+
+
+@checkpoints_app.command()
+def browse(
+    run: RunArgument = None, config: ConfigOption = None, overrides: SetOption = None
+) -> None:
+    """Open the checkpoint browser (a Textual app); prints the list when not on a terminal."""
+    settings = settings_from_cli(config, overrides)
+    root = Path(settings.checkpoint_path)
+    if run is not None:
+        _runs(root, run)  # a bad name is an error before any screen opens
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        _print_runs(_runs(root, run))
+        return
+    from mile_tui.checkpoint_browser import CheckpointsApp
+
+    run_dir = None if run is None else (run if is_run_dir(run) else root / run)
+    CheckpointsApp(root, run_dir, keep_last=settings.max_checkpoint_num).run()
+
+
+@checkpoints_app.command("list")
+def list_cmd(
+    run: RunArgument = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """List runs and their saves (generation, step, ReaL F1, top-1, size, time)."""
+    root = _root(config, overrides)
+    runs = _runs(root, run)
+    if as_json:
+        data = [
+            {"run": str(r.path), "active": r.active,
+             "checkpoints": [_record_json(r, rec) for rec in r.records]}
+            for r in runs
+        ]
+        typer.echo(json.dumps(data, indent=1))
+        return
+    _print_runs(runs)
+
+
+def show_checkpoint(ref: str, root: Path) -> dict[str, Any]:
+    """Everything about one save: its record, position, metrics and settings."""
+    path, record = resolve_checkpoint(ref, root)
+    state = load_checkpoint(path)
+    meta = state["meta"]
+    return {
+        "path": str(path),
+        "record": record.to_json() if record else None,
+        "position": state["position"],
+        "metrics": meta.get("metrics"),
+        "best_metrics": state.get("best_metrics"),
+        "settings": meta.get("settings"),
+        "reason": meta.get("reason"),
+        "time": _when(float(meta.get("time", 0.0))),
+    }
+
+
+@checkpoints_app.command("show")
+def show(
+    checkpoint: Annotated[str, typer.Argument(help="A checkpoint file, RUN/FILE, or a run.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Show one save: its position, metrics and the settings of its run."""
+    try:
+        info = show_checkpoint(checkpoint, _root(config, overrides))
+    except CheckpointError as exc:
+        fail(str(exc), code=1)
+    if as_json:
+        typer.echo(json.dumps(info, indent=1, default=str))
+        return
+    typer.echo(f"checkpoint {info['path']} ({info['reason']}, {info['time']})")
+    pos = info["position"]
+    typer.echo(
+        f"position: generation {pos['generation']} phase {pos['phase_index']} step "
+        f"{pos['step']} global step {pos['global_step']}"
+    )
+    for title, values in (("metrics", info["metrics"]), ("best so far", info["best_metrics"]),
+                          ("settings", info["settings"])):
+        typer.echo(f"{title}:" + ("" if values else " -"))
+        for key, value in (values or {}).items():
+            typer.echo(f"  {key} = {value}")
+
+
+checkpoints_app.command("inspect", help="Same as show.")(show)
+
+
+@checkpoints_app.command()
+def verify(
+    run: RunArgument = None, config: ConfigOption = None, overrides: SetOption = None
+) -> None:
+    """Check every save: SHA-256 against the manifest and a safe load. Exit 1 on any failure."""
+    failures = 0
+    for info in _runs(_root(config, overrides), run):
+        for record, result in verify_run(info.path):
+            name = record.file if record else f"{result.path.name} (not in the manifest)"
+            if result.ok:
+                typer.echo(f"ok      {info.path / name}")
+            else:
+                failures += 1
+                typer.echo(f"FAILED  {info.path / name}: {'; '.join(result.problems)}")
+    if failures:
+        typer.secho(f"{failures} checkpoint(s) failed verification", fg="red", err=True)
+        raise typer.Exit(1)
+
+
+@checkpoints_app.command()
+def prune(
+    run: RunArgument = None,
+    keep_last: Annotated[
+        int | None,
+        typer.Option("--keep-last", "--keep", help="Newest saves to keep (default: "
+                     "max_checkpoint_num)."),
+    ] = None,
+    keep_best: Annotated[int, typer.Option("--keep-best", help="Best saves to keep.")] = 1,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print, remove nothing.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow removing the best and newest saves.")
+    ] = False,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Remove old saves: keeps the newest and the best ones; prints what it removes."""
+    settings = settings_from_cli(config, overrides)
+    root = Path(settings.checkpoint_path)
+    keep = settings.max_checkpoint_num if keep_last is None else keep_last
+    verb = "would remove" if dry_run else "removed"
+    total = 0
+    for info in _runs(root, run):
+        _inside(info.path, root)
+        try:
+            removed = prune_run(info.path, keep, keep_best, dry_run=dry_run, force=force)
+        except CheckpointError as exc:
+            fail(str(exc), code=1)
+        for r in removed:
+            typer.echo(f"{verb} {info.path / r.file}")
+        total += len(removed)
+    typer.echo(f"{total} checkpoint(s) {verb}")
+
+
+@checkpoints_app.command()
+def delete(
+    checkpoint: Annotated[str, typer.Argument(help="A checkpoint file or RUN/FILE.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow deleting the best or the newest save.")
+    ] = False,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Delete one save (never the newest of a run that is still training)."""
+    root = _root(config, overrides)
+    try:
+        path, _ = resolve_checkpoint(checkpoint, root)
+        if not path.is_file() or path.suffix != ".pt":
+            fail(f"{checkpoint}: name a checkpoint file, not a run.")
+        _inside(path, root)
+        delete_checkpoint(path.parent, path.name, force=force)
+    except CheckpointError as exc:
+        fail(str(exc), code=1)
+    typer.echo(f"deleted {path}")
+
+
+@checkpoints_app.command()
+def export(
+    checkpoint: Annotated[str, typer.Argument(help="A checkpoint file, RUN/FILE, or a run.")],
+    out_arg: Annotated[Path | None, typer.Argument(metavar="[OUT]", help="Output file.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file.")] = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Write the model weights alone: a plain state_dict for torchvision's ResNet."""
+    target = out or out_arg
+    if target is None:
+        fail("name the output file: export CHECKPOINT --out FILE.")
+    try:
+        path, _ = resolve_checkpoint(checkpoint, _root(config, overrides))
+        export_weights(path, target)
+    except CheckpointError as exc:
+        fail(str(exc), code=1)
+    typer.echo(f"exported the weights of {path} to {target}")
