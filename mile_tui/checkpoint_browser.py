@@ -1,0 +1,408 @@
+"""The checkpoint browser: runs, their saves, and keys to verify, prune, export, delete.
+
+`CheckpointBrowser` is a screen the training console can push; `CheckpointsApp` wraps it
+for `mile-tui checkpoints`. Slow work (verification reads every byte) runs in a thread
+worker and reaches the screen only through `call_from_thread`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+
+from mile_engine.checkpoints import (
+    CheckpointError,
+    Record,
+    RunInfo,
+    VerifyResult,
+    delete_checkpoint,
+    export_weights,
+    list_runs,
+    load_checkpoint,
+    protected,
+    prune_run,
+    retained,
+    run_info,
+    verify_run,
+)
+
+SAVE_COLUMNS = ("", "file", "gen", "phase", "step", "ReaL F1", "top-1", "size", "time", "check")
+# Settings worth a line in the details pane (the full set is in `checkpoints show`).
+DETAIL_SETTINGS = ("model", "schema", "dataset", "lr", "batch_size", "epoch_num", "k_t", "k_s",
+                   "rho", "seed")
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.1f} KB"
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Ask a yes/no question; dismissed with True only on an explicit yes."""
+
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical { width: 70; height: auto; border: thick $error; padding: 1 2;
+                               background: $surface; }
+    ConfirmScreen Horizontal { height: auto; margin-top: 1; }
+    ConfirmScreen Button { margin-right: 2; }
+    """
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question, id="question")
+            with Horizontal():
+                yield Button("Yes (y)", id="yes", variant="error")
+                yield Button("No (n)", id="no", variant="primary")
+
+    def action_answer(self, answer: bool) -> None:
+        """Close with the answer."""
+        self.dismiss(answer)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class ExportScreen(ModalScreen["str | None"]):
+    """Ask where to write the exported weights."""
+
+    DEFAULT_CSS = """
+    ExportScreen { align: center middle; }
+    ExportScreen > Vertical { width: 80; height: auto; border: thick $accent; padding: 1 2;
+                              background: $surface; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, default: str) -> None:
+        super().__init__()
+        self.default = default
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Export the model weights (a plain state_dict) to:")
+            yield Input(self.default, id="export-path")
+
+    def action_cancel(self) -> None:
+        """Close without exporting."""
+        self.dismiss(None)
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+
+class CheckpointBrowser(Screen[None]):
+    """Runs under `checkpoint_path`, the saves of the selected run, and their details."""
+
+    DEFAULT_CSS = """
+    CheckpointBrowser #runs { width: 40; height: 1fr; }
+    CheckpointBrowser #saves { height: 1fr; }
+    CheckpointBrowser #details { height: 12; border-top: solid $primary; padding: 0 1; }
+    CheckpointBrowser #status { height: 1; padding: 0 1; color: $text-muted; }
+    """
+    BINDINGS = [
+        Binding("v", "verify", "Verify"),
+        Binding("p", "prune", "Prune"),
+        Binding("e", "export", "Export"),
+        Binding("d", "delete", "Delete"),
+        Binding("r", "reload", "Refresh"),
+        Binding("escape,q", "close", "Close"),
+    ]
+
+    def __init__(
+        self, root: Path, run_dir: Path | None = None, keep_last: int = 3, keep_best: int = 1
+    ) -> None:
+        """Browse the runs under `root`, starting on `run_dir` (default: the newest)."""
+        super().__init__()
+        self.root = Path(root)
+        self.start_run = Path(run_dir) if run_dir is not None else None
+        self.keep_last = keep_last
+        self.keep_best = keep_best
+        self.runs: list[RunInfo] = []
+        self.run: RunInfo | None = None
+        self.checks: dict[str, VerifyResult] = {}
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+            with Vertical():
+                yield DataTable(id="saves", cursor_type="row", zebra_stripes=True)
+                yield Static("", id="details")
+        yield Static("", id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        runs = self.query_one("#runs", DataTable)
+        runs.add_columns("run", "saves")
+        self.query_one("#saves", DataTable).add_columns(*SAVE_COLUMNS)
+        self.reload(select=self.start_run)
+        runs.focus()
+
+    # ------------------------------------------------------------------ data
+    def reload(self, select: Path | None = None) -> None:
+        """Re-read the runs from disk, keeping (or moving to) a selected run."""
+        if select is None and self.run is not None:
+            select = self.run.path
+        self.runs = list_runs(self.root)
+        known = {r.path.resolve() for r in self.runs}
+        if select is not None and select.resolve() not in known and select.is_dir():
+            self.runs.append(run_info(select))
+        table = self.query_one("#runs", DataTable)
+        table.clear()
+        for run in self.runs:
+            mark = " *" if run.active else ""
+            table.add_row(run.name + mark, str(len(run.records)), key=str(run.path))
+        if not self.runs:
+            self.run = None
+            self._fill_saves()
+            self.set_status(f"no runs under {self.root}")
+            return
+        index = len(self.runs) - 1
+        if select is not None:
+            for i, run in enumerate(self.runs):
+                if run.path.resolve() == select.resolve():
+                    index = i
+        table.move_cursor(row=index)
+        self.show_run(index)
+
+    def show_run(self, index: int) -> None:
+        """Show the saves of the run in row `index`."""
+        if not 0 <= index < len(self.runs):
+            return
+        run = self.runs[index]
+        if self.run is None or self.run.path != run.path:
+            self.checks = {}
+        self.run = run
+        self._fill_saves()
+
+    def _fill_saves(self) -> None:
+        table = self.query_one("#saves", DataTable)
+        table.clear()
+        run = self.run
+        if run is None:
+            self.query_one("#details", Static).update("")
+            return
+        for r in reversed(run.records):  # newest first
+            table.add_row(*self._row(run, r), key=r.file)
+        if run.records:
+            table.move_cursor(row=0)
+            self.show_details(run.records[-1])
+        else:
+            self.query_one("#details", Static).update("this run has no checkpoint yet")
+
+    def _row(self, run: RunInfo, r: Record) -> tuple[str, ...]:
+        marks = ""
+        if run.newest and r.file == run.newest.file:
+            marks += "N"
+        if run.best and r.file == run.best.file:
+            marks += "B"
+        m = r.metrics or {}
+        check = self.checks.get(r.file)
+        status = "" if check is None else ("ok" if check.ok else "FAILED")
+        return (marks, r.file, str(r.generation), r.phase, str(r.global_step),
+                _num(m.get("real_f1")), _num(m.get("top1")), _size(r.size), _when(r.time),
+                status)
+
+    def selected(self) -> Record | None:
+        """The save under the cursor."""
+        if self.run is None or not self.run.records:
+            return None
+        table = self.query_one("#saves", DataTable)
+        row = table.cursor_row
+        records = list(reversed(self.run.records))
+        return records[row] if 0 <= row < len(records) else None
+
+    def show_details(self, record: Record) -> None:
+        """Fill the details pane: position, metrics, the run's settings."""
+        assert self.run is not None
+        lines = [
+            f"[b]{record.file}[/b]  saved for {record.reason!r} at {_when(record.time)}, "
+            f"{_size(record.size)}, sha256 {record.sha256[:16]}…",
+            f"generation {record.generation}, {record.phase} step {record.step}, "
+            f"global step {record.global_step}",
+        ]
+        if record.metrics:
+            lines.append("metrics: " + "  ".join(
+                f"{k} {_num(v)}" for k, v in record.metrics.items()
+                if k not in ("generation", "global_step", "rho")
+            ))
+        else:
+            lines.append("metrics: - (saved between two evaluations)")
+        try:
+            meta = load_checkpoint(self.run.path / record.file, mmap=True)["meta"]
+            settings = meta.get("settings", {})
+            lines.append("settings: " + "  ".join(
+                f"{k}={settings[k]}" for k in DETAIL_SETTINGS if k in settings
+            ))
+        except CheckpointError as exc:
+            lines.append(f"[red]{exc}[/red]")
+        check = self.checks.get(record.file)
+        if check is not None and not check.ok:
+            lines.append("[red]verify: " + "; ".join(check.problems) + "[/red]")
+        self.query_one("#details", Static).update("\n".join(lines))
+
+    def set_status(self, text: str) -> None:
+        """One line under the tables."""
+        self.query_one("#status", Static).update(text)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "runs":
+            if self.runs and (self.run is None or event.cursor_row != self._run_index()):
+                self.show_run(event.cursor_row)
+        else:
+            record = self.selected()
+            if record is not None:
+                self.show_details(record)
+
+    def _run_index(self) -> int:
+        for i, run in enumerate(self.runs):
+            if self.run is not None and run.path == self.run.path:
+                return i
+        return -1
+
+    # ------------------------------------------------------------------ actions
+    def action_reload(self) -> None:
+        """Re-read the runs from disk."""
+        self.reload()
+
+    def action_close(self) -> None:
+        """Leave the browser (and the app, when the browser is the app)."""
+        if isinstance(self.app, CheckpointsApp):
+            self.app.exit()
+        else:
+            self.app.pop_screen()
+
+    def action_verify(self) -> None:
+        """Check every save of the run (SHA-256 and a safe load) in a thread."""
+        if self.run is None:
+            return
+        self.set_status(f"verifying {self.run.name}…")
+        self.run_worker(lambda: self._verify(self.run.path), thread=True,  # type: ignore[union-attr]
+                        group="verify", exclusive=True)
+
+    def _verify(self, run_dir: Path) -> None:
+        results = verify_run(run_dir)
+        self.app.call_from_thread(self._verified, run_dir, results)
+
+    def _verified(self, run_dir: Path, results: list[tuple[Record | None, VerifyResult]]) -> None:
+        if self.run is None or self.run.path != run_dir:
+            return
+        self.checks = {r.path.name: r for _, r in results}
+        bad = [r for _, r in results if not r.ok]
+        self._fill_saves()
+        if bad:
+            self.set_status(f"verify: {len(bad)} of {len(results)} FAILED: "
+                            + ", ".join(r.path.name for r in bad))
+        else:
+            self.set_status(f"verify: all {len(results)} checkpoint(s) ok")
+
+    def action_prune(self) -> None:
+        """Remove all saves but the newest `keep_last` and the best, after a confirmation."""
+        run = self.run
+        if run is None:
+            return
+        keep = retained(run.records, self.keep_last, self.keep_best) | protected(run.records)
+        doomed = [r.file for r in run.records if r.file not in keep]
+        if not doomed:
+            self.set_status(f"prune: nothing to remove (keeping {self.keep_last} newest and "
+                            "the best)")
+            return
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                self.set_status("prune cancelled")
+                return
+            try:
+                removed = prune_run(run.path, self.keep_last, self.keep_best)
+            except CheckpointError as exc:
+                self.set_status(f"prune failed: {exc}")
+                return
+            self.reload(select=run.path)
+            self.set_status(f"pruned {len(removed)} checkpoint(s)")
+
+        self.app.push_screen(
+            ConfirmScreen(f"Prune {run.name}? Keeps the {self.keep_last} newest and the best; "
+                          f"removes {len(doomed)}: {', '.join(doomed)}"),
+            done,
+        )
+
+    def action_delete(self) -> None:
+        """Delete the selected save after a confirmation (never the newest or the best)."""
+        run, record = self.run, self.selected()
+        if run is None or record is None:
+            return
+        if record.file in protected(run.records):
+            self.set_status(f"{record.file} is the newest or the best save: not deleted "
+                            "(mile-tui checkpoints delete --force can)")
+            return
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                self.set_status("delete cancelled")
+                return
+            try:
+                delete_checkpoint(run.path, record.file)
+            except CheckpointError as exc:
+                self.set_status(f"delete failed: {exc}")
+                return
+            self.reload(select=run.path)
+            self.set_status(f"deleted {record.file}")
+
+        self.app.push_screen(ConfirmScreen(f"Delete {run.name}/{record.file}?"), done)
+
+    def action_export(self) -> None:
+        """Export the selected save's model weights to a file the user names."""
+        run, record = self.run, self.selected()
+        if run is None or record is None:
+            return
+        default = str(Path.cwd() / f"{run.name}-{Path(record.file).stem}.weights.pt")
+
+        def done(target: str | None) -> None:
+            if not target:
+                self.set_status("export cancelled")
+                return
+            try:
+                out = export_weights(run.path / record.file, Path(target).expanduser())
+            except CheckpointError as exc:
+                self.set_status(f"export failed: {exc}")
+                return
+            self.set_status(f"exported the weights to {out}")
+
+        self.app.push_screen(ExportScreen(default), done)
+
+
+class CheckpointsApp(App[None]):
+    """`mile-tui checkpoints` on a terminal: the browser as an app of its own."""
+
+    TITLE = "mile-tui checkpoints"
+
+    def __init__(
+        self, root: Path, run_dir: Path | None = None, keep_last: int = 3, keep_best: int = 1
+    ) -> None:
+        super().__init__()
+        self.browser = CheckpointBrowser(root, run_dir, keep_last, keep_best)
+
+    def on_mount(self) -> None:
+        self.push_screen(self.browser)
