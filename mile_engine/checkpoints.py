@@ -586,7 +586,8 @@ class RunCheckpointer:
             seq = max((r.seq for r in records), default=0) + 1
             path = self._free_name(f"step-{trainer.global_step:08d}-{reason}")
             now = time.time()
-            meta = {
+            metrics = _metrics_of(trainer)
+            meta: dict[str, Any] = {
                 "format": FORMAT,
                 "version": FORMAT_VERSION,
                 "seq": seq,
@@ -596,7 +597,7 @@ class RunCheckpointer:
                 "global_step": trainer.global_step,
                 "reason": reason,
                 "time": now,
-                "metrics": _metrics_of(trainer),
+                "metrics": metrics,
                 "settings": trainer.settings.to_dict(),
             }
             state = trainer.state_dict()
@@ -609,7 +610,7 @@ class RunCheckpointer:
                     "are intact."
                 ) from exc
             record = Record(path.name, seq, generation, phase, step, trainer.global_step,
-                            reason, meta["metrics"], size, digest, now)
+                            reason, metrics, size, digest, now)
             records.append(record)
             try:
                 write_manifest(self.run_dir, records)

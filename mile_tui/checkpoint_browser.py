@@ -298,9 +298,10 @@ class CheckpointBrowser(Screen[None]):
         """Check every save of the run (SHA-256 and a safe load) in a thread."""
         if self.run is None:
             return
+        run_dir = self.run.path
         self.set_status(f"verifying {self.run.name}…")
-        self.run_worker(lambda: self._verify(self.run.path), thread=True,  # type: ignore[union-attr]
-                        group="verify", exclusive=True)
+        self.run_worker(lambda: self._verify(run_dir), thread=True, group="verify",
+                        exclusive=True)
 
     def _verify(self, run_dir: Path) -> None:
         results = verify_run(run_dir)

@@ -81,11 +81,19 @@ def expand_browse_args(args: list[str]) -> list[str]:
     return args
 
 
-def settings_from_cli(config: Path | None, overrides: list[str] | None) -> Settings:
-    """The settings `run` would use; errors exit 2 with a one-line message."""
+def settings_from_cli(
+    ctx: typer.Context | None, config: Path | None, overrides: list[str] | None
+) -> Settings:
+    """The settings `run` would use; errors exit 2 with a one-line message.
+
+    `--config` and `--set` may come before the subcommand (`checkpoints --set ... list`)
+    or after it; the ones after it win.
+    """
     from mile_tui.cli import settings_from_cli as load
 
-    return load(config, overrides)
+    group = ctx.parent.params if ctx is not None and ctx.parent is not None else {}
+    config = config if config is not None else group.get("config")
+    return load(config, [*(group.get("overrides") or []), *(overrides or [])])
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -95,8 +103,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
     cli_fail(message, code)
 
 
-def _root(config: Path | None, overrides: list[str] | None) -> Path:
-    return Path(settings_from_cli(config, overrides).checkpoint_path)
+def _root(ctx: typer.Context, config: Path | None, overrides: list[str] | None) -> Path:
+    return Path(settings_from_cli(ctx, config, overrides).checkpoint_path)
 
 
 def _runs(root: Path, run: Path | None) -> list[RunInfo]:
@@ -172,15 +180,16 @@ def checkpoints(
 ) -> None:
     """With no subcommand: the browser on a terminal, the list otherwise."""
     if ctx.invoked_subcommand is None:
-        browse(None, config, overrides)
+        browse(ctx, None, config, overrides)
 
 
 @checkpoints_app.command()
 def browse(
+    ctx: typer.Context,
     run: RunArgument = None, config: ConfigOption = None, overrides: SetOption = None
 ) -> None:
     """Open the checkpoint browser (a Textual app); prints the list when not on a terminal."""
-    settings = settings_from_cli(config, overrides)
+    settings = settings_from_cli(ctx, config, overrides)
     root = Path(settings.checkpoint_path)
     if run is not None:
         _runs(root, run)  # a bad name is an error before any screen opens
@@ -195,13 +204,14 @@ def browse(
 
 @checkpoints_app.command("list")
 def list_cmd(
+    ctx: typer.Context,
     run: RunArgument = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
     """List runs and their saves (generation, step, ReaL F1, top-1, size, time)."""
-    root = _root(config, overrides)
+    root = _root(ctx, config, overrides)
     runs = _runs(root, run)
     if as_json:
         data = [
@@ -233,6 +243,7 @@ def show_checkpoint(ref: str, root: Path) -> dict[str, Any]:
 
 @checkpoints_app.command("show")
 def show(
+    ctx: typer.Context,
     checkpoint: Annotated[str, typer.Argument(help="A checkpoint file, RUN/FILE, or a run.")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
     config: ConfigOption = None,
@@ -240,7 +251,7 @@ def show(
 ) -> None:
     """Show one save: its position, metrics and the settings of its run."""
     try:
-        info = show_checkpoint(checkpoint, _root(config, overrides))
+        info = show_checkpoint(checkpoint, _root(ctx, config, overrides))
     except CheckpointError as exc:
         fail(str(exc), code=1)
     if as_json:
@@ -264,11 +275,12 @@ checkpoints_app.command("inspect", help="Same as show.")(show)
 
 @checkpoints_app.command()
 def verify(
+    ctx: typer.Context,
     run: RunArgument = None, config: ConfigOption = None, overrides: SetOption = None
 ) -> None:
     """Check every save: SHA-256 against the manifest and a safe load. Exit 1 on any failure."""
     failures = 0
-    for info in _runs(_root(config, overrides), run):
+    for info in _runs(_root(ctx, config, overrides), run):
         for record, result in verify_run(info.path):
             name = record.file if record else f"{result.path.name} (not in the manifest)"
             if result.ok:
@@ -283,6 +295,7 @@ def verify(
 
 @checkpoints_app.command()
 def prune(
+    ctx: typer.Context,
     run: RunArgument = None,
     keep_last: Annotated[
         int | None,
@@ -298,7 +311,7 @@ def prune(
     overrides: SetOption = None,
 ) -> None:
     """Remove old saves: keeps the newest and the best ones; prints what it removes."""
-    settings = settings_from_cli(config, overrides)
+    settings = settings_from_cli(ctx, config, overrides)
     root = Path(settings.checkpoint_path)
     keep = settings.max_checkpoint_num if keep_last is None else keep_last
     verb = "would remove" if dry_run else "removed"
@@ -317,6 +330,7 @@ def prune(
 
 @checkpoints_app.command()
 def delete(
+    ctx: typer.Context,
     checkpoint: Annotated[str, typer.Argument(help="A checkpoint file or RUN/FILE.")],
     force: Annotated[
         bool, typer.Option("--force", help="Allow deleting the best or the newest save.")
@@ -325,7 +339,7 @@ def delete(
     overrides: SetOption = None,
 ) -> None:
     """Delete one save (never the newest of a run that is still training)."""
-    root = _root(config, overrides)
+    root = _root(ctx, config, overrides)
     try:
         path, _ = resolve_checkpoint(checkpoint, root)
         if not path.is_file() or path.suffix != ".pt":
@@ -339,6 +353,7 @@ def delete(
 
 @checkpoints_app.command()
 def export(
+    ctx: typer.Context,
     checkpoint: Annotated[str, typer.Argument(help="A checkpoint file, RUN/FILE, or a run.")],
     out_arg: Annotated[Path | None, typer.Argument(metavar="[OUT]", help="Output file.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file.")] = None,
@@ -350,7 +365,7 @@ def export(
     if target is None:
         fail("name the output file: export CHECKPOINT --out FILE.")
     try:
-        path, _ = resolve_checkpoint(checkpoint, _root(config, overrides))
+        path, _ = resolve_checkpoint(checkpoint, _root(ctx, config, overrides))
         export_weights(path, target)
     except CheckpointError as exc:
         fail(str(exc), code=1)

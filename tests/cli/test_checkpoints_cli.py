@@ -45,6 +45,10 @@ def test_list_marks_best_and_newest(tmp_path: Path) -> None:
     # Not on a terminal, the bare command (and `checkpoints RUN`) prints the list.
     assert "3 checkpoint(s)" in cli(tmp_path).output
     assert "3 checkpoint(s)" in cli(tmp_path, "browse", "run-a").output
+    # --set may also come before the subcommand.
+    before = CliRunner().invoke(app, ["checkpoints", "--set", f"checkpoint_path={tmp_path}",
+                                      "list"])
+    assert "3 checkpoint(s)" in before.output
 
 
 def test_show_prints_position_metrics_and_settings(tmp_path: Path) -> None:
