@@ -135,6 +135,13 @@ class MileApp(App[None]):
                             self.action_stop_run)
         yield SystemCommand("Save checkpoint now", "Write a checkpoint before the next step",
                             self.action_save_now)
+        if resume_supported():
+            yield SystemCommand("Resume latest run",
+                                "Continue the newest run under checkpoint_path",
+                                self.action_resume_latest)
+            yield SystemCommand("Resume from selected save",
+                                "Continue from the save highlighted in the checkpoint panel",
+                                self.action_resume_selected)
         yield SystemCommand("Save settings", "Write the settings file (ctrl+s)",
                             self.settings_screen.action_save)
         yield SystemCommand("Reload settings", "Read the settings file again",
@@ -176,9 +183,16 @@ class MileApp(App[None]):
             return
         self._launch(settings, resume=None)
 
+    def action_resume_latest(self) -> None:
+        """Continue the newest run under `checkpoint_path` from its newest good save."""
+        self._resume("latest")
+
     def action_resume_selected(self) -> None:
         """Continue a run from the save highlighted in the checkpoint panel."""
         path = self.run_screen.selected_checkpoint if self.run_screen.is_mounted else None
+        self._resume(path)
+
+    def _resume(self, path: str | None) -> None:
         if self.running or path is None:
             self.notify("Select a save in the checkpoint panel first.", severity="warning")
             return
@@ -287,8 +301,19 @@ class MileApp(App[None]):
         self.drains += 1
         self.run_screen.apply_events(events)
         for event in events:
+            if isinstance(event, ev.RunStarted) and event.resumed_from:
+                self._show_earlier_saves(Path(event.run_dir))
             if isinstance(event, ev.RunEnded):
                 self._run_ended(event)
+
+    def _show_earlier_saves(self, run_dir: Path) -> None:
+        """A resumed run continues in its folder: list the saves it already has."""
+        try:
+            changed = self.run_screen.view.load_saves(run_dir)
+        except Exception as exc:  # a damaged manifest must not take the console down
+            self.run_screen.note("warning", f"cannot list the saves of {run_dir}: {exc}")
+            return
+        self.run_screen.redraw(changed)
 
     def _run_ended(self, event: ev.RunEnded) -> None:
         if event.status == "failed":

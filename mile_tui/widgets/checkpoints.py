@@ -29,11 +29,11 @@ class CheckpointPanel(OptionList):
         for index, row in enumerate(self.rows):
             # A generation's save is the usual case; other reasons (request, stop) are named.
             reason = "" if row.reason == "generation" else f" {row.reason}"
-            text = Text(f"gen {row.generation:>2}  step {row.global_step:>6}{reason}")
+            text = Text(f"gen {row.generation} · step {row.global_step}{reason}")
             if row.best:
-                text.append("  ★ best", "bold")
+                text.append(" ★best", "bold")
             if index == len(self.rows) - 1:
-                text.append("  ◆ newest", "italic")
+                text.append(" ◆newest", "italic")
             self.add_option(Option(text, id=row.path))
         self.highlighted = len(self.rows) - 1
 

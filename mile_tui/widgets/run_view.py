@@ -93,6 +93,19 @@ class RunView:
         fresh.log = self.log
         self.__dict__.update(fresh.__dict__)
 
+    def load_saves(self, run_dir: Path) -> set[str]:
+        """List the saves already in a run folder (a resumed run's earlier ones)."""
+        from mile_engine.checkpoints import best_record, read_records
+
+        records = read_records(run_dir)
+        best = best_record(records)
+        self.checkpoints = [
+            CheckpointRow(str(run_dir / r.file), r.generation, r.global_step, r.reason,
+                          best is not None and r.file == best.file)
+            for r in records
+        ]
+        return {CHECKPOINTS}
+
     def note(self, level: str, text: str) -> None:
         """Add a line of the console's own to the log panel."""
         self.log.append((level, text))

@@ -47,7 +47,7 @@ def settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 async def wait_for(pilot: Pilot[None], condition: Callable[[], bool],
-                   timeout: float = 30.0) -> None:
+                   timeout: float = 120.0) -> None:
     """Let the app run until `condition` holds; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():

@@ -96,7 +96,7 @@ async def test_model_dataset_mismatch_is_shown_and_blocks_start(settings_file: P
 async def test_run_shows_phase_change_and_finishes(
     settings_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    slow_batches(monkeypatch, 0.15)
+    slow_batches(monkeypatch, 0.1)
     app = create_app(settings_file)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f5")
@@ -214,3 +214,29 @@ async def test_redraws_are_bounded_however_fast_events_come(settings_file: Path)
         elapsed = time.monotonic() - started
         assert len(app.run_screen.view.losses) > 0
         assert app.drains <= elapsed / DRAIN_INTERVAL + 2
+
+
+async def test_resume_from_the_selected_save(
+    settings_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mile_tui.app import resume_supported
+
+    if not resume_supported():
+        pytest.skip("this engine's open_run has no resume= yet")
+    slow_batches(monkeypatch, 0.05)
+    app = create_app(settings_file, ["epoch_num=100"])
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5")
+        view = app.run_screen.view
+        await wait_for(pilot, lambda: view.global_step >= 2)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: view.status == "stopped" and not app.running)
+        stopped_at, run_dir = view.global_step, view.run_dir
+        assert view.checkpoints and view.checkpoints[-1].reason == "stop"
+        assert app.run_screen.selected_checkpoint == view.checkpoints[-1].path
+        await pilot.press("r")
+        await wait_for(pilot, lambda: view.global_step > stopped_at)
+        assert view.run_dir == run_dir  # the run goes on in its own folder
+        assert any(c.reason == "stop" for c in view.checkpoints)  # earlier saves listed
+        await pilot.press("x")
+        await wait_for(pilot, lambda: not app.running)
