@@ -76,6 +76,7 @@ def open_run(
     if resume is None:
         trainer = Trainer(settings, Path(), control=control)
         trainer.run_dir = create_run_dir(settings)
+        checkpointer = RunCheckpointer(trainer.run_dir, settings.max_checkpoint_num)
     else:
         point = find_resume(resume, Path(settings.checkpoint_path))
         run_settings = resume_settings(point.settings, overrides)
@@ -83,10 +84,11 @@ def open_run(
         trainer.load_state_dict(point.state)
         trainer.resumed_from = str(point.path)
         warnings = point.warnings
+        # Taken before touching the folder: refuses a run that another process trains.
+        checkpointer = RunCheckpointer(point.run_dir, run_settings.max_checkpoint_num)
         saved = point.run_dir / SETTINGS_FILE
         if dataclasses.asdict(run_settings) != point.settings or not saved.exists():
             atomic_write_text(saved, run_settings.to_toml())
-    checkpointer = RunCheckpointer(trainer.run_dir, trainer.settings.max_checkpoint_num)
     trainer.checkpointer = checkpointer
     trainer.sinks = [*sinks, MetricsWriter(trainer.run_dir), log_file(trainer.run_dir),
                      checkpointer]

@@ -58,30 +58,30 @@ def _stopped_run(settings: Settings, stop_at: int) -> Path:
     return run_dir
 
 
-@pytest.mark.parametrize(
-    "stop_at",
-    # the end of an interactive phase (the teacher copy comes after the resume); the
-    # middle of an imitation phase; past a generation boundary (evaluation, scheduler)
-    [3, 4, 7],
-)
-def test_resume_is_exact(
-    stop_at: int, straight: tuple[dict[int, float], Trainer], tmp_path: Path
-) -> None:
+def test_resume_is_exact(straight: tuple[dict[int, float], Trainer], tmp_path: Path) -> None:
+    # One run stopped and resumed three times (one full run of compute): at the end of
+    # an interactive phase (the teacher copy comes after the resume), in the middle of
+    # an imitation phase, and past a generation boundary (evaluation, scheduler, best).
     settings = tiny(checkpoint_path=str(tmp_path / "runs"))
-    run_dir = _stopped_run(settings, stop_at)
-    newest = read_records(run_dir)[-1]
-    assert newest.reason == "stop" and newest.global_step == stop_at
+    run_dir = _stopped_run(settings, 3)
+    losses: dict[int, float] = {}
+    for stop_at in (4, 7, None):
+        newest = read_records(run_dir)[-1]
+        assert newest.reason == "stop"
+        control = Control()
+        recorder = Recorder(control, stop_at)
+        trainer = open_run(settings, [recorder], control, resume=run_dir)
+        assert trainer.resumed_from == str(run_dir / newest.file)
+        assert trainer.global_step == newest.global_step
+        status = trainer.train().status
+        assert status == ("finished" if stop_at is None else "stopped")
+        assert sorted(recorder.losses) == list(
+            range(newest.global_step + 1, (stop_at or TOTAL) + 1))
+        losses.update(recorder.losses)
 
-    recorder = Recorder()
-    trainer = open_run(settings, [recorder], resume=run_dir)
-    assert trainer.resumed_from == str(run_dir / newest.file)
-    assert trainer.global_step == stop_at
-    assert trainer.train().status == "finished"
-
-    losses, reference = straight
-    assert sorted(recorder.losses) == list(range(stop_at + 1, TOTAL + 1))
-    for step, loss in recorder.losses.items():
-        assert loss == losses[step], f"step {step}"
+    reference_losses, reference = straight
+    for step, loss in losses.items():
+        assert loss == reference_losses[step], f"step {step}"
     for (name, a), (_, b) in zip(trainer.student.state_dict().items(),
                                  reference.student.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
@@ -90,24 +90,25 @@ def test_resume_is_exact(
         assert torch.equal(a, b)
     assert trainer.history == reference.history
     assert trainer.best_metrics == reference.best_metrics
+    assert trainer.optimizer.param_groups[0]["lr"] == reference.optimizer.param_groups[0]["lr"]
 
 
 def test_resumed_run_continues_its_folder_and_metrics(tmp_path: Path) -> None:
     settings = tiny(checkpoint_path=str(tmp_path / "runs"))
     run_dir = _stopped_run(settings, 7)
-    trainer = open_run(settings, resume="latest", overrides=["epoch_num=3"])
-    assert trainer.run_dir == run_dir and trainer.settings.epoch_num == 3
+    trainer = open_run(settings, resume="latest", overrides=["log_every=2"])
+    assert trainer.run_dir == run_dir and trainer.settings.log_every == 2
     assert trainer.train().status == "finished"
     assert list((tmp_path / "runs").iterdir()) == [run_dir]
-    assert "epoch_num = 3" in (run_dir / "settings.toml").read_text()
+    assert "log_every = 2" in (run_dir / "settings.toml").read_text()
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     started = [r for r in records if r["event"] == "RunStarted"]
     assert started[-1]["resumed_from"] and started[-1]["global_step"] == 7
     steps = [r["global_step"] for r in records if r["event"] == "StepLogged"]
-    assert steps == list(range(8, 16))
-    assert records[-1]["event"] == "RunEnded" and records[-1]["global_step"] == 15
+    assert steps == [8, 10]  # every 2nd step of a phase, and each phase's last
+    assert records[-1]["event"] == "RunEnded" and records[-1]["global_step"] == TOTAL
     saves = read_records(run_dir)
-    assert saves[-1].global_step == 15 and len(saves) <= settings.max_checkpoint_num + 1
+    assert saves[-1].global_step == TOTAL and len(saves) <= settings.max_checkpoint_num + 1
 
 
 def test_resume_refuses_changes_that_alter_the_run() -> None:
@@ -118,3 +119,21 @@ def test_resume_refuses_changes_that_alter_the_run() -> None:
         resume_settings(saved, ["k_t=4"])
     with pytest.raises(SettingsError, match="keeps 'lr'"):
         resume_settings(saved, ["lr=0.1"])
+
+
+def test_a_failed_save_fails_the_run_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mile_engine import checkpoints
+
+    def disk_full(obj: object, fh: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "_write_payload", disk_full)
+    settings = tiny(epoch_num=1, checkpoint_path=str(tmp_path / "runs"))
+    recorder = Recorder()
+    trainer = open_run(settings, [recorder])
+    ended = trainer.train()
+    assert ended.status == "failed" and "No space left" in (ended.error or "")
+    assert isinstance(recorder.events[-1], ev.RunEnded)
+    assert not list(trainer.run_dir.glob("*.pt")) and not list(trainer.run_dir.glob(".tmp-*"))
