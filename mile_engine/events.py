@@ -98,6 +98,15 @@ class Resumed:
 
 
 @dataclass(frozen=True)
+class DataProgress:
+    """Progress of long data work before training (downloads, scanning folders)."""
+
+    task: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
 class Message:
     """A warning or note for the user's log."""
 
@@ -125,6 +134,7 @@ Event = (
     | CheckpointSaved
     | Paused
     | Resumed
+    | DataProgress
     | Message
     | RunEnded
 )

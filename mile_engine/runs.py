@@ -114,6 +114,12 @@ def describe(event: ev.Event) -> str | None:
         return f"paused at step {event.global_step}"
     if isinstance(event, ev.Resumed):
         return f"resumed at step {event.global_step}"
+    if isinstance(event, ev.DataProgress):
+        # One line per tenth of the work is enough for a log.
+        step = max(event.total // 10, 1)
+        if event.done == event.total or event.done % step == 0:
+            return f"{event.task}: {event.done:,}/{event.total:,}"
+        return None
     if isinstance(event, ev.Message):
         return f"{event.level}: {event.text.rstrip()}"
     if isinstance(event, ev.RunEnded):

@@ -144,7 +144,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.dtype == torch.float16
         )
-        self.source = source or build_source(settings, self.device)
+        self.source = source or build_source(
+            settings,
+            self.device,
+            progress=lambda task, done, total: self._emit(ev.DataProgress(task, done, total)),
+            warn=lambda text: self._emit(ev.Message("warning", text)),
+        )
         self.generation = self.phase_index = self.step = self.global_step = 0
         self.best_metrics = None
         self.history = []
@@ -195,13 +200,20 @@ class Trainer:
                 self._run_generation()
         except StopRun:
             status = "stopped"
-            self._save("stop")
         except Exception as exc:  # the run fails, the caller (UI or CLI) stays alive
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
-            self._emit(ev.Message("error", traceback.format_exc()))
+            status, error = "failed", self._report(exc)
+        if status == "stopped":
+            try:
+                self._save("stop")
+            except Exception as exc:  # a failed final save must still end the run cleanly
+                status, error = "failed", self._report(exc)
         ended = ev.RunEnded(status, self.global_step, self.elapsed_s, self.best_metrics, error)
         self._emit(ended)
         return ended
+
+    def _report(self, exc: Exception) -> str:
+        self._emit(ev.Message("error", traceback.format_exc()))
+        return f"{type(exc).__name__}: {exc}"
 
     def _run_started(self) -> ev.RunStarted:
         if not self.reference:

@@ -20,7 +20,7 @@ app = typer.Typer(
     help="A training console for MILe (Multi-label Iterated Learning).",
     add_completion=False,
     no_args_is_help=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 
@@ -149,8 +149,10 @@ def main() -> None:
 def _register_subcommands() -> None:
     """Sub-apps live in their own modules; imported last, they may import this one."""
     from mile_tui.checkpoints_cmd import checkpoints_app
+    from mile_tui.compare_cmd import compare
 
     app.add_typer(checkpoints_app, name="checkpoints")
+    app.command()(compare)
 
 
 _register_subcommands()

@@ -46,10 +46,18 @@ class RichRenderer:
         self.total: TaskID | None = None
         self.phase: TaskID | None = None
         self._header_done = False
+        self._data_tasks: dict[str, TaskID] = {}
 
     def __call__(self, event: ev.Event) -> None:
         p = self.progress
-        if isinstance(event, ev.RunStarted):
+        if isinstance(event, ev.DataProgress):
+            p.start()
+            if event.task not in self._data_tasks:
+                self._data_tasks[event.task] = p.add_task(
+                    event.task, total=event.total, label=event.task, loss="-", speed=""
+                )
+            p.update(self._data_tasks[event.task], completed=event.done, total=event.total)
+        elif isinstance(event, ev.RunStarted):
             self.console.print(describe(event))
             p.start()
             self.total = p.add_task("run", total=event.total_steps, completed=event.global_step,

@@ -1,0 +1,60 @@
+"""The comparison study on a tiny budget: a well-formed table and a plot."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from mile_engine.data import build_source
+from mile_engine.study import make_variants, run_study, write_study
+from tests.conftest import tiny
+
+
+def test_variants_cross_mile_knobs_and_keep_baselines_single() -> None:
+    variants = make_variants(["softmax", "MILe"], ["rho=0.1,0.5", "gt_or=true"])
+    assert [v.name for v in variants] == ["softmax", "MILe rho=0.1 gt_or=True",
+                                          "MILe rho=0.5 gt_or=True"]
+    assert variants[1].changes == {"schema": "MILe", "rho": 0.1, "gt_or": True}
+
+
+def test_tiny_study_writes_table_plot_and_json(tmp_path: Path) -> None:
+    base = tiny(epoch_num=2, k_t=2, k_s=1)
+    lines: list[str] = []
+    result = run_study(base, make_variants(["softmax", "sigmoid", "MILe"]), [0, 1],
+                       tmp_path, lines.append)
+    assert len(lines) == 6
+    md_path, svg_path, json_path = (tmp_path / n for n in ("study.md", "study.svg",
+                                                           "study.json"))
+    assert write_study(result, tmp_path) == [json_path, md_path, svg_path]
+
+    # Reference F1s equal a per-image computation on the validation grids.
+    source = build_source(base, torch.device("cpu"))
+    ref_all = ref_label = 0.0
+    for batch in source.val_batches(64):
+        assert batch.real is not None
+        for labels, real in zip(batch.labels.tolist(), batch.real.tolist(), strict=True):
+            r = {c for c, on in enumerate(real) if on}
+            ref_all += 2 * len(r) / (10 + len(r))
+            ref_label += 2 * (labels in r) / (1 + len(r))
+    assert abs(result.reference["ref_f1_all"] - ref_all / 64) < 1e-9
+    assert abs(result.reference["ref_f1_label"] - ref_label / 64) < 1e-9
+
+    table = md_path.read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "±" in line]
+    # softmax: one row; sigmoid and MILe: shared rho and best rho; final and best tables.
+    assert len(rows) == 2 * 5
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 8
+        for cell in cells[2:]:
+            mean, sd = (float(x) for x in re.findall(r"[\d.]+", cell))
+            assert 0 <= mean <= 10 and sd >= 0
+    assert "predict every class" in table and "(best)" in table
+
+    svg = svg_path.read_text()
+    assert svg.startswith("<svg") and svg.count("<polyline") == 6
+    data = json.loads(json_path.read_text())
+    assert len(data["histories"]["MILe"]) == 2 and len(data["histories"]["MILe"][0]) == 2
