@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import sys
@@ -22,13 +23,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+# Both kinds must train with the same number of CPU threads. Left alone, on a loaded
+# 2-core machine the main thread (headless) spins two OpenMP threads and ran 10-25x
+# slower than the console's worker thread, which measures OpenMP, not the console.
+# Set before torch is imported, so every thread gets it.
+if __name__ == "__main__":
+    _threads = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--threads=")), "1")
+    os.environ["OMP_NUM_THREADS"] = _threads
 
-from mile_engine.config import load_settings, render_toml
-from mile_engine.control import Control
-from mile_engine.runs import METRICS_FILE
-from mile_engine.session import open_run
-from mile_tui.app import create_app
+import torch  # noqa: E402
+
+from mile_engine.config import load_settings, render_toml  # noqa: E402
+from mile_engine.control import Control  # noqa: E402
+from mile_engine.runs import METRICS_FILE  # noqa: E402
+from mile_engine.session import open_run  # noqa: E402
+from mile_tui.app import create_app  # noqa: E402
 
 # Small enough for a 2-core CPU, long enough (steps of tens of milliseconds, many
 # progress records) that the UI's share of the GIL would show.
@@ -84,10 +93,13 @@ def main() -> None:
     """Alternate headless and TUI runs and print images/s for both and their ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs of each kind")
+    parser.add_argument("--threads", default="1",
+                        help="CPU threads for torch in both kinds; write --threads=N")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="override a setting, key=value (repeatable)")
     args = parser.parse_args()
     overrides = [*DEFAULTS, *args.overrides]
+    torch.set_num_threads(int(args.threads))
     headless, tui = [], []
     with tempfile.TemporaryDirectory() as tmp:
         # Alternating (ABAB...) spreads a shared machine's load over both kinds.

@@ -2,7 +2,7 @@
 
 The trainer runs in a thread worker. Its events reach the UI only through
 `post_message`: the sink appends each event to a buffer and posts one wake-up message
-per batch, and the app drains the buffer at most ten times a second, so the redraw rate
+per batch, and the app drains the buffer at most twice a second, so the redraw rate
 does not follow the step rate and the trainer never waits for the UI.
 """
 
@@ -31,8 +31,10 @@ from mile_tui.screens.run import RunScreen
 from mile_tui.screens.settings import SettingsScreen
 from mile_tui.screens.settings_form import SettingsForm
 
-# Seconds between two redraws of the run screen, at most: about ten a second.
-DRAIN_INTERVAL = 0.1
+# Seconds between two redraws of the run screen, at least. Measured with
+# benchmarks/tui_overhead.py on a 2-core CPU: redrawing 10 times a second kept 82% of
+# headless throughput, 4 times 93%, twice 97%; training panels need no more than that.
+DRAIN_INTERVAL = 0.5
 
 
 class EventsReady(Message):
@@ -78,6 +80,7 @@ class MileApp(App[None]):
     BINDINGS = [
         Binding("f2", "show_settings", "Settings"),
         Binding("f3", "show_run", "Run"),
+        Binding("f4", "browse_checkpoints", "Checkpoints"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -124,6 +127,17 @@ class MileApp(App[None]):
         if self.screen is not self.run_screen:
             self.switch_screen("run")
 
+    def action_browse_checkpoints(self) -> None:
+        """Open the checkpoint browser on the runs under `checkpoint_path` (escape closes)."""
+        from mile_tui.checkpoint_browser import CheckpointBrowser
+
+        values = self.form.values
+        run_dir = self.run_screen.view.run_dir or None
+        self.push_screen(CheckpointBrowser(
+            Path(values["checkpoint_path"]), Path(run_dir) if run_dir else None,
+            keep_last=values["max_checkpoint_num"],
+        ))
+
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """The command palette: the run's controls next to Textual's own commands."""
         yield from super().get_system_commands(screen)
@@ -142,6 +156,8 @@ class MileApp(App[None]):
             yield SystemCommand("Resume from selected save",
                                 "Continue from the save highlighted in the checkpoint panel",
                                 self.action_resume_selected)
+        yield SystemCommand("Browse checkpoints", "Verify, prune, export the saves (F4)",
+                            self.action_browse_checkpoints)
         yield SystemCommand("Save settings", "Write the settings file (ctrl+s)",
                             self.settings_screen.action_save)
         yield SystemCommand("Reload settings", "Read the settings file again",

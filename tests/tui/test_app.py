@@ -96,7 +96,7 @@ async def test_model_dataset_mismatch_is_shown_and_blocks_start(settings_file: P
 async def test_run_shows_phase_change_and_finishes(
     settings_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    slow_batches(monkeypatch, 0.1)
+    slow_batches(monkeypatch, 0.25)  # each phase outlasts a redraw interval
     app = create_app(settings_file)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f5")
@@ -240,3 +240,26 @@ async def test_resume_from_the_selected_save(
         assert any(c.reason == "stop" for c in view.checkpoints)  # earlier saves listed
         await pilot.press("x")
         await wait_for(pilot, lambda: not app.running)
+
+
+async def test_autostart_opens_the_run_screen_and_trains(settings_file: Path) -> None:
+    app = create_app(settings_file, autostart=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.worker is not None)
+        assert app.screen is app.run_screen
+        await pilot.press("x")
+        await wait_for(pilot, lambda: not app.running)
+        assert app.run_screen.view.status in ("stopped", "finished")
+
+
+async def test_checkpoint_browser_opens_and_closes(settings_file: Path) -> None:
+    from mile_tui.checkpoint_browser import CheckpointBrowser
+
+    app = create_app(settings_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f4")
+        await pilot.pause()
+        assert isinstance(app.screen, CheckpointBrowser)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsScreen)

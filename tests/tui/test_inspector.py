@@ -1,0 +1,128 @@
+"""The sample inspector: Pilot navigation, the label columns, and an SVG snapshot.
+
+Update the snapshot after an intended change with:
+pytest tests/tui/test_inspector.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from rich.console import Console
+from textual.pilot import Pilot
+from textual.widgets import Static
+
+from mile_engine.checkpoints import RunCheckpointer
+from mile_engine.trainer import Trainer
+from mile_tui.inspector import HALF_BLOCK, HalfBlocks, InspectorApp, InspectorScreen, fit
+from tests.conftest import tiny
+from tests.engine.test_inference import TrainedRun, train_tiny
+
+SIZE = (110, 36)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    return train_tiny(tmp_path_factory.mktemp("runs"), lr=0.005)
+
+
+def fixed_checkpoint(folder: Path) -> Path:
+    """A checkpoint whose student and teacher give the same logits for every image:
+    the snapshot does not depend on the floating point of a machine."""
+    folder.mkdir(parents=True)
+    trainer = Trainer(tiny(checkpoint_path=str(folder)), folder)
+    for net, bias in ((trainer.student, {4: 4.0, 1: 0.5}),
+                      (trainer.teacher, {4: 4.0, 1: 1.0, 7: 0.0})):
+        with torch.no_grad():
+            net.fc.weight.zero_()
+            net.fc.bias.fill_(-8.0)
+            for c, b in bias.items():
+                net.fc.bias[c] = b
+    saver = RunCheckpointer(folder, 3)
+    path = Path(saver.save(trainer, "request").path)
+    saver.close()
+    return path
+
+
+def _text(screen: InspectorScreen, widget: str) -> str:
+    console = Console(width=120, color_system=None)
+    with console.capture() as capture:
+        console.print(screen.query_one(widget, Static).content)
+    return capture.get()
+
+
+async def _settle(pilot: Pilot[Any]) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def test_half_blocks_draw_two_pixel_rows_per_cell() -> None:
+    image = torch.tensor([[0, 255], [255, 0], [10, 20]], dtype=torch.uint8)
+    assert fit(image, 4, 6).shape == (6, 4, 3)  # scaled by 2, nearest
+    console = Console(width=20, color_system="truecolor")
+    with console.capture() as capture:
+        console.print(HalfBlocks(image, 2, 2))
+    lines = capture.get().splitlines()
+    assert len(lines) == 2 and lines[0].count(HALF_BLOCK) == 2
+    assert "38;2;0;0;0" in lines[0] and "48;2;255;255;255" in lines[0]  # fg top, bg bottom
+
+
+async def test_inspector_navigates_and_shows_the_label_columns(run: TrainedRun) -> None:
+    app = InspectorApp(run.checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(pilot)
+        screen = app.inspector
+        inspection = screen.inspection
+        assert inspection is not None and screen.view is not None
+        last = inspection.size - 1
+        for key, index in ((None, 0), ("n", 1), ("p", 0), ("left", last), ("right", 0)):
+            if key is not None:
+                await pilot.press(key)
+                await _settle(pilot)
+            assert screen.index == index
+            view = inspection.sample(index)
+            lines = _text(screen, "#labels").splitlines()
+            assert lines[0].split()[:3] == ["label", "ReaL", "set"] and "teacher" in lines[0]
+            assert lines[1].split()[:2] == [str(view.label), str(view.real[0])]
+            real_column = [line[lines[0].index("ReaL"):].split()[0] for line in lines[1:]
+                           if line[lines[0].index("ReaL"):].strip()
+                           and not line.startswith("F1")]
+            assert real_column[:len(view.real)] == [str(c) for c in view.real]
+            top = view.prediction[0]
+            assert f"{top.name} {top.prob:.2f}" in lines[1]
+            assert "F1 against ReaL" in lines[-1]
+            assert f"image {index + 1} of {inspection.size}" in _text(screen, "#status")
+        assert "pseudo-labels added" in _text(screen, "#classes")
+        await pilot.press("r")
+        await _settle(pilot)
+        assert 0 <= screen.index < inspection.size
+        assert screen.view is not None and screen.view.index == screen.index
+
+
+async def test_inspector_reports_a_bad_checkpoint(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"nothing")
+    app = InspectorApp(bad)
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(pilot)
+        assert "cannot inspect" in _text(app.inspector, "#labels")
+        await pilot.press("n")  # nothing to move: no crash
+        await pilot.press("q")
+
+
+def test_inspector_snapshot(snap_compare: Any, tmp_path: Path) -> None:
+    checkpoint = fixed_checkpoint(tmp_path / "run")
+
+    async def settle(pilot: Pilot[Any]) -> None:
+        await _settle(pilot)
+        await pilot.press("n")
+        await _settle(pilot)
+        # The path is a temporary folder: hide it so that the snapshot is stable.
+        status = pilot.app.screen.query_one("#status", Static)
+        status.update(str(status.content).replace(str(checkpoint), "run/fixed.pt"))
+        await pilot.pause()
+
+    assert snap_compare(InspectorApp(checkpoint), terminal_size=SIZE, run_before=settle)
