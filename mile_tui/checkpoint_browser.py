@@ -125,6 +125,7 @@ class CheckpointBrowser(Screen[None]):
         Binding("v", "verify", "Verify"),
         Binding("p", "prune", "Prune"),
         Binding("e", "export", "Export"),
+        Binding("i", "inspect", "Inspect"),
         Binding("d", "delete", "Delete"),
         Binding("r", "reload", "Refresh"),
         Binding("escape,q", "close", "Close"),
@@ -372,6 +373,15 @@ class CheckpointBrowser(Screen[None]):
             self.set_status(f"deleted {record.file}")
 
         self.app.push_screen(ConfirmScreen(f"Delete {run.name}/{record.file}?"), done)
+
+    def action_inspect(self) -> None:
+        """Open the sample inspector on the selected save."""
+        run, record = self.run, self.selected()
+        if run is None or record is None:
+            return
+        from mile_tui.inspector import InspectorScreen
+
+        self.app.push_screen(InspectorScreen(run.path / record.file))
 
     def action_export(self) -> None:
         """Export the selected save's model weights to a file the user names."""

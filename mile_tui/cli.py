@@ -150,9 +150,13 @@ def _register_subcommands() -> None:
     """Sub-apps live in their own modules; imported last, they may import this one."""
     from mile_tui.checkpoints_cmd import checkpoints_app
     from mile_tui.compare_cmd import compare
+    from mile_tui.inspect_cmd import eval_checkpoint, inspect, predict
 
     app.add_typer(checkpoints_app, name="checkpoints")
     app.command()(compare)
+    app.command(name="eval")(eval_checkpoint)
+    app.command()(predict)
+    app.command()(inspect)
 
 
 _register_subcommands()

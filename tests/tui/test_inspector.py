@@ -17,6 +17,7 @@ from textual.widgets import Static
 
 from mile_engine.checkpoints import RunCheckpointer
 from mile_engine.trainer import Trainer
+from mile_tui.checkpoint_browser import CheckpointsApp
 from mile_tui.inspector import HALF_BLOCK, HalfBlocks, InspectorApp, InspectorScreen, fit
 from tests.conftest import tiny
 from tests.engine.test_inference import TrainedRun, train_tiny
@@ -126,3 +127,19 @@ def test_inspector_snapshot(snap_compare: Any, tmp_path: Path) -> None:
         await pilot.pause()
 
     assert snap_compare(InspectorApp(checkpoint), terminal_size=SIZE, run_before=settle)
+
+
+async def test_checkpoint_browser_opens_the_inspector_on_the_selected_save(
+    run: TrainedRun,
+) -> None:
+    app = CheckpointsApp(run.checkpoint.parent.parent)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("i")
+        await _settle(pilot)
+        assert isinstance(app.screen, InspectorScreen)
+        assert Path(app.screen.target) == run.checkpoint
+        assert app.screen.inspection is not None
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.browser
