@@ -98,6 +98,7 @@ class MileApp(App[None]):
         self._last_drain = 0.0
         self._drain_scheduled = False
         self._quit_after_run = False
+        self.trainer: Any = None  # the live run's Trainer, set by its thread once built
 
     # ------------------------------------------------------------------ screens
     def on_mount(self) -> None:
@@ -126,6 +127,16 @@ class MileApp(App[None]):
         """Show the run screen."""
         if self.screen is not self.run_screen:
             self.switch_screen("run")
+
+    def action_inspect_run(self) -> None:
+        """Open the sample inspector on the live run's networks (i on the run screen)."""
+        if self.trainer is None:
+            self.notify("No run yet: start one, or inspect a save from the checkpoints (F4, i).",
+                        severity="warning")
+            return
+        from mile_tui.inspector import InspectorScreen
+
+        self.push_screen(InspectorScreen(self.trainer))
 
     def action_browse_checkpoints(self) -> None:
         """Open the checkpoint browser on the runs under `checkpoint_path` (escape closes)."""
@@ -241,7 +252,7 @@ class MileApp(App[None]):
         self.run_screen.set_status("starting")
         self.worker = self.run_worker(
             lambda: train_in_thread(settings, self.control or Control(), self.buffer.put,
-                                    resume),
+                                    resume, started=lambda t: setattr(self, "trainer", t)),
             name="trainer", group="trainer", thread=True, exit_on_error=False,
         )
         self.refresh_bindings()
@@ -361,7 +372,8 @@ def resume_supported() -> bool:
 
 
 def train_in_thread(settings: Settings, control: Control, sink: ev.Sink,
-                    resume: str | None = None) -> None:
+                    resume: str | None = None,
+                    started: Callable[[Any], None] | None = None) -> None:
     """Build a run and train it, reporting everything (errors too) as events to `sink`.
 
     Runs in the worker thread: building the model and the data can take a while and
@@ -379,6 +391,8 @@ def train_in_thread(settings: Settings, control: Control, sink: ev.Sink,
             sink(ev.Message("error", traceback.format_exc()))
         sink(ev.RunEnded("failed", 0, 0.0, None, error))
         return
+    if started is not None:
+        started(trainer)  # lets the sample inspector look at the live networks
     trainer.train()
 
 

@@ -36,6 +36,7 @@ class RunScreen(Screen[None]):
         Binding("x", "app.stop_run", "Stop"),
         Binding("n", "app.save_now", "Save now"),
         Binding("r", "app.resume_selected", "Resume from save"),
+        Binding("i", "app.inspect_run", "Inspect samples", show=False),
     ]
 
     def __init__(self) -> None:

@@ -143,3 +143,27 @@ async def test_checkpoint_browser_opens_the_inspector_on_the_selected_save(
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is app.browser
+
+
+async def test_run_screen_i_opens_the_inspector_on_the_live_trainer(
+    settings_file: Path,
+) -> None:
+    from mile_tui.app import create_app
+    from tests.tui.conftest import wait_for
+
+    app = create_app(settings_file)
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_start_run()
+        await wait_for(pilot, lambda: app.trainer is not None)
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, InspectorScreen)
+                       and app.screen.view is not None)
+        screen = app.screen
+        assert isinstance(screen, InspectorScreen) and screen.live
+        assert screen.inspection is not None and screen.inspection.trainer is app.trainer
+        assert "live run" in _text(screen, "#status")
+        await wait_for(pilot, lambda: not app.running)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, InspectorScreen)
+        assert screen.inspection.tap not in app.trainer.sinks
