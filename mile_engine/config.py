@@ -205,6 +205,13 @@ class Settings:
         choices=PRECISIONS,
     )
 
+    sync_bn: bool = _setting(
+        False,
+        "device",
+        "Under torchrun with several CUDA processes: batch-norm statistics over the global "
+        "batch (SyncBatchNorm) instead of each process's share.",
+    )
+
     @property
     def num_classes(self) -> int:
         """Classes of the dataset (and of the model's head)."""

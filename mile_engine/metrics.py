@@ -25,19 +25,40 @@ REFERENCE_NAMES = ("ref_f1_all", "ref_f1_label")
 
 def prediction_sets(logits: torch.Tensor, rhos: torch.Tensor, sigmoid: bool) -> torch.Tensor:
     """Prediction sets as bool [R, B, C], one per threshold in `rhos`."""
+    rows = torch.arange(len(logits), device=logits.device)
     top = logits.argmax(dim=1)
-    top_hot = torch.zeros_like(logits, dtype=torch.bool)
-    top_hot[torch.arange(len(top), device=logits.device), top] = True
-    if not sigmoid:
-        return top_hot.expand(len(rhos), -1, -1)
-    probs = torch.sigmoid(logits.float())
-    return (probs[None] > rhos[:, None, None]) | top_hot[None]
+    if sigmoid:
+        pred = torch.sigmoid(logits.float())[None] > rhos[:, None, None]
+    else:
+        pred = torch.zeros(len(rhos), *logits.shape, dtype=torch.bool, device=logits.device)
+    pred[:, rows, top] = True  # the argmax always belongs to the set
+    return pred
+
+
+def _set_sizes(pred: torch.Tensor) -> torch.Tensor:
+    """|P| per threshold and image, float64 [R, B]; summing bytes is the fast way."""
+    return pred.view(torch.uint8).sum(dim=2, dtype=torch.int32).double()
+
+
+def _intersections(pred: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """|P & R| per threshold and image, float64 [R, B], visiting only the ReaL entries."""
+    rows, cols = real.nonzero(as_tuple=True)
+    inter = torch.zeros(pred.shape[:2], dtype=torch.float64, device=pred.device)
+    return inter.index_add_(1, rows, pred[:, rows, cols].double())
+
+
+_COUNTS = ("images", "known", "real", "top1", "real_hit", "ref_all", "ref_label", "ref_label_n")
+_SUMS = ("f1", "precision", "recall", "coverage")
 
 
 class EvalAccumulator:
-    """Accumulates sums and counts on the device; `compute` reads them once at the end."""
+    """Accumulates one row of sums and counts per batch, on the device.
 
-    _SUMS = ("f1", "precision", "recall", "coverage")
+    Keeping a row per batch (not a running total) makes a sharded evaluation exact: each
+    process fills the rows of its own batches, the rows are summed across processes
+    (adding zeros is exact) and then over batches in one fixed order, exactly as a
+    single process does. `compute` reads the device once.
+    """
 
     def __init__(
         self,
@@ -48,55 +69,81 @@ class EvalAccumulator:
     ) -> None:
         self.num_classes = num_classes
         self.sigmoid = sigmoid
-        self.rhos = torch.tensor(list(rhos), dtype=torch.float32, device=device)
-        zeros = torch.zeros(len(self.rhos), dtype=torch.float64, device=device)
-        self._sums = {name: zeros.clone() for name in self._SUMS}
-        scalar = torch.zeros((), dtype=torch.float64, device=device)
-        self._counts = {
-            name: scalar.clone()
-            for name in ("images", "known", "real", "top1", "real_hit", "ref_all", "ref_label",
-                         "ref_label_n")
-        }
+        self.device = torch.device(device)
+        self.rhos = torch.tensor(list(rhos), dtype=torch.float64, device=device).float()
+        self._rows: dict[int, torch.Tensor] = {}
 
-    def update(self, logits: torch.Tensor, labels: torch.Tensor, real: torch.Tensor) -> None:
-        """Add one batch: logits [B, C], labels [B] (-1 = unknown), real bool [B, C]."""
+    @property
+    def width(self) -> int:
+        """Length of one row: the counts, then each sum for every threshold."""
+        return len(_COUNTS) + len(_SUMS) * len(self.rhos)
+
+    def update(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        real: torch.Tensor,
+        index: int | None = None,
+    ) -> None:
+        """Add one batch: logits [B, C], labels [B] (-1 = unknown), real bool [B, C].
+
+        Args:
+            index: the batch's position in the whole validation set (default: next).
+        """
         logits = logits.detach().float()
         real = real.bool()
         pred = prediction_sets(logits, self.rhos, self.sigmoid)
-        inter = (pred & real[None]).sum(dim=2).double()
-        p_size = pred.sum(dim=2).double()
+        inter = _intersections(pred, real)
+        p_size = _set_sizes(pred)
         r_size = real.sum(dim=1).double()
         has_real = r_size > 0
         r_safe = r_size.clamp(min=1)
         mask = has_real.double()
-        self._sums["f1"] += (2 * inter / (p_size + r_safe) * mask).sum(dim=1)
-        self._sums["precision"] += (inter / p_size * mask).sum(dim=1)
-        self._sums["recall"] += (inter / r_safe * mask).sum(dim=1)
-        self._sums["coverage"] += p_size.sum(dim=1)
-
-        c = self._counts
         top = logits.argmax(dim=1)
         rows = torch.arange(len(top), device=logits.device)
         known = labels >= 0
-        c["images"] += len(labels)
-        c["known"] += known.sum()
-        c["real"] += has_real.sum()
-        c["top1"] += ((top == labels) & known).sum()
-        c["real_hit"] += real[rows, top].sum()
-        # Reference F1s: predict every class, or predict the single label alone.
-        c["ref_all"] += (2 * r_size / (self.num_classes + r_size) * mask).sum()
         label_in_real = real[rows, labels.clamp(min=0)] & known
-        ref_rows = has_real & known
-        c["ref_label"] += (2 * label_in_real.double() / (1 + r_safe) * ref_rows.double()).sum()
-        c["ref_label_n"] += ref_rows.sum()
+        ref_rows = (has_real & known).double()
+        counts = torch.stack([
+            torch.tensor(float(len(labels)), dtype=torch.float64, device=logits.device),
+            known.sum().double(),
+            has_real.sum().double(),
+            ((top == labels) & known).sum().double(),
+            real[rows, top].sum().double(),
+            # Reference F1s: predict every class, or predict the single label alone.
+            (2 * r_size / (self.num_classes + r_size) * mask).sum(),
+            (2 * label_in_real.double() / (1 + r_safe) * ref_rows).sum(),
+            ref_rows.sum(),
+        ])
+        sums = torch.cat([
+            (2 * inter / (p_size + r_safe) * mask).sum(dim=1),
+            (inter / p_size * mask).sum(dim=1),
+            (inter / r_safe * mask).sum(dim=1),
+            p_size.sum(dim=1),
+        ])
+        self._rows[len(self._rows) if index is None else index] = torch.cat([counts, sums])
 
-    def compute(self) -> list[dict[str, float]]:
+    def table(self, batches: int | None = None) -> torch.Tensor:
+        """The rows as float64 [batches, width]; rows of batches not seen here are zero."""
+        batches = batches if batches is not None else max(self._rows, default=-1) + 1
+        table = torch.zeros(batches, self.width, dtype=torch.float64, device=self.device)
+        for i, row in self._rows.items():
+            table[i] = row
+        return table
+
+    def compute(self, table: torch.Tensor | None = None) -> list[dict[str, float]]:
         """One dict of metrics per threshold, with the reference F1s in each.
+
+        Args:
+            table: rows already gathered from every process (default: this one's rows).
 
         A metric that no image can score (no known labels, no ReaL sets) is NaN.
         """
-        c = {name: float(value) for name, value in self._counts.items()}
-        sums = {name: value.tolist() for name, value in self._sums.items()}
+        totals = (self.table() if table is None else table).sum(dim=0).tolist()
+        c = dict(zip(_COUNTS, totals[: len(_COUNTS)], strict=True))
+        n = len(self.rhos)
+        flat = totals[len(_COUNTS):]
+        sums = {name: flat[i * n:(i + 1) * n] for i, name in enumerate(_SUMS)}
 
         def ratio(num: float, den: float) -> float:
             return num / den if den else float("nan")

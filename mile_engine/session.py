@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from mile_engine import distributed
 from mile_engine import events as ev
 from mile_engine.checkpoints import RunCheckpointer, atomic_write_text, find_resume
 from mile_engine.config import FIELDS, Settings, SettingsError, build_settings, parse_override
@@ -53,6 +54,7 @@ def open_run(
     control: Control | None = None,
     resume: Path | str | None = None,
     overrides: Iterable[str] = (),
+    dist: distributed.DistContext | None = None,
 ) -> Trainer:
     """Build a trainer that records metrics.jsonl, run.log and checkpoints in its folder.
 
@@ -66,21 +68,31 @@ def open_run(
             checkpoint file. The run continues in its own folder, exactly.
         overrides: `key=value` strings applied on top of a resumed run's saved
             settings; only the keys in `RESUMABLE` may change.
+        dist: this process's place in a torchrun job. Only rank 0 makes the run folder,
+            writes files and saves checkpoints; every rank resumes from the checkpoint
+            that rank 0 chose (so `checkpoint_path` must be shared between machines).
 
     The trainer is built before any folder is made or changed, so settings, data or
     checkpoint errors (SettingsError, CheckpointError) leave nothing behind. A resume
     that fell back past a corrupt checkpoint reports it as a warning `Message` to the
     sinks, and lists it in `trainer.resume_warnings`.
     """
+    dist = dist or distributed.DistContext()
+    if not dist.is_main:
+        return _open_follower(settings, sinks, control, resume, overrides, dist)
     warnings: list[str] = []
     if resume is None:
-        trainer = Trainer(settings, Path(), control=control)
+        # Rank 0 tells the others what to load before any other collective (DDP's own
+        # start-up broadcast happens inside Trainer), so the ranks stay in step.
+        distributed.broadcast_object(None, dist)
+        trainer = Trainer(settings, Path(), control=control, dist=dist)
         trainer.run_dir = create_run_dir(settings)
         checkpointer = RunCheckpointer(trainer.run_dir, settings.max_checkpoint_num)
     else:
         point = find_resume(resume, Path(settings.checkpoint_path))
+        distributed.broadcast_object(str(point.path), dist)
         run_settings = resume_settings(point.settings, overrides)
-        trainer = Trainer(run_settings, point.run_dir, control=control)
+        trainer = Trainer(run_settings, point.run_dir, control=control, dist=dist)
         trainer.load_state_dict(point.state)
         trainer.resumed_from = str(point.path)
         warnings = point.warnings
@@ -96,4 +108,24 @@ def open_run(
     for text in warnings:
         for sink in trainer.sinks:
             sink(ev.Message("warning", text))
+    return trainer
+
+
+def _open_follower(
+    settings: Settings,
+    sinks: Sequence[ev.Sink],
+    control: Control | None,
+    resume: Path | str | None,
+    overrides: Iterable[str],
+    dist: distributed.DistContext,
+) -> Trainer:
+    """A rank other than 0: the same trainer, resumed from rank 0's choice, no files."""
+    chosen = distributed.broadcast_object(None, dist)
+    if chosen is None:
+        return Trainer(settings, Path(), sinks=sinks, control=control, dist=dist)
+    point = find_resume(Path(chosen), Path(settings.checkpoint_path))
+    trainer = Trainer(resume_settings(point.settings, overrides), point.run_dir,
+                      sinks=sinks, control=control, dist=dist)
+    trainer.load_state_dict(point.state)
+    trainer.resumed_from = str(point.path)
     return trainer

@@ -9,6 +9,7 @@ steps resumes exactly there.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 import traceback
@@ -18,12 +19,15 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from mile_engine import distributed
 from mile_engine import events as ev
-from mile_engine.config import Settings
+from mile_engine.config import Settings, SettingsError
 from mile_engine.control import Control
 from mile_engine.data import Batch, DataSource, build_source
 from mile_engine.device import precision_name, resolve_device, resolve_precision
+from mile_engine.distributed import DistContext
 from mile_engine.metrics import METRIC_NAMES, EvalAccumulator
 from mile_engine.models import build_model, count_parameters
 from mile_engine.schemas import (
@@ -107,13 +111,17 @@ class Trainer:
         control: Control | None = None,
         checkpointer: Checkpointer | None = None,
         source: DataSource | None = None,
+        dist: DistContext | None = None,
     ) -> None:
         self.settings = settings
+        self.dist = dist or DistContext()
         self.run_dir = run_dir
         self.sinks = list(sinks)
         self.control = control or Control()
         self.checkpointer = checkpointer
         self.device = resolve_device(settings.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per process
         self.dtype = resolve_precision(settings.precision, self.device)
         self.phases: list[Phase] = phases_of(settings.schema, settings.k_t, settings.k_s)
         self.steps_per_generation = sum(p.steps for p in self.phases)
@@ -128,6 +136,10 @@ class Trainer:
         self.teacher = self._place(build_model(settings.model, sigmoid_head=sigmoid))
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.eval().requires_grad_(False)
+        # The network the optimizer steps through: the student itself, or its DDP wrapper,
+        # which averages gradients over the ranks (and keeps their weights identical, so
+        # every rank's teacher snapshot is the same without extra communication).
+        self.model = self._parallel(self.student)
         self.optimizer = torch.optim.SGD(
             self.student.parameters(),
             lr=settings.lr,
@@ -149,7 +161,10 @@ class Trainer:
             self.device,
             progress=lambda task, done, total: self._emit(ev.DataProgress(task, done, total)),
             warn=lambda text: self._emit(ev.Message("warning", text)),
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
+        self._rank_data: list[dict[str, Any]] | None = None
         self.generation = self.phase_index = self.step = self.global_step = 0
         self.best_metrics = None
         self.history = []
@@ -165,6 +180,20 @@ class Trainer:
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         return model
+
+    def _parallel(self, student: nn.Module) -> nn.Module:
+        if not self.dist.enabled:
+            if self.settings.sync_bn:
+                self._emit(ev.Message("warning", "sync_bn has no effect in a single process."))
+            return student
+        if self.settings.sync_bn:
+            if self.device.type != "cuda":
+                raise SettingsError("sync_bn = true needs CUDA processes; SyncBatchNorm does "
+                                    "not run on the CPU. Set sync_bn = false.")
+            student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+            self.student = student
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(student, device_ids=ids)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.dtype == torch.float32:
@@ -257,6 +286,9 @@ class Trainer:
         del metrics
 
     def _between_steps(self) -> None:
+        if self.dist.enabled:
+            self._between_steps_distributed()
+            return
         control = self.control
         if control.paused and not control.stop_requested:
             self._emit(ev.Paused(self.global_step))
@@ -270,6 +302,18 @@ class Trainer:
         if control.stop_requested:
             raise StopRun
         if control.take_save_request():
+            self._save("request")
+
+    def _between_steps_distributed(self) -> None:
+        """Ranks agree on stop and save-now at every log interval, so that all of them
+        stop (and save) at the same step; a lone rank leaving would hang the others."""
+        if self.global_step % self.settings.log_every:
+            return
+        local = [self.control.stop_requested, self.control.take_save_request()]
+        stop, save = distributed.any_rank(local, self.dist, self.device)
+        if stop:
+            raise StopRun
+        if save:
             self._save("request")
 
     # ------------------------------------------------------------------ steps
@@ -296,9 +340,9 @@ class Trainer:
 
     def interactive_step(self, batch: Batch) -> torch.Tensor:
         """One optimizer step of the student on the ground-truth single labels."""
-        self.student.train()
+        self.model.train()
         with self._autocast():
-            logits = self.student(self._input(batch))
+            logits = self.model(self._input(batch))
         loss = ground_truth_loss(self.settings.schema, logits, batch.labels)
         self._optimize(loss)
         return loss.detach()
@@ -310,9 +354,9 @@ class Trainer:
             teacher_logits = self.teacher(x)
         labels = batch.labels if self.settings.gt_or else None
         targets = pseudo_labels(teacher_logits, self.settings.rho, labels)
-        self.student.train()
+        self.model.train()
         with self._autocast():
-            logits = self.student(x)
+            logits = self.model(x)
         loss = multi_label_bce(logits, targets)
         self._optimize(loss)
         w = self._window
@@ -339,7 +383,7 @@ class Trainer:
                 total_steps=self.total_steps,
                 loss=loss,
                 lr=float(self.optimizer.param_groups[0]["lr"]),
-                images_per_s=w.images / seconds,
+                images_per_s=w.images * self.dist.world_size / seconds,
                 elapsed_s=self.elapsed_s,
             )
         )
@@ -361,13 +405,16 @@ class Trainer:
         return [rho] + [r for r in SWEEP_RHOS if abs(r - rho) > 1e-9]
 
     def predict_logits(
-        self, model: nn.Module | None = None
+        self, model: nn.Module | None = None, rank: int = 0, world_size: int = 1
     ) -> Iterator[tuple[Batch, torch.Tensor]]:
-        """Yield (batch, logits) over the validation set with `model` (the student)."""
+        """Yield (batch, logits) over the validation set with `model` (the student).
+
+        With `world_size` > 1, only the batches of `rank` (batch i goes to i % world_size).
+        """
         model = model or self.student
         model.eval()
         with torch.inference_mode(), self._autocast():
-            for batch in self.source.val_batches(EVAL_BATCH):
+            for batch in self.source.val_batches(EVAL_BATCH, rank, world_size):
                 yield batch, model(self._input(batch)).float()
 
     def evaluate(self) -> dict[str, float]:
@@ -378,11 +425,17 @@ class Trainer:
             self.device,
         )
         images = 0
-        for batch, logits in self.predict_logits():
+        rank, world = self.dist.rank, self.dist.world_size
+        shard = self.predict_logits(rank=rank, world_size=world)
+        for k, (batch, logits) in enumerate(shard):
             assert batch.real is not None
-            acc.update(logits, batch.labels, batch.real)
+            acc.update(logits, batch.labels, batch.real, index=rank + k * world)
             images += len(batch.labels)
-        results = acc.compute()
+        # Every rank fills the rows of its batches; summing the tables over the ranks then
+        # gives exactly the table (and the metrics) of a single-process evaluation.
+        table = distributed.all_sum(acc.table(math.ceil(self._val_size() / EVAL_BATCH)),
+                                    self.dist)
+        results = acc.compute(table)
         metrics = dict(results[0])
         # Every metric at every swept threshold: schemas compare at their best rho too.
         sweep = {str(r["rho"]): {k: r[k] for k in METRIC_NAMES} for r in results}
@@ -398,23 +451,45 @@ class Trainer:
         self.history.append(record)
         seconds = max(time.perf_counter() - started, 1e-9)
         self._emit(ev.Evaluated(self.generation + 1, self.global_step, metrics, best,
-                                images / seconds, sweep))
+                                images * world / seconds, sweep))
         return metrics
 
     def _reference_f1s(self) -> dict[str, float]:
         """The validation set's reference F1s: predict every class; the single label."""
+        labels, real = self.source.val_targets()
         acc = EvalAccumulator(self.source.num_classes, [0.5], False, self.device)
-        for batch in self.source.val_batches(EVAL_BATCH):
-            assert batch.real is not None
-            acc.update(torch.zeros(len(batch.labels), self.source.num_classes,
-                                   device=self.device), batch.labels, batch.real)
+        acc.update(torch.zeros(real.shape, device=real.device), labels, real)
         result = acc.compute()[0]
         return {"ref_f1_all": result["ref_f1_all"], "ref_f1_label": result["ref_f1_label"]}
 
+    def _val_size(self) -> int:
+        return len(self.source.val_targets()[0])
+
     # ------------------------------------------------------------------ state
     def _save(self, reason: str) -> None:
+        if self.dist.enabled:
+            # Every rank's data stream goes into rank 0's checkpoint (a collective: all
+            # ranks reach this point at the same step).
+            self._rank_data = distributed.gather_objects(self.source.state_dict(), self.dist)
         if self.checkpointer is not None:
             self._emit(self.checkpointer.save(self, reason))
+
+    def _data_state(self) -> dict[str, Any]:
+        if not self.dist.enabled:
+            return self.source.state_dict()
+        ranks = self._rank_data or [self.source.state_dict()]
+        return {"world_size": self.dist.world_size, "ranks": ranks}
+
+    def _load_data_state(self, data: dict[str, Any]) -> None:
+        saved_world = int(data.get("world_size", 1))
+        if saved_world != self.dist.world_size:
+            raise SettingsError(
+                f"this checkpoint was written by a run of {saved_world} process(es) and "
+                f"cannot continue its data streams exactly with {self.dist.world_size}; "
+                f"resume with the same number of processes (torchrun --nproc-per-node x "
+                f"--nnodes = {saved_world})."
+            )
+        self.source.load_state_dict(data["ranks"][self.dist.rank] if "ranks" in data else data)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the run exactly: tensors and plain values only."""
@@ -434,7 +509,7 @@ class Trainer:
             "history": self.history,
             "reference": self.reference,
             "elapsed_s": self.elapsed_s,
-            "data": self.source.state_dict(),
+            "data": self._data_state(),
             "rng": {
                 "python": _python_rng_state(),
                 "torch": torch.get_rng_state(),
@@ -460,7 +535,7 @@ class Trainer:
         self.history = list(state["history"])
         self.reference = dict(state["reference"])
         self._elapsed_before = float(state["elapsed_s"])
-        self.source.load_state_dict(state["data"])
+        self._load_data_state(state["data"])
         rng = state["rng"]
         _set_python_rng_state(rng["python"])
         torch.set_rng_state(rng["torch"])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 
+from mile_engine import events as ev
 from mile_engine.config import Settings, SettingsError, load_settings
 from mile_engine.control import Control
 from mile_engine.device import resolve_device
@@ -109,23 +112,48 @@ def run_headless(
     With `resume`, the run continues in its folder with the settings it saved,
     `overrides` applied on top (see `mile_engine.session.open_run`).
     """
+    from mile_engine import distributed
     from mile_engine.checkpoints import CheckpointError
     from mile_engine.session import open_run
 
     control = Control()
+    ctx = distributed.from_environment()
+    if ctx.enabled and resume is None and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        # torchrun restarted the job after a failure: go on from the newest good save.
+        resume = "latest"
+    sink = console_sink() if ctx.is_main else rank_error_sink(ctx.rank)
     try:
         resolve_device(settings.device)
-        trainer = open_run(settings, [console_sink()], control, resume=resume,
-                           overrides=overrides or [])
+        distributed.setup(ctx, settings.device)
+        trainer = open_run(settings, [sink], control, resume=resume,
+                           overrides=overrides or [], dist=ctx)
     except (SettingsError, CheckpointError) as exc:
-        fail(str(exc))
+        distributed.teardown()
+        fail(str(exc) if ctx.is_main else f"rank {ctx.rank}: {exc}")
+    if ctx.enabled and ctx.is_main:
+        typer.echo(
+            f"torchrun: {ctx.world_size} processes, global batch {settings.batch_size} x "
+            f"{ctx.world_size} = {settings.batch_size * ctx.world_size}"
+        )
     with StopSignals(control) as signals:
         try:
             ended = trainer.train()
         except CheckpointError as exc:  # the final save of a stopped run failed
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             return EXIT_FAILED
+        finally:
+            distributed.teardown()
     return signals.exit_code(ended.status)
+
+
+def rank_error_sink(rank: int) -> Callable[[ev.Event], None]:
+    """What a rank other than 0 prints: its errors only, marked with its rank."""
+
+    def sink(event: ev.Event) -> None:
+        if isinstance(event, ev.RunEnded) and event.status == "failed":
+            print(f"rank {rank}: run failed: {event.error}", file=sys.stderr, flush=True)
+
+    return sink
 
 
 def expand_resume_flag(args: list[str]) -> list[str]:

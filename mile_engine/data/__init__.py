@@ -11,6 +11,8 @@ from mile_engine.data.batch import Batch, DataSource
 from mile_engine.data.idx import IDX_DATASETS, IdxError, Progress, load_idx_tiles
 from mile_engine.data.tiles import GridSource, TileBank
 
+RANK_SEED_STRIDE = 1_000_003
+
 __all__ = [
     "Batch",
     "DataSource",
@@ -49,6 +51,8 @@ def build_source(
     device: torch.device,
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataSource:
     """Build the data source the settings describe, on `device`.
 
@@ -58,12 +62,14 @@ def build_source(
         progress: called as (task, done, total) while files are downloaded or scanned.
         warn: receives notes and skipped-file reports
             (ImageNet only); None logs them as warnings.
+        rank, world_size: this process's place in a torchrun job. Grid streams are
+            seeded per rank; ImageNet ranks read disjoint shards of one permutation.
     """
     if settings.dataset == "imagenet":
         # Imported here: torchvision transforms and PIL are only needed for ImageNet.
         from mile_engine.data.imagenet import ImageNetSource
 
-        return ImageNetSource.from_settings(settings, device, progress, warn)
+        return ImageNetSource.from_settings(settings, device, progress, warn, rank, world_size)
     train, val = load_tiles(settings, progress)
     return GridSource(
         train,
@@ -73,5 +79,6 @@ def build_source(
         val_size=settings.val_size,
         image_size=settings.image_size,
         device=device,
-        seed=settings.seed,
+        # Each rank draws its own grids: a distinct, reproducible stream per rank.
+        seed=settings.seed + RANK_SEED_STRIDE * rank,
     )

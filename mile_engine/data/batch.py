@@ -34,8 +34,17 @@ class DataSource(Protocol):
         """The next training batch, on the training device."""
         ...
 
-    def val_batches(self, batch_size: int) -> Iterator[Batch]:
-        """All validation images, with their ReaL sets, in a fixed order."""
+    def val_batches(
+        self, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[Batch]:
+        """Validation images with their ReaL sets, in a fixed order of batches.
+
+        Batch `i` of the whole set goes to rank `i % world_size`; one process sees all.
+        """
+        ...
+
+    def val_targets(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels [N] (-1 = unknown) and ReaL sets bool [N, C] of the validation set."""
         ...
 
     def state_dict(self) -> dict[str, Any]:

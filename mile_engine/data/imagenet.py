@@ -532,22 +532,30 @@ def val_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
 class EpochSampler(Sampler[int]):
     """A seeded permutation per epoch, started `start` samples in (for exact resume)."""
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.size = size
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         self.start = 0
 
     def permutation(self, epoch: int) -> torch.Tensor:
-        """The order of epoch `epoch`: a function of the seed and the epoch only."""
+        """This rank's order in epoch `epoch`: a function of the seed and the epoch only.
+
+        Like DistributedSampler with set_epoch: every rank draws the same permutation,
+        trimmed to a multiple of the world size, and takes every world_size-th index.
+        """
         generator = torch.Generator().manual_seed((self.seed << 16) + epoch)
-        return torch.randperm(self.size, generator=generator)
+        order = torch.randperm(self.size, generator=generator)
+        usable = self.size - self.size % self.world_size
+        return order[:usable][self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.permutation(self.epoch)[self.start:].tolist())
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return self.size // self.world_size - self.start
 
 
 # ---------------------------------------------------------------------- the source
@@ -577,6 +585,8 @@ class ImageNetSource:
         progress: Progress | None = None,
         warn: Warn | None = None,
         cache: Path | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.device = device
         self.batch_size = batch_size
@@ -590,7 +600,7 @@ class ImageNetSource:
         train = scan_train(data_path, cache, progress)
         val = scan_val(val_path, train.classes, progress)
         table = real_table(load_real(real_path), val.real_index, f"real_path '{real_path}'")
-        if len(train.paths) < batch_size:
+        if len(train.paths) // world_size < batch_size:
             raise SettingsError(
                 f"data_path '{data_path}' holds {len(train.paths)} images, fewer than "
                 f"batch_size = {batch_size}."
@@ -617,7 +627,7 @@ class ImageNetSource:
         self._val_real = table
         self._mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
-        self._sampler = EpochSampler(self.train_size, seed)
+        self._sampler = EpochSampler(self.train_size, seed, rank, world_size)
         self.epoch = 0
         self.batches = 0
         self._train_data = ImageFiles(str(data_path), train.paths, train_transform(self.size),
@@ -626,7 +636,7 @@ class ImageNetSource:
                                     substitute=False)
         self._train_loader = self._loader(self._train_data, batch_size, self._sampler)
         self._train_iter: Iterator[Any] | None = None
-        self._val_loaders: dict[int, DataLoader[Any]] = {}
+        self._val_loaders: dict[tuple[int, int, int], DataLoader[Any]] = {}
 
     @classmethod
     def from_settings(
@@ -635,6 +645,8 @@ class ImageNetSource:
         device: torch.device,
         progress: Progress | None = None,
         warn: Warn | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> ImageNetSource:
         """Build the source from `data_path`, `val_path`, `real_path` and friends."""
         return cls(
@@ -648,6 +660,8 @@ class ImageNetSource:
             seed=settings.seed,
             progress=progress,
             warn=warn,
+            rank=rank,
+            world_size=world_size,
         )
 
     # ------------------------------------------------------------------ helpers
@@ -704,11 +718,17 @@ class ImageNetSource:
             labels = self._train_labels[index].to(self.device, non_blocking=True)
             return Batch(self._normalise(images), labels, None)
 
-    def val_batches(self, batch_size: int) -> Iterator[Batch]:
-        """Every decodable validation image, in ReaL order, with its ReaL multi-hot."""
-        if batch_size not in self._val_loaders:
-            self._val_loaders[batch_size] = self._loader(self._val_data, batch_size, None)
-        for images, index, skipped in self._val_loaders[batch_size]:
+    def val_batches(
+        self, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[Batch]:
+        """Every decodable validation image, in ReaL order, with its ReaL multi-hot.
+
+        Batch `i` (images `i * batch_size` onwards) goes to rank `i % world_size`.
+        """
+        key = (batch_size, rank, world_size)
+        if key not in self._val_loaders:
+            self._val_loaders[key] = self._val_loader(batch_size, rank, world_size)
+        for images, index, skipped in self._val_loaders[key]:
             self._record_skips(skipped)
             keep = index >= 0
             if not bool(keep.all()):
@@ -720,6 +740,24 @@ class ImageNetSource:
                 self._val_labels[index].to(self.device),
                 multi_hot(self._val_real[index].to(self.device)),
             )
+
+    def _val_loader(self, batch_size: int, rank: int, world_size: int) -> DataLoader[Any]:
+        if world_size == 1:
+            return self._loader(self._val_data, batch_size, None)
+        starts = range(rank * batch_size, self.val_size, batch_size * world_size)
+        batches = [list(range(s, min(s + batch_size, self.val_size))) for s in starts]
+        return DataLoader(
+            self._val_data,
+            batch_sampler=batches,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_targets(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels [N] (-1 = unknown) and ReaL sets bool [N, 1000] of every validation file."""
+        return self._val_labels.to(self.device), multi_hot(self._val_real.to(self.device))
 
     def state_dict(self) -> dict[str, Any]:
         """The data order: seed, epoch and batches consumed in it."""

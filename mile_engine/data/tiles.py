@@ -97,15 +97,21 @@ class GridSource:
         )
         return Batch(to_model_input(grids.images, self.image_size), grids.labels, grids.real)
 
-    def val_batches(self, batch_size: int) -> Iterator[Batch]:
-        """The fixed validation grids, in order."""
-        for start in range(0, self.val_size, batch_size):
+    def val_batches(
+        self, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[Batch]:
+        """The fixed validation grids in order: batches rank, rank + world_size, ..."""
+        for start in range(rank * batch_size, self.val_size, batch_size * world_size):
             end = start + batch_size
             yield Batch(
                 to_model_input(self._val_images[start:end], self.image_size),
                 self._val_labels[start:end],
                 self._val_real[start:end],
             )
+
+    def val_targets(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels [N] and ReaL sets bool [N, C] of the whole validation set."""
+        return self._val_labels, self._val_real
 
     def val_sample(self, index: int) -> tuple[torch.Tensor, int, list[int]]:
         """One validation grid as uint8 [H, W] with its label and ReaL classes."""
