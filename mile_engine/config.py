@@ -205,6 +205,12 @@ class Settings:
         choices=PRECISIONS,
     )
 
+    compile: bool = _setting(
+        False,
+        "device",
+        "Compile the training networks with torch.compile: faster steps after a warm-up of "
+        "a minute or more, so worth it for long runs (needs a C++ compiler on the CPU).",
+    )
     sync_bn: bool = _setting(
         False,
         "device",

@@ -140,6 +140,11 @@ class Trainer:
         # which averages gradients over the ranks (and keeps their weights identical, so
         # every rank's teacher snapshot is the same without extra communication).
         self.model = self._parallel(self.student)
+        self.teacher_forward: nn.Module = self.teacher
+        if settings.compile:
+            # Compiled once here; the first steps of each phase pay the compilation.
+            self.model = torch.compile(self.model)  # type: ignore[assignment]
+            self.teacher_forward = torch.compile(self.teacher)  # type: ignore[assignment]
         self.optimizer = torch.optim.SGD(
             self.student.parameters(),
             lr=settings.lr,
@@ -350,10 +355,11 @@ class Trainer:
     def imitation_step(self, batch: Batch) -> torch.Tensor:
         """One optimizer step of the student on the frozen teacher's pseudo-labels."""
         x = self._input(batch)
-        with torch.no_grad(), self._autocast():
-            teacher_logits = self.teacher(x)
         labels = batch.labels if self.settings.gt_or else None
-        targets = pseudo_labels(teacher_logits, self.settings.rho, labels)
+        with torch.inference_mode(), self._autocast():
+            targets = pseudo_labels(self.teacher_forward(x), self.settings.rho, labels)
+        # An inference-mode tensor cannot be saved for backward; a clone outside it can.
+        targets = targets.clone()
         self.model.train()
         with self._autocast():
             logits = self.model(x)
