@@ -58,3 +58,17 @@ def test_tiny_study_writes_table_plot_and_json(tmp_path: Path) -> None:
     assert svg.startswith("<svg") and svg.count("<polyline") == 6
     data = json.loads(json_path.read_text())
     assert len(data["histories"]["MILe"]) == 2 and len(data["histories"]["MILe"][0]) == 2
+
+
+def test_shared_row_reads_the_base_rho_whatever_the_variant_trained_with(
+    tmp_path: Path,
+) -> None:
+    from mile_engine.study import summary_rows
+
+    base = tiny(epoch_num=1, k_t=2, k_s=1, rho=0.25)
+    result = run_study(base, make_variants(["MILe"], ["rho=0.1"]), [0], tmp_path)
+    final = result.histories["MILe rho=0.1"][0][-1]
+    shared, best = summary_rows(result, "final")
+    assert shared[1] == "0.25 (shared)"
+    assert shared[4].startswith(f"{final['sweep']['0.25']['real_f1']:.3f}")
+    assert final["rho"] == 0.1  # the run's own metrics are at its training rho
