@@ -388,6 +388,25 @@ def build_settings(
     return settings
 
 
+def apply_allowed_overrides(
+    base: Settings, overrides: Iterable[str], allowed: Iterable[str], owner: str
+) -> Settings:
+    """Apply `--set key=value` strings that may change only the keys in `allowed`.
+
+    Setting another key to its current value is accepted; changing it is an error that
+    says it belongs to `owner` (a resumed run, a checkpoint) and lists what may change.
+    """
+    allowed = frozenset(allowed)
+    parsed = dict(parse_override(text) for text in overrides)
+    for key, value in parsed.items():
+        if key in FIELDS and key not in allowed and value != getattr(base, key):
+            raise SettingsError(
+                f"--set {key}: '{key}' belongs to {owner} ({getattr(base, key)!r}); "
+                f"only these may change: {', '.join(sorted(allowed))}."
+            )
+    return build_settings(parsed, "--set", base=base) if parsed else base
+
+
 def check_consistency(settings: Settings, source: str = "settings") -> None:
     """Reject combinations of values that cannot work together."""
     model_classes = MODEL_CLASSES[settings.model]

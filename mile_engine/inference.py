@@ -20,7 +20,7 @@ from torch import nn
 
 from mile_engine import events as ev
 from mile_engine.checkpoints import CheckpointError, load_checkpoint
-from mile_engine.config import FIELDS, Settings, SettingsError, build_settings, parse_override
+from mile_engine.config import FIELDS, Settings, apply_allowed_overrides, build_settings
 from mile_engine.data import DataSource, build_source
 from mile_engine.device import resolve_device, resolve_precision
 from mile_engine.metrics import EvalAccumulator
@@ -94,14 +94,7 @@ def eval_settings(
     from_file = {k: v for k, v in (file_values or {}).items() if k in EVAL_KEYS}
     if from_file:
         base = build_settings(from_file, source, base=base)
-    parsed = dict(parse_override(text) for text in overrides)
-    for key, value in parsed.items():
-        if key in FIELDS and key not in EVAL_KEYS and value != getattr(base, key):
-            raise SettingsError(
-                f"--set {key}: '{key}' belongs to the checkpoint ({getattr(base, key)!r}); "
-                f"an evaluation may change: {', '.join(sorted(EVAL_KEYS))}."
-            )
-    return build_settings(parsed, "--set", base=base) if parsed else base
+    return apply_allowed_overrides(base, overrides, EVAL_KEYS, "the checkpoint")
 
 
 def place(model: nn.Module, device: torch.device) -> nn.Module:
@@ -271,16 +264,7 @@ def label_sets(
     chosen[torch.arange(len(probs), device=probs.device), logits.argmax(dim=1)] = True
     if sigmoid:
         chosen |= probs > rho
-    # Sort once on the device; unchosen entries sink to the end of each row.
-    order = probs.masked_fill(~chosen, -1.0).argsort(dim=1, descending=True)
-    counts = chosen.sum(dim=1).tolist()
-    width = max(counts, default=0)
-    top_index = order[:, :width].cpu().tolist()
-    top_prob = probs.gather(1, order[:, :width]).cpu().tolist()
-    return [
-        [Label(c, names[c], p) for c, p in zip(idx[:n], pr[:n], strict=True)]
-        for idx, pr, n in zip(top_index, top_prob, counts, strict=True)
-    ]
+    return _chosen_labels(probs, chosen, names)
 
 
 def pseudo_label_sets(
@@ -288,7 +272,14 @@ def pseudo_label_sets(
 ) -> list[list[Label]]:
     """The teacher's pseudo-labels `sigmoid > rho` (possibly empty), most probable first."""
     probs = torch.sigmoid(teacher_logits.float())
-    chosen = probs > rho
+    return _chosen_labels(probs, probs > rho, names)
+
+
+def _chosen_labels(
+    probs: torch.Tensor, chosen: torch.Tensor, names: Sequence[str]
+) -> list[list[Label]]:
+    """The chosen entries of each row with their probabilities, most probable first."""
+    # Sort once on the device; unchosen entries sink to the end of each row.
     order = probs.masked_fill(~chosen, -1.0).argsort(dim=1, descending=True)
     counts = chosen.sum(dim=1).tolist()
     width = max(counts, default=0)

@@ -32,21 +32,21 @@ def create_run_dir(settings: Settings, root: Path | None = None) -> Path:
     return run_dir
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN: write it as null."""
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN: NaN and infinities (at any depth) become null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def event_record(event: ev.Event) -> dict[str, Any]:
     """An event as a flat JSON-ready dict with its kind and a timestamp."""
     record = {"event": type(event).__name__, "time": round(time.time(), 3)}
-    record.update(_clean(dataclasses.asdict(event)))
+    record.update(json_safe(dataclasses.asdict(event)))
     return record
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from mile_engine import distributed
 from mile_engine import events as ev
 from mile_engine.checkpoints import RunCheckpointer, atomic_write_text, find_resume
-from mile_engine.config import FIELDS, Settings, SettingsError, build_settings, parse_override
+from mile_engine.config import FIELDS, Settings, apply_allowed_overrides, build_settings
 from mile_engine.control import Control
 from mile_engine.runs import SETTINGS_FILE, MetricsWriter, create_run_dir, log_file
 from mile_engine.trainer import Trainer
@@ -38,14 +38,9 @@ def resume_settings(saved: dict[str, object], overrides: Iterable[str] = ()) -> 
     """
     names = {k: v for k, v in saved.items() if k in FIELDS}
     base = build_settings(names, "the run's saved settings")
-    parsed = dict(parse_override(text) for text in overrides)
-    for key, value in parsed.items():
-        if key in FIELDS and key not in RESUMABLE and value != getattr(base, key):
-            raise SettingsError(
-                f"--set {key}: a resumed run keeps '{key}' ({getattr(base, key)!r}); start a "
-                f"new run to change it. A resume may change: {', '.join(sorted(RESUMABLE))}."
-            )
-    return build_settings(parsed, "--set", base=base) if parsed else base
+    return apply_allowed_overrides(
+        base, overrides, RESUMABLE, "the resumed run (start a new run to change it)"
+    )
 
 
 def open_run(

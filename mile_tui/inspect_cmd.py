@@ -19,6 +19,7 @@ from rich.text import Text
 
 from mile_engine.checkpoints import CheckpointError, resolve_checkpoint
 from mile_engine.config import Settings, SettingsError, parse_override, read_toml
+from mile_engine.runs import json_safe
 
 ConfigOption = Annotated[
     Path | None,
@@ -112,16 +113,6 @@ def _num(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
 def eval_checkpoint(
     checkpoint: CheckpointArgument,
     rho: Annotated[
@@ -150,7 +141,7 @@ def eval_checkpoint(
     reference = {k: rows[0][k] for k in ("ref_f1_all", "ref_f1_label")}
     metrics = [{k: r[k] for k in ("rho", *[m for m, _ in METRIC_COLUMNS])} for r in rows]
     if as_json:
-        typer.echo(json.dumps(_clean({
+        typer.echo(json.dumps(json_safe({
             "checkpoint": str(loaded.path),
             "schema": s.schema, "model": s.model, "dataset": s.dataset,
             "global_step": loaded.meta.get("global_step"),

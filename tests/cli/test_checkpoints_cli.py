@@ -124,7 +124,7 @@ def test_resume_errors_are_clear(tmp_path: Path) -> None:
     make_run(tmp_path, [0.5])
     changed = runner.invoke(app, ["run", "--headless", "--resume", "run-a",
                                   "--set", "k_t=9", "--set", f"checkpoint_path={tmp_path}"])
-    assert changed.exit_code == 2 and "keeps 'k_t'" in changed.output
+    assert changed.exit_code == 2 and "'k_t' belongs to the resumed run" in changed.output
 
 
 # ------------------------------------------------------------------ real processes

@@ -115,9 +115,9 @@ def test_resume_refuses_changes_that_alter_the_run() -> None:
     saved = tiny().to_dict()
     assert resume_settings(saved, ["epoch_num=5", "device=cpu"]).epoch_num == 5
     assert resume_settings(saved, ["k_t=3"]).k_t == 3  # unchanged values are fine
-    with pytest.raises(SettingsError, match="keeps 'k_t'"):
+    with pytest.raises(SettingsError, match="'k_t' belongs to the resumed run"):
         resume_settings(saved, ["k_t=4"])
-    with pytest.raises(SettingsError, match="keeps 'lr'"):
+    with pytest.raises(SettingsError, match="'lr' belongs to the resumed run"):
         resume_settings(saved, ["lr=0.1"])
 
 
