@@ -213,7 +213,7 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 def svg_plot(result: StudyResult) -> str:
     """ReaL F1 and label coverage per generation (mean over seeds), one line per variant,
     with the reference F1s as dashed horizontal lines; a self-contained SVG."""
-    width, height, pad = 900, 360, 50
+    width, height, pad = 900, 380, 50
     panel_w = (width - 3 * pad) / 2
     generations = max(len(h) for hs in result.histories.values() for h in hs)
 
@@ -227,15 +227,18 @@ def svg_plot(result: StudyResult) -> str:
     coverage_max = max(
         [max(mean_curve(v.name, "coverage")) for v in result.variants] + [1.0]
     )
-    coverage_top = math.ceil(coverage_max * 1.1 * 2) / 2
+    # Whole-number ticks: the top is a multiple of 4 (four intervals).
+    coverage_top = max(4, math.ceil(coverage_max * 1.1 / 4) * 4)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
     ]
 
+    dashes = {"predict every class": "8,4", "single label": "2,3"}
+
     def panel(x0: float, title: str, key: str, top: float, refs: dict[str, float]) -> None:
-        y0, h = pad, height - 2 * pad - 40
+        y0, h = pad, height - 2 * pad - 60
 
         def px(g: int) -> float:
             return x0 + (g / max(generations - 1, 1)) * panel_w
@@ -252,7 +255,7 @@ def svg_plot(result: StudyResult) -> str:
             parts.append(f'<line x1="{x0}" x2="{x0 + panel_w}" y1="{py(v):.1f}" '
                          f'y2="{py(v):.1f}" stroke="#ddd"/>')
             parts.append(f'<text x="{x0 - 5}" y="{py(v) + 4:.1f}" text-anchor="end">'
-                         f'{v:.2f}</text>')
+                         f'{v:g}</text>')
         for g in range(generations):
             parts.append(f'<text x="{px(g):.1f}" y="{y0 + h + 15}" text-anchor="middle">'
                          f'{g + 1}</text>')
@@ -260,9 +263,8 @@ def svg_plot(result: StudyResult) -> str:
                      'text-anchor="middle">generation</text>')
         for label, value in refs.items():
             parts.append(f'<line x1="{x0}" x2="{x0 + panel_w}" y1="{py(value):.1f}" '
-                         f'y2="{py(value):.1f}" stroke="#777" stroke-dasharray="5,4"/>')
-            parts.append(f'<text x="{x0 + panel_w - 4}" y="{py(value) - 4:.1f}" '
-                         f'text-anchor="end" fill="#555">{label} {value:.3f}</text>')
+                         f'y2="{py(value):.1f}" stroke="#555" '
+                         f'stroke-dasharray="{dashes[label]}"/>')
         for i, variant in enumerate(result.variants):
             curve = mean_curve(variant.name, key)
             points = " ".join(f"{px(g):.1f},{py(v):.1f}" for g, v in enumerate(curve))
@@ -277,9 +279,16 @@ def svg_plot(result: StudyResult) -> str:
     for i, variant in enumerate(result.variants):
         x = pad + i * 150
         colour = COLOURS[i % len(COLOURS)]
-        parts.append(f'<line x1="{x}" x2="{x + 20}" y1="{height - 12}" y2="{height - 12}" '
+        parts.append(f'<line x1="{x}" x2="{x + 20}" y1="{height - 34}" y2="{height - 34}" '
                      f'stroke="{colour}" stroke-width="3"/>')
-        parts.append(f'<text x="{x + 25}" y="{height - 8}">{variant.name}</text>')
+        parts.append(f'<text x="{x + 25}" y="{height - 30}">{variant.name}</text>')
+    x = pad
+    for label, value in refs.items():
+        parts.append(f'<line x1="{x}" x2="{x + 24}" y1="{height - 12}" y2="{height - 12}" '
+                     f'stroke="#555" stroke-width="2" stroke-dasharray="{dashes[label]}"/>')
+        text = f"{label} (reference) {value:.3f}"
+        parts.append(f'<text x="{x + 29}" y="{height - 8}">{text}</text>')
+        x += 40 + 6.5 * len(text)
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
