@@ -18,18 +18,18 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-# Both kinds must train with the same number of CPU threads. Left alone, on a loaded
-# 2-core machine the main thread (headless) spins two OpenMP threads and ran 10-25x
-# slower than the console's worker thread, which measures OpenMP, not the console.
-# Set before torch is imported, so every thread gets it.
+# Both kinds must train with the same number of CPU threads: --threads=N sets it (before
+# torch is imported, so every thread gets it); without it torch uses every core.
 if __name__ == "__main__":
-    _threads = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--threads=")), "1")
-    os.environ["OMP_NUM_THREADS"] = _threads
+    _threads = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--threads=")), "")
+    if _threads:
+        os.environ["OMP_NUM_THREADS"] = _threads
 
 import torch  # noqa: E402
 
@@ -93,21 +93,38 @@ def main() -> None:
     """Alternate headless and TUI runs and print images/s for both and their ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs of each kind")
-    parser.add_argument("--threads", default="1",
-                        help="CPU threads for torch in both kinds; write --threads=N")
+    parser.add_argument("--threads", default="",
+                        help="CPU threads for torch in both kinds (default: every core); "
+                             "write --threads=N")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="override a setting, key=value (repeatable)")
+    parser.add_argument("--one", choices=("headless", "tui"), help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     overrides = [*DEFAULTS, *args.overrides]
-    torch.set_num_threads(int(args.threads))
+    if args.one:  # one measurement, in this fresh process; print images/s
+        measure = run_headless if args.one == "headless" else run_tui
+        print(measure(overrides, args.root))
+        return
     headless, tui = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        # Alternating (ABAB...) spreads a shared machine's load over both kinds.
+        # Alternating (ABAB...) spreads a shared machine's load over both kinds. Each
+        # measurement runs in a fresh process: once the main thread has run torch's
+        # CPU kernels, its OpenMP team slows every other thread's kernels (a worker
+        # thread then trained 30% slower here), which would bill the console for it.
+        def one(kind: str, i: int) -> float:
+            command = [sys.executable, __file__, "--one", kind, "--root",
+                       str(Path(tmp) / f"{kind}-{i}"), *(f"--set={o}" for o in args.overrides)]
+            if args.threads:
+                command.append(f"--threads={args.threads}")
+            out = subprocess.run(command, capture_output=True, text=True, check=True)
+            return float(out.stdout.strip().splitlines()[-1])
+
         for i in range(args.repeats):
             started = time.perf_counter()
-            headless.append(run_headless(overrides, Path(tmp) / f"headless-{i}"))
+            headless.append(one("headless", i))
             middle = time.perf_counter()
-            tui.append(run_tui(overrides, Path(tmp) / f"tui-{i}"))
+            tui.append(one("tui", i))
             print(f"repeat {i + 1}: headless {headless[-1]:,.0f} img/s ({middle - started:.0f} s),"
                   f" tui {tui[-1]:,.0f} img/s ({time.perf_counter() - middle:.0f} s)",
                   flush=True)
