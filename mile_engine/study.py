@@ -282,13 +282,14 @@ def svg_plot(result: StudyResult) -> str:
         parts.append(f'<line x1="{x}" x2="{x + 20}" y1="{height - 34}" y2="{height - 34}" '
                      f'stroke="{colour}" stroke-width="3"/>')
         parts.append(f'<text x="{x + 25}" y="{height - 30}">{variant.name}</text>')
-    x = pad
+    ref_x = float(pad)
     for label, value in refs.items():
-        parts.append(f'<line x1="{x}" x2="{x + 24}" y1="{height - 12}" y2="{height - 12}" '
-                     f'stroke="#555" stroke-width="2" stroke-dasharray="{dashes[label]}"/>')
+        parts.append(f'<line x1="{ref_x}" x2="{ref_x + 24}" y1="{height - 12}" '
+                     f'y2="{height - 12}" stroke="#555" stroke-width="2" '
+                     f'stroke-dasharray="{dashes[label]}"/>')
         text = f"{label} (reference) {value:.3f}"
-        parts.append(f'<text x="{x + 29}" y="{height - 8}">{text}</text>')
-        x += 40 + 6.5 * len(text)
+        parts.append(f'<text x="{ref_x + 29}" y="{height - 8}">{text}</text>')
+        ref_x += 40 + 6.5 * len(text)
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
