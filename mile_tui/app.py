@@ -8,7 +8,6 @@ does not follow the step rate and the trainer never waits for the UI.
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 import traceback
@@ -160,13 +159,12 @@ class MileApp(App[None]):
                             self.action_stop_run)
         yield SystemCommand("Save checkpoint now", "Write a checkpoint before the next step",
                             self.action_save_now)
-        if resume_supported():
-            yield SystemCommand("Resume latest run",
-                                "Continue the newest run under checkpoint_path",
-                                self.action_resume_latest)
-            yield SystemCommand("Resume from selected save",
-                                "Continue from the save highlighted in the checkpoint panel",
-                                self.action_resume_selected)
+        yield SystemCommand("Resume latest run",
+                            "Continue the newest run under checkpoint_path",
+                            self.action_resume_latest)
+        yield SystemCommand("Resume from selected save",
+                            "Continue from the save highlighted in the checkpoint panel",
+                            self.action_resume_selected)
         yield SystemCommand("Browse checkpoints", "Verify, prune, export the saves (F4)",
                             self.action_browse_checkpoints)
         yield SystemCommand("Save settings", "Write the settings file (ctrl+s)",
@@ -189,11 +187,7 @@ class MileApp(App[None]):
         """Grey out run controls that do nothing in the current state."""
         if action in ("toggle_pause", "stop_run", "save_now"):
             return True if self.running else None
-        if action == "start_run":
-            return None if self.running else True
-        if action == "resume_selected":
-            if not resume_supported():
-                return False  # hidden: this engine cannot resume
+        if action in ("start_run", "resume_selected"):
             return None if self.running else True
         return True
 
@@ -222,9 +216,6 @@ class MileApp(App[None]):
     def _resume(self, path: str | None) -> None:
         if self.running or path is None:
             self.notify("Select a save in the checkpoint panel first.", severity="warning")
-            return
-        if not resume_supported():
-            self.notify("This engine cannot resume runs yet.", severity="warning")
             return
         try:
             settings = self.form.settings()
@@ -364,13 +355,6 @@ class MileApp(App[None]):
                 self.exit()
 
 
-def resume_supported() -> bool:
-    """Whether the engine's `open_run` accepts `resume=` (the checkpoints work)."""
-    from mile_engine.session import open_run
-
-    return "resume" in inspect.signature(open_run).parameters
-
-
 def train_in_thread(settings: Settings, control: Control, sink: ev.Sink,
                     resume: str | None = None,
                     started: Callable[[Any], None] | None = None) -> None:
@@ -382,9 +366,7 @@ def train_in_thread(settings: Settings, control: Control, sink: ev.Sink,
     try:
         from mile_engine.session import open_run
 
-        # Passed by name only when asked, so an engine without resume support still runs.
-        extra: dict[str, Any] = {} if resume is None else {"resume": resume}
-        trainer = open_run(settings, [sink], control, **extra)
+        trainer = open_run(settings, [sink], control, resume=resume)
     except Exception as exc:  # reported in the UI; the app stays usable
         error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, SettingsError) else str(exc)
         if not isinstance(exc, SettingsError):

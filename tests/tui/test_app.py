@@ -219,10 +219,6 @@ async def test_redraws_are_bounded_however_fast_events_come(settings_file: Path)
 async def test_resume_from_the_selected_save(
     settings_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mile_tui.app import resume_supported
-
-    if not resume_supported():
-        pytest.skip("this engine's open_run has no resume= yet")
     slow_batches(monkeypatch, 0.05)
     app = create_app(settings_file, ["epoch_num=100"])
     async with app.run_test(size=SIZE) as pilot:
