@@ -14,7 +14,7 @@ from mile_engine import events as ev
 from mile_engine.config import Settings, SettingsError, load_settings
 from mile_engine.control import Control
 from mile_engine.device import resolve_device
-from mile_tui.headless import EXIT_FAILED, EXIT_USAGE, StopSignals, console_sink
+from mile_tui.headless import EXIT_INTERRUPTED, EXIT_USAGE, StopSignals, console_sink
 
 DEFAULT_CONFIG = Path("mile.toml")
 
@@ -138,9 +138,10 @@ def run_headless(
     with StopSignals(control) as signals:
         try:
             ended = trainer.train()
-        except CheckpointError as exc:  # the final save of a stopped run failed
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            return EXIT_FAILED
+        except KeyboardInterrupt:  # a second Ctrl-C: leave at once, no final save
+            typer.secho("aborted by a second Ctrl-C: the newest completed checkpoint is kept",
+                        fg=typer.colors.YELLOW, err=True)
+            return EXIT_INTERRUPTED
         finally:
             distributed.teardown()
     return signals.exit_code(ended.status)

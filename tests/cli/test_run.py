@@ -93,3 +93,20 @@ def test_sigint_stops_cleanly_with_exit_130(tmp_path: Path) -> None:
     assert proc.returncode == 130, out
     assert time.monotonic() - started < 30
     assert "run stopped" in out
+
+
+def test_second_sigint_aborts_without_traceback(tmp_path: Path) -> None:
+    import signal
+
+    args = [sys.executable, "-m", "mile_tui", "run", "--headless", *TINY,
+            "--set", "epoch_num=200", "--set", f"checkpoint_path={tmp_path / 'runs'}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if " step " in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out
