@@ -85,9 +85,12 @@ class Trainer:
     device: torch.device
     dtype: torch.dtype
     run_dir: Path
+    dist: DistContext
     # -- networks and optimisation (one optimizer for the one trainable network)
     student: nn.Module
     teacher: nn.Module
+    model: nn.Module  # what training steps call: the student, or its DDP / compiled wrapper
+    teacher_forward: nn.Module  # the teacher, or its compiled form
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None
     scaler: torch.amp.GradScaler
@@ -284,11 +287,10 @@ class Trainer:
                     self._flush_window(phase)
             self.phase_index += 1
             self.step = 0
-        metrics = self.evaluate()
+        self.evaluate()
         self.generation += 1
         self.phase_index = 0
         self._save("generation")
-        del metrics
 
     def _between_steps(self) -> None:
         if self.dist.enabled:
