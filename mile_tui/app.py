@@ -194,6 +194,22 @@ class MileApp(App[None]):
     # ------------------------------------------------------------------ run control
     def action_start_run(self) -> None:
         """Start a run with the settings on screen (saved or not)."""
+        self._start(resume=None)
+
+    def action_resume_latest(self) -> None:
+        """Continue the newest run under `checkpoint_path` from its newest good save."""
+        self._start(resume="latest")
+
+    def action_resume_selected(self) -> None:
+        """Continue a run from the save highlighted in the checkpoint panel."""
+        path = self.run_screen.selected_checkpoint if self.run_screen.is_mounted else None
+        if path is None and not self.running:
+            self.notify("Select a save in the checkpoint panel first.", severity="warning")
+            return
+        self._start(resume=path)
+
+    def _start(self, resume: str | None) -> None:
+        """Launch a new run (`resume` None) or continue one, unless a run is going."""
         if self.running:
             self.notify("A run is already in progress.", severity="warning")
             return
@@ -202,27 +218,7 @@ class MileApp(App[None]):
         except SettingsError as exc:
             self._refuse_start(str(exc))
             return
-        self._launch(settings, resume=None)
-
-    def action_resume_latest(self) -> None:
-        """Continue the newest run under `checkpoint_path` from its newest good save."""
-        self._resume("latest")
-
-    def action_resume_selected(self) -> None:
-        """Continue a run from the save highlighted in the checkpoint panel."""
-        path = self.run_screen.selected_checkpoint if self.run_screen.is_mounted else None
-        self._resume(path)
-
-    def _resume(self, path: str | None) -> None:
-        if self.running or path is None:
-            self.notify("Select a save in the checkpoint panel first.", severity="warning")
-            return
-        try:
-            settings = self.form.settings()
-        except SettingsError as exc:
-            self._refuse_start(str(exc))
-            return
-        self._launch(settings, resume=path)
+        self._launch(settings, resume=resume)
 
     def _refuse_start(self, message: str) -> None:
         self.notify(message, title="Cannot start", severity="error", timeout=8)

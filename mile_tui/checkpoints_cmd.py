@@ -30,16 +30,7 @@ from mile_engine.checkpoints import (
     verify_run,
 )
 from mile_engine.config import Settings
-
-# The same --config / --set as `run` (defined here too: mile_tui.cli imports this module).
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Settings file (default: ./mile.toml if present)."),
-]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override one setting: --set checkpoint_path=runs."),
-]
+from mile_tui.options import ConfigOption, SetOption
 
 checkpoints_app = typer.Typer(
     help="Browse, show, verify, prune and export the checkpoints of runs.",

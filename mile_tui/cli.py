@@ -15,6 +15,7 @@ from mile_engine.config import Settings, SettingsError, load_settings
 from mile_engine.control import Control
 from mile_engine.device import resolve_device
 from mile_tui.headless import EXIT_INTERRUPTED, EXIT_USAGE, StopSignals, console_sink
+from mile_tui.options import ConfigOption, SetOption
 
 DEFAULT_CONFIG = Path("mile.toml")
 
@@ -27,14 +28,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Settings file (default: ./mile.toml if present)."),
-]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override one setting: --set k_t=200 (repeatable)."),
-]
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

@@ -8,15 +8,12 @@ from typing import Annotated
 import typer
 
 from mile_engine.config import SCHEMAS, SettingsError
+from mile_tui.options import ConfigOption, SetOption
 
 
 def compare(
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Base settings file.")
-    ] = None,
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", "-s", help="Override a base setting.")
-    ] = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
     schemas: Annotated[
         str, typer.Option(help="Comma-separated schemas to compare.")
     ] = "softmax,sigmoid,MILe",
