@@ -29,6 +29,7 @@ DATASETS = ("digits", "mnist", "fashion-mnist", "imagenet")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("plateau", "none")
+DECODERS = ("auto", "workers", "device")
 
 MODEL_CLASSES = {"resnet18-10": 10, "resnet18": 1000, "resnet50": 1000}
 DATASET_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "imagenet": 1000}
@@ -136,6 +137,14 @@ class Settings:
     num_workers: int = _setting(
         2, "data", "imagenet: data-loading worker processes (0 loads in the main process).",
         minimum=0,
+    )
+    decode: str = _setting(
+        "auto",
+        "data",
+        "imagenet: where JPEGs are decoded: workers (PIL in the num_workers processes), "
+        "device (whole batches on the training device, nvjpeg on CUDA; the workers only "
+        "read files) or auto (device on CUDA, workers on the CPU).",
+        choices=DECODERS,
     )
     # -- optimisation
     lr: float = _setting(

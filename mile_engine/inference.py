@@ -334,7 +334,8 @@ def image_input(path: Path, settings: Settings) -> torch.Tensor:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InferenceError(f"{path}: not a readable image ({reason})") from None
     if settings.dataset == "imagenet":
-        from mile_engine.data.imagenet import DEFAULT_SIZE, MEAN, STD, val_transform
+        from mile_engine.data.image_files import val_transform
+        from mile_engine.data.imagenet import DEFAULT_SIZE, MEAN, STD
 
         pixels = val_transform(settings.image_size or DEFAULT_SIZE)(rgb).float()
         mean = torch.tensor(MEAN).view(3, 1, 1) * 255

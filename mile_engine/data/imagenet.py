@@ -8,10 +8,12 @@
   its ReaL entry by its file name (`ILSVRC2012_val_00000001.JPEG` is entry 0), never by
   sort order. In a flat folder the original label comes from `LOC_val_solution.csv` or
   `val_labels.txt`; without either it is -1 (unknown) and top-1 is reported as NaN.
-- Decoding: whatever the file's real format, PIL decodes it to RGB. A file that cannot
-  be decoded is skipped and counted (`skipped_files`) and reported through `warn`; a
-  multi-day run does not die on one bad JPEG.
-- Workers decode and crop to uint8; normalisation runs batched on the training device.
+- Decoding (`decode`): either the DataLoader workers decode with PIL and crop to uint8
+  (`workers`), or they only read the bytes and draw the crops while the training device
+  decodes whole batches (`device`: nvjpeg on CUDA; `mile_engine.data.jpeg`). Whatever a
+  file's real format, it ends as RGB. A file that cannot be decoded is skipped and
+  counted (`skipped_files`) and reported through `warn`; a multi-day run does not die on
+  one bad JPEG. Normalisation runs batched on the training device.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import logging
 import os
 import re
 import tempfile
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,13 +33,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision.transforms import v2 as T
+from torch.utils.data import DataLoader, Sampler
 
 from mile_engine.config import Settings, SettingsError
 from mile_engine.data.batch import Batch
 from mile_engine.data.idx import Progress, cache_dir
+from mile_engine.data.image_files import (
+    ImageFiles,
+    JpegFiles,
+    collate,
+    collate_jpeg,
+    train_transform,
+    val_transform,
+)
+from mile_engine.data.jpeg import decode_batch, probe_device_decode
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +63,6 @@ IMAGE_EXTENSIONS = frozenset(
 VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})(?:\.[A-Za-z]+)?$")
 INDEX_VERSION = 1
 SCAN_THREADS = 16
-# A training sample that cannot be decoded is replaced by the next decodable file; this
-# many failures in a row mean the data set itself is broken.
-MAX_SUBSTITUTES = 64
-# Python exceptions PIL raises on files it cannot decode (UnidentifiedImageError and
-# "image file is truncated" are OSErrors; DecompressionBombError is an Exception).
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 def is_image_name(name: str) -> bool:
@@ -437,96 +439,7 @@ def multi_hot(table: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tens
     return hot[:, :num_classes]
 
 
-# ---------------------------------------------------------------------- decoding
-
-
-def decode_rgb(path: str) -> Image.Image:
-    """Decode any image file PIL knows (whatever its extension says) to RGB."""
-    with Image.open(path) as image, warnings.catch_warnings():
-        # Palette images with transparency warn on convert; the pixels are still right.
-        warnings.simplefilter("ignore", UserWarning)
-        return image.convert("RGB")
-
-
-class StringTable:
-    """Many strings in two tensors: DataLoader workers that read them do not touch Python
-    reference counts, so forked workers do not copy the 1.28 M-path list page by page."""
-
-    def __init__(self, strings: Sequence[str]) -> None:
-        encoded = [s.encode("utf-8") for s in strings]
-        # One spare byte: torch.frombuffer refuses an empty buffer.
-        self.blob = torch.frombuffer(bytearray(b"".join(encoded) + b"\0"), dtype=torch.uint8)
-        lengths = torch.tensor([len(e) for e in encoded], dtype=torch.int64)
-        self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, i: int) -> str:
-        start, end = int(self.offsets[i]), int(self.offsets[i + 1])
-        return bytes(self.blob[start:end].numpy()).decode("utf-8")
-
-
-Sample = tuple[torch.Tensor, int, list[tuple[str, str]]]
-
-
-class ImageFiles(Dataset[Sample]):
-    """Decoded, transformed uint8 images with the index of the file actually used.
-
-    An item is (uint8 [3, S, S], index, skipped) where `skipped` lists (path, reason) of
-    undecodable files met on the way. With `substitute`, an undecodable file is replaced
-    by the next decodable one (training: the batch keeps its size); without, its index
-    is -1 and the batch drops the row (validation: every image is scored once at most).
-    """
-
-    def __init__(
-        self, root: str, paths: Sequence[str], transform: Callable[[Image.Image], torch.Tensor],
-        size: int, substitute: bool,
-    ) -> None:
-        self.root = root
-        self.paths = StringTable(paths)
-        self.transform = transform
-        self.size = size
-        self.substitute = substitute
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> Sample:
-        skipped: list[tuple[str, str]] = []
-        tries = MAX_SUBSTITUTES if self.substitute else 1
-        for k in range(tries):
-            i = (index + k) % len(self.paths)
-            path = os.path.join(self.root, self.paths[i])
-            try:
-                return self.transform(decode_rgb(path)), i, skipped
-            except DECODE_ERRORS as exc:
-                skipped.append((path, f"{type(exc).__name__}: {exc}"))
-        if self.substitute:
-            raise RuntimeError(
-                f"{MAX_SUBSTITUTES} undecodable images in a row from {skipped[0][0]}; "
-                "the data set looks broken."
-            )
-        return torch.zeros(3, self.size, self.size, dtype=torch.uint8), -1, skipped
-
-
-def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]:
-    """Stack images and indices; gather the skipped files of the whole batch."""
-    images = torch.stack([s[0] for s in samples])
-    index = torch.tensor([s[1] for s in samples], dtype=torch.int64)
-    return images, index, [skip for s in samples for skip in s[2]]
-
-
-def train_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
-    """RandomResizedCrop + horizontal flip, to uint8 (normalised later, on the device)."""
-    return T.Compose([T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip(),
-                      T.PILToTensor()])
-
-
-def val_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
-    """The usual resize to 256/224 of the crop, then a centre crop, to uint8."""
-    return T.Compose([T.Resize(round(size * 256 / 224), antialias=True), T.CenterCrop(size),
-                      T.PILToTensor()])
+# ---------------------------------------------------------------------- the order
 
 
 class EpochSampler(Sampler[int]):
@@ -561,11 +474,36 @@ class EpochSampler(Sampler[int]):
 # ---------------------------------------------------------------------- the source
 
 
+def resolve_decode(decode: str, device: torch.device) -> tuple[str, str | None]:
+    """Where JPEGs are decoded, "workers" or "device", and a note when auto fell back.
+
+    auto means device on CUDA (where nvjpeg takes the decoding off the CPU) and workers on
+    the CPU (where decoding in the main process would only serialise it).
+
+    Raises:
+        SettingsError: decode = "device" and `decode_jpeg` does not work on `device`.
+    """
+    if decode == "workers" or (decode == "auto" and device.type != "cuda"):
+        return "workers", None
+    problem = probe_device_decode(device)
+    if problem is None:
+        return "device", None
+    if decode == "device":
+        raise SettingsError(
+            f"decode = \"device\": torchvision cannot decode JPEGs on {device} ({problem}). "
+            "Use decode = \"workers\"."
+        )
+    return "workers", (
+        f"JPEG decoding on {device} is unavailable ({problem}); the workers decode instead."
+    )
+
+
 class ImageNetSource:
     """ILSVRC2012 train images for training, validation images with ReaL sets for evaluation.
 
     Attributes:
         num_classes: always 1000 (ReaL's class ids index the 1000 sorted wnids).
+        decode: "workers" or "device", where JPEGs are decoded (`resolve_decode`).
         class_names: the wnids of the train folder (padded when it has fewer than 1000).
         skipped_files: undecodable files met so far, path -> reason.
         notes: remarks about the data found at start-up (also sent to `warn`).
@@ -587,6 +525,7 @@ class ImageNetSource:
         cache: Path | None = None,
         rank: int = 0,
         world_size: int = 1,
+        decode: str = "workers",
     ) -> None:
         self.device = device
         self.batch_size = batch_size
@@ -630,10 +569,24 @@ class ImageNetSource:
         self._sampler = EpochSampler(self.train_size, seed, rank, world_size)
         self.epoch = 0
         self.batches = 0
-        self._train_data = ImageFiles(str(data_path), train.paths, train_transform(self.size),
-                                      self.size, substitute=True)
-        self._val_data = ImageFiles("", val.paths, val_transform(self.size), self.size,
-                                    substitute=False)
+        self.decode, fallback_note = resolve_decode(decode, device)
+        if fallback_note:
+            self._note(fallback_note)
+        self._train_data: ImageFiles | JpegFiles
+        self._val_data: ImageFiles | JpegFiles
+        if self.decode == "device":
+            self._train_data = JpegFiles(str(data_path), train.paths,
+                                         train_transform(self.size), self.size,
+                                         substitute=True, train=True)
+            self._val_data = JpegFiles("", val.paths, val_transform(self.size), self.size,
+                                       substitute=False, train=False)
+        else:
+            self._train_data = ImageFiles(str(data_path), train.paths,
+                                          train_transform(self.size), self.size,
+                                          substitute=True)
+            self._val_data = ImageFiles("", val.paths, val_transform(self.size), self.size,
+                                        substitute=False)
+        self._collate = collate_jpeg if self.decode == "device" else collate
         self._train_loader = self._loader(self._train_data, batch_size, self._sampler)
         self._train_iter: Iterator[Any] | None = None
         self._val_loaders: dict[tuple[int, int, int], DataLoader[Any]] = {}
@@ -662,6 +615,7 @@ class ImageNetSource:
             warn=warn,
             rank=rank,
             world_size=world_size,
+            decode=settings.decode,
         )
 
     # ------------------------------------------------------------------ helpers
@@ -670,7 +624,7 @@ class ImageNetSource:
         self.warn(text)
 
     def _loader(
-        self, data: ImageFiles, batch_size: int, sampler: Sampler[int] | None
+        self, data: ImageFiles | JpegFiles, batch_size: int, sampler: Sampler[int] | None
     ) -> DataLoader[Any]:
         workers = self.num_workers
         return DataLoader(
@@ -680,7 +634,7 @@ class ImageNetSource:
             shuffle=False,
             drop_last=sampler is not None,  # constant training batches; every val image
             num_workers=workers,
-            collate_fn=collate,
+            collate_fn=self._collate,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
@@ -700,6 +654,24 @@ class ImageNetSource:
         x = images.to(self.device, non_blocking=True).float()
         return (x - self._mean) / self._std
 
+    def _images(
+        self, batch: tuple[Any, ...], data: ImageFiles | JpegFiles
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A loader batch as (images 0..255 on the device, file indices, decoded rows).
+
+        Skipped files are recorded. With decode = "workers" every row is decoded already;
+        with "device" the batch is decoded here, and rows no decoder can read are False.
+        """
+        if self.decode == "workers":
+            images, index, skipped = batch
+            self._record_skips(skipped)
+            return images, index, torch.ones(len(index), dtype=torch.bool)
+        payloads, boxes, flips, index, skipped = batch
+        self._record_skips(skipped)
+        images, ok, failures = decode_batch(payloads, boxes, flips, self.size, self.device)
+        self._record_skips([(data.path(int(index[row])), why) for row, why in failures.items()])
+        return images, index, ok
+
     # ------------------------------------------------------------------ DataSource
     def train_batch(self) -> Batch:
         """The next training batch (real=None: training images have no ReaL sets)."""
@@ -709,12 +681,20 @@ class ImageNetSource:
                 self._sampler.start = self.batches * self.batch_size
                 self._train_iter = iter(self._train_loader)
             try:
-                images, index, skipped = next(self._train_iter)
+                loaded = next(self._train_iter)
             except StopIteration:
                 self.epoch, self.batches, self._train_iter = self.epoch + 1, 0, None
                 continue
             self.batches += 1
-            self._record_skips(skipped)
+            images, index, ok = self._images(loaded, self._train_data)
+            if not bool(ok.any()):
+                continue  # not one decodable file: the next batch
+            if not bool(ok.all()):
+                # Rows the device could not decode take a decoded row's place, so the
+                # batch keeps its size, as the workers' substitution does.
+                rows, fill = torch.arange(len(ok)), ok.nonzero().flatten()
+                take = torch.where(ok, rows, fill[rows % len(fill)])
+                images, index = images[take.to(images.device)], index[take]
             labels = self._train_labels[index].to(self.device, non_blocking=True)
             return Batch(self._normalise(images), labels, None)
 
@@ -728,9 +708,9 @@ class ImageNetSource:
         key = (batch_size, rank, world_size)
         if key not in self._val_loaders:
             self._val_loaders[key] = self._val_loader(batch_size, rank, world_size)
-        for images, index, skipped in self._val_loaders[key]:
-            self._record_skips(skipped)
-            keep = index >= 0
+        for loaded in self._val_loaders[key]:
+            images, index, ok = self._images(loaded, self._val_data)
+            keep = (index >= 0) & ok
             if not bool(keep.all()):
                 images, index = images[keep], index[keep]
             if not len(index):
@@ -750,7 +730,7 @@ class ImageNetSource:
             self._val_data,
             batch_sampler=batches,
             num_workers=self.num_workers,
-            collate_fn=collate,
+            collate_fn=self._collate,
             pin_memory=self.device.type == "cuda",
             persistent_workers=self.num_workers > 0,
         )

@@ -22,11 +22,11 @@ from torch import nn
 from mile_engine import events as ev
 from mile_engine.config import SettingsError, build_settings
 from mile_engine.data import imagenet
+from mile_engine.data.image_files import decode_rgb
 from mile_engine.data.imagenet import (
     MEAN,
     STD,
     ImageNetSource,
-    decode_rgb,
     scan_train,
     scan_val,
 )
@@ -120,7 +120,7 @@ def mini(tmp_path_factory: pytest.TempPathFactory) -> Mini:
 def source(mini: Mini, val: Path, **changes: object) -> ImageNetSource:
     options: dict[str, object] = {
         "batch_size": 4, "image_size": SIZE, "num_workers": 0, "device": torch.device("cpu"),
-        "seed": 0, "warn": lambda text: None,
+        "seed": 0, "warn": lambda text: None, "decode": "workers",
     }
     options.update(changes)
     return ImageNetSource(mini.train, val, mini.real, **options)  # type: ignore[arg-type]
@@ -254,9 +254,14 @@ def test_decode_whatever_the_extension_says(mini: Mini) -> None:
         decode_rgb(str(mini.train / CLASSES[2] / "corrupt.JPEG"))
 
 
-def test_corrupt_training_file_is_skipped_counted_and_reported(mini: Mini) -> None:
+DECODERS = pytest.mark.parametrize("decode", ["workers", "device"])
+
+
+@DECODERS
+def test_corrupt_training_file_is_skipped_counted_and_reported(mini: Mini, decode: str) -> None:
     notes: list[str] = []
-    src = source(mini, mini.flat_loc, batch_size=15, warn=notes.append)
+    src = source(mini, mini.flat_loc, batch_size=15, warn=notes.append, decode=decode)
+    assert src.decode == decode
     batch = src.train_batch()  # one batch is the whole epoch: the corrupt file is met
     assert batch.real is None and batch.images.shape == (15, 3, SIZE, SIZE)
     assert batch.labels.bincount().tolist() == [5, 5, 5]  # replaced by its class-2 neighbour
@@ -283,9 +288,11 @@ def entries_of(images: torch.Tensor) -> torch.Tensor:
     return ((red - 15) / 20).round().long()
 
 
+@DECODERS
 @pytest.mark.parametrize("layout", ["flat_loc", "folders"])
-def test_val_batches_carry_the_real_set_of_each_file(mini: Mini, layout: str) -> None:
-    src = source(mini, getattr(mini, layout))
+def test_val_batches_carry_the_real_set_of_each_file(mini: Mini, layout: str,
+                                                     decode: str) -> None:
+    src = source(mini, getattr(mini, layout), decode=decode)
     batches = list(src.val_batches(3))
     assert [len(b.labels) for b in batches] == [3, 3, 1]  # 8 files, the corrupt one dropped
     images = torch.cat([b.images for b in batches])
@@ -342,17 +349,21 @@ EXPECTED = {
 }
 
 
-def imagenet_settings(mini: Mini, val: Path, tmp_path: Path) -> object:
+def imagenet_settings(mini: Mini, val: Path, tmp_path: Path, decode: str = "auto") -> object:
     return tiny(dataset="imagenet", model="resnet18", data_path=str(mini.train),
                 val_path=str(val), real_path=str(mini.real), image_size=SIZE, batch_size=4,
-                num_workers=0, k_t=1, k_s=1, epoch_num=1, checkpoint_path=str(tmp_path))
+                num_workers=0, k_t=1, k_s=1, epoch_num=1, checkpoint_path=str(tmp_path),
+                decode=decode)
 
 
-@pytest.mark.parametrize("layout", ["flat_loc", "folders", "flat_none"])
+@pytest.mark.parametrize(("layout", "decode"), [
+    ("flat_loc", "workers"), ("folders", "workers"), ("flat_none", "workers"),
+    ("flat_loc", "device"),
+])
 def test_every_metric_matches_hand_computed_values(mini: Mini, tmp_path: Path,
-                                                   layout: str) -> None:
-    trainer = Trainer(imagenet_settings(mini, getattr(mini, layout), tmp_path),  # type: ignore[arg-type]
-                      tmp_path)
+                                                   layout: str, decode: str) -> None:
+    settings = imagenet_settings(mini, getattr(mini, layout), tmp_path, decode)
+    trainer = Trainer(settings, tmp_path)  # type: ignore[arg-type]
     trainer.student = ColourLookup(fixed_logits())
     metrics = trainer.evaluate()
     expected = dict(EXPECTED)
@@ -382,13 +393,14 @@ def test_one_generation_with_a_1000_class_head(mini: Mini, tmp_path: Path) -> No
     assert trainer.source.state_dict() == {"seed": 0, "epoch": 0, "batches": 2}
 
 
-def test_resume_continues_the_data_order_exactly(mini: Mini) -> None:
-    first = source(mini, mini.flat_loc)
+@DECODERS
+def test_resume_continues_the_data_order_exactly(mini: Mini, decode: str) -> None:
+    first = source(mini, mini.flat_loc, decode=decode)
     for _ in range(5):  # 15 files, 3 batches an epoch: this crosses into epoch 1
         first.train_batch()
     state = first.state_dict()
     assert state == {"seed": 0, "epoch": 1, "batches": 2}
-    second = source(mini, mini.flat_loc, seed=99)
+    second = source(mini, mini.flat_loc, seed=99, decode=decode)
     second.load_state_dict(state)
     for _ in range(3):
         torch.manual_seed(7)  # same crops and flips, so the images must match exactly
@@ -399,8 +411,9 @@ def test_resume_continues_the_data_order_exactly(mini: Mini) -> None:
     assert first.state_dict() == second.state_dict() == {"seed": 0, "epoch": 2, "batches": 2}
 
 
-def test_worker_processes_report_skips_and_keep_the_order(mini: Mini) -> None:
-    workers = source(mini, mini.folders, num_workers=1, batch_size=15)
+@DECODERS
+def test_worker_processes_report_skips_and_keep_the_order(mini: Mini, decode: str) -> None:
+    workers = source(mini, mini.folders, num_workers=1, batch_size=15, decode=decode)
     batch = workers.train_batch()
     assert batch.images.shape == (15, 3, SIZE, SIZE)
     assert sum(len(b.labels) for b in workers.val_batches(4)) == 7
