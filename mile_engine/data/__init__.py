@@ -60,8 +60,8 @@ def build_source(
         settings: the run's settings.
         device: where batches are delivered.
         progress: called as (task, done, total) while files are downloaded or scanned.
-        warn: receives notes and skipped-file reports
-            (ImageNet only); None logs them as warnings.
+        warn: receives notes (a grid stream resumed on another device type; ImageNet's
+            data notes) and ImageNet's skipped-file reports; None logs them as warnings.
         rank, world_size: this process's place in a torchrun job. Grid streams are
             seeded per rank; ImageNet ranks read disjoint shards of one permutation.
     """
@@ -81,4 +81,5 @@ def build_source(
         device=device,
         # Each rank draws its own grids: a distinct, reproducible stream per rank.
         seed=settings.seed + RANK_SEED_STRIDE * rank,
+        warn=warn,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,14 @@ from mile_engine.data.grids import compose_grids
 VALIDATION_SEED = 2022
 # Grey levels are mapped to [-1, 1]; batch norm takes care of the rest.
 MEAN, STD = 0.5, 0.5
+# A CUDA generator's state is Philox's (seed, offset): 16 bytes. A CPU generator's is
+# mt19937's 5056 bytes. Checkpoints from before the device was recorded are told apart
+# by this length.
+PHILOX_STATE_BYTES = 16
+
+log = logging.getLogger(__name__)
+
+Warn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,15 @@ def to_model_input(images: torch.Tensor, image_size: int) -> torch.Tensor:
 
 
 class GridSource:
-    """Training grids drawn fresh on the device every step; fixed validation grids."""
+    """Training grids drawn fresh on the device every step; fixed validation grids.
+
+    Attributes:
+        generator: the training stream's random generator, on the device.
+        seed: the stream's seed.
+        draws: training batches drawn so far, across resumes.
+        notes: remarks about the data stream, such as a resume onto another device
+            type (also sent to `warn`).
+    """
 
     def __init__(
         self,
@@ -59,6 +77,7 @@ class GridSource:
         image_size: int,
         device: torch.device,
         seed: int,
+        warn: Warn | None = None,
     ) -> None:
         self.num_classes = len(train.class_names)
         self.class_names = train.class_names
@@ -70,6 +89,10 @@ class GridSource:
         self._train_labels = train.labels.to(device)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
+        self.seed = seed
+        self.draws = 0
+        self.warn: Warn = warn or (lambda text: log.warning("%s", text))
+        self.notes: list[str] = []
         # Validation grids are composed once on the CPU with a fixed seed, so they are
         # identical across runs and devices, and kept as uint8 on the device.
         val_gen = torch.Generator().manual_seed(VALIDATION_SEED)
@@ -95,6 +118,7 @@ class GridSource:
             self.grid_objects,
             self.generator,
         )
+        self.draws += 1
         return Batch(to_model_input(grids.images, self.image_size), grids.labels, grids.real)
 
     def val_batches(
@@ -119,9 +143,56 @@ class GridSource:
         return self._val_images[index].cpu(), int(self._val_labels[index]), real
 
     def state_dict(self) -> dict[str, Any]:
-        """The data order: the training stream's random state."""
-        return {"generator": self.generator.get_state()}
+        """The data order: the training stream's random state, its device type, seed and draws."""
+        return {
+            "generator": self.generator.get_state(),
+            "device": self.generator.device.type,
+            "draws": self.draws,
+            "seed": self.seed,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue the training stream exactly where `state_dict` left it."""
-        self.generator.set_state(state["generator"])
+        """Continue the training stream where `state_dict` left it.
+
+        On the device type that saved it the stream continues exactly. A stream saved on
+        another device type (cuda <-> cpu) cannot be continued: its generator state means
+        nothing here. The generator is then reseeded from (seed, batches drawn), the same
+        for every resume of that checkpoint, and a note says the run is no longer
+        bit-identical to an uninterrupted one.
+        """
+        saved = state["generator"]
+        # Checkpoints written before "device", "seed" and "draws" were recorded hold
+        # the generator state alone; its length tells which device type drew it.
+        saved_device = str(state.get("device") or _device_of_state(saved))
+        self.seed = int(state.get("seed", self.seed))
+        self.draws = int(state.get("draws", 0))
+        here = self.generator.device.type
+        if saved_device == here:
+            self.generator.set_state(saved)
+            return
+        self.generator.manual_seed(_resume_seed(self.seed, self.draws))
+        self._note(
+            f"the checkpoint's data stream was drawn on {saved_device}; on {here} it "
+            f"continues from a fresh stream seeded from (seed {self.seed}, "
+            f"{self.draws} batches drawn), so the resumed run is not bit-identical to an "
+            "uninterrupted one."
+        )
+
+    def _note(self, text: str) -> None:
+        self.notes.append(text)
+        self.warn(text)
+
+
+def _device_of_state(state: torch.Tensor) -> str:
+    """The device type whose generator produced `state`, judged by its length."""
+    return "cuda" if state.numel() == PHILOX_STATE_BYTES else "cpu"
+
+
+def _resume_seed(seed: int, draws: int) -> int:
+    """A seed for a stream resumed on another device, fixed by (seed, draws).
+
+    Hashed rather than added, so it does not coincide with another rank's plain seed
+    (`seed + RANK_SEED_STRIDE * rank`) or with a neighbouring resume's.
+    """
+    digest = hashlib.sha256(f"mile-grid-resume:{seed}:{draws}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
