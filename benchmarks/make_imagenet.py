@@ -1,6 +1,7 @@
 """Write an ImageNet-shaped folder of full-size JPEGs, for loader and throughput benchmarks.
 
     python benchmarks/make_imagenet.py OUT [--classes 1000] [--per-class 20] [--val 2000]
+        [--jobs N]
 
 OUT/train/<wnid>/*.JPEG (one folder a class, named like WordNet ids), OUT/val/ flat
 with ILSVRC names, OUT/real.json with one label list per validation file (a few empty,
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -32,23 +35,38 @@ def photo_like(generator: torch.Generator, width: int = 500, height: int = 375) 
     return Image.fromarray(pixels.numpy(), "RGB")
 
 
-def make(out: Path, classes: int, per_class: int, val: int, seed: int = 0) -> None:
-    """Write the folder; prints a line per hundred images."""
+def write_images(paths: list[Path], seed: int) -> int:
+    """Write one photo-like JPEG per path, from a generator seeded with `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    for path in paths:
+        photo_like(generator).save(path, quality=90)
+    return len(paths)
+
+
+def make(out: Path, classes: int, per_class: int, val: int, jobs: int = 1,
+         seed: int = 0) -> None:
+    """Write the folder with `jobs` processes, printing progress."""
     generator = torch.Generator().manual_seed(seed)
     wnids = [f"n{10_000_000 + i:08d}" for i in range(classes)]
-    written = 0
+    chunks: list[list[Path]] = []
     for wnid in wnids:
         folder = out / "train" / wnid
         folder.mkdir(parents=True, exist_ok=True)
-        for j in range(per_class):
-            photo_like(generator).save(folder / f"{wnid}_{j}.JPEG", quality=90)
-            written += 1
-            if written % 100 == 0:
-                print(f"{written} training images", flush=True)
+        chunks.append([folder / f"{wnid}_{j}.JPEG" for j in range(per_class)])
     (out / "val").mkdir(parents=True, exist_ok=True)
+    names = [out / "val" / f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(val)]
+    chunks += [names[i:i + per_class] for i in range(0, val, max(1, per_class))]
+    total, written, shown = classes * per_class + val, 0, 0
+    seeds = [seed * 100_003 + i for i in range(len(chunks))]
+    with ProcessPoolExecutor(jobs) as pool:
+        # Each chunk has its own seed, so the folder is the same whatever `jobs` is.
+        for done in pool.map(write_images, chunks, seeds):
+            written += done
+            if written * 10 // total > shown:  # a line per tenth
+                shown = written * 10 // total
+                print(f"{written} of {total} images", flush=True)
     real: list[list[int]] = []
     for i in range(val):
-        photo_like(generator).save(out / "val" / f"ILSVRC2012_val_{i + 1:08d}.JPEG", quality=90)
         label = int(torch.randint(classes, (1,), generator=generator))
         kind = i % 10
         real.append([] if kind == 0 else [label, (label + 1) % classes] if kind == 1
@@ -63,8 +81,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--val", type=int, default=2000)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    make(args.out, args.classes, args.per_class, args.val)
+    make(args.out, args.classes, args.per_class, args.val, args.jobs)
 
 
 if __name__ == "__main__":

@@ -68,26 +68,30 @@ def open_run(
             that rank 0 chose (so `checkpoint_path` must be shared between machines).
 
     The trainer is built before any folder is made or changed, so settings, data or
-    checkpoint errors (SettingsError, CheckpointError) leave nothing behind. A resume
-    that fell back past a corrupt checkpoint reports it as a warning `Message` to the
-    sinks, and lists it in `trainer.resume_warnings`.
+    checkpoint errors (SettingsError, CheckpointError) leave nothing behind. The sinks
+    see what happens while it is built (download and scan progress, data notes) as it
+    happens, and run.log receives it once the folder exists. A resume that fell back
+    past a corrupt checkpoint reports it as a warning `Message` to the sinks, and lists
+    it in `trainer.resume_warnings`.
     """
     dist = dist or distributed.DistContext()
     if not dist.is_main:
         return _open_follower(settings, sinks, control, resume, overrides, dist)
     warnings: list[str] = []
+    early: list[ev.Event] = []  # said before the run folder exists, for its log
+    live = [*sinks, early.append]
     if resume is None:
         # Rank 0 tells the others what to load before any other collective (DDP's own
         # start-up broadcast happens inside Trainer), so the ranks stay in step.
         distributed.broadcast_object(None, dist)
-        trainer = Trainer(settings, Path(), control=control, dist=dist)
+        trainer = Trainer(settings, Path(), sinks=live, control=control, dist=dist)
         trainer.run_dir = create_run_dir(settings)
         checkpointer = RunCheckpointer(trainer.run_dir, settings.max_checkpoint_num)
     else:
         point = find_resume(resume, Path(settings.checkpoint_path))
         distributed.broadcast_object(str(point.path), dist)
         run_settings = resume_settings(point.settings, overrides)
-        trainer = Trainer(run_settings, point.run_dir, control=control, dist=dist)
+        trainer = Trainer(run_settings, point.run_dir, sinks=live, control=control, dist=dist)
         trainer.load_state_dict(point.state)
         trainer.resumed_from = str(point.path)
         warnings = point.warnings
@@ -97,8 +101,11 @@ def open_run(
         if dataclasses.asdict(run_settings) != point.settings or not saved.exists():
             atomic_write_text(saved, run_settings.to_toml())
     trainer.checkpointer = checkpointer
-    trainer.sinks = [*sinks, MetricsWriter(trainer.run_dir), log_file(trainer.run_dir),
-                     checkpointer]
+    files = [MetricsWriter(trainer.run_dir), log_file(trainer.run_dir), checkpointer]
+    trainer.sinks = [*sinks, *files]
+    for event in early:
+        for sink in files:
+            sink(event)
     trainer.resume_warnings = warnings  # type: ignore[attr-defined]
     for text in warnings:
         for sink in trainer.sinks:

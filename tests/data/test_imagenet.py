@@ -30,6 +30,7 @@ from mile_engine.data.imagenet import (
     scan_train,
     scan_val,
 )
+from mile_engine.session import open_run
 from mile_engine.trainer import Trainer
 from tests.conftest import tiny
 
@@ -418,3 +419,16 @@ def test_worker_processes_report_skips_and_keep_the_order(mini: Mini, decode: st
     assert batch.images.shape == (15, 3, SIZE, SIZE)
     assert sum(len(b.labels) for b in workers.val_batches(4)) == 7
     assert len(workers.skipped_files) == 2  # the corrupt train file and the corrupt val file
+
+
+def test_data_notes_reach_the_sinks_and_the_run_log(mini: Mini, tmp_path: Path) -> None:
+    seen: list[ev.Event] = []
+    settings = imagenet_settings(mini, mini.flat_none, tmp_path)
+    trainer = open_run(settings, [seen.append])  # type: ignore[arg-type]
+    # Said while the trainer was built, before the run folder existed:
+    notes = [e.text for e in seen if isinstance(e, ev.Message)]
+    assert any("top-1 accuracy is unavailable" in n for n in notes)
+    assert any(isinstance(e, ev.DataProgress) for e in seen)  # the folder scans
+    assert trainer.train().status == "finished"
+    log = (trainer.run_dir / "run.log").read_text()
+    assert "top-1 accuracy is unavailable" in log and "3 class folders, not 1000" in log
