@@ -101,7 +101,8 @@ def open_run(
         if dataclasses.asdict(run_settings) != point.settings or not saved.exists():
             atomic_write_text(saved, run_settings.to_toml())
     trainer.checkpointer = checkpointer
-    files = [MetricsWriter(trainer.run_dir), log_file(trainer.run_dir), checkpointer]
+    files: list[ev.Sink] = [MetricsWriter(trainer.run_dir), log_file(trainer.run_dir),
+                            checkpointer]
     trainer.sinks = [*sinks, *files]
     for event in early:
         for sink in files:
