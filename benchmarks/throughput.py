@@ -8,7 +8,9 @@ For the given settings (default: ./mile.toml), in one process and one run, measu
   synthetic batch already on the device, with the same loss and optimizer;
 - evaluation images/s, and the metrics on 50,000 x 1,000 logits on the CPU;
 
-then print a table with the ratio engine/ceiling and write JSON.
+then print a table with the ratio engine/ceiling and write JSON. The warm-up steps before
+each measurement are left out of its images/s but timed and reported ("warmup_s"): with
+`compile = true` they are where torch.compile compiles the step, which can take a minute.
 
     python benchmarks/throughput.py [--config mile.toml] [--set key=value ...]
         [--windows 5] [--steps 20] [--out benchmarks/results/throughput.json]
@@ -24,6 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +45,26 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass(frozen=True)
+class Rate:
+    """One step kind's measurement: its steady rate, and the warm-up it excludes."""
+
+    images_per_s: float
+    """Median images/s over the timed windows."""
+    warmup_s: float
+    """Wall time of the warm-up steps (compilation, allocator and cache warm-up)."""
+
+
 def timed_rate(
     step: Callable[[], None], images_per_step: int, device: torch.device,
     windows: int, steps: int, warmup: int,
-) -> float:
-    """Median images/s over `windows` windows of `steps` steps, after `warmup` steps."""
+) -> Rate:
+    """Median images/s over `windows` windows of `steps` steps, after `warmup` timed steps."""
+    start = time.perf_counter()
     for _ in range(warmup):
         step()
     sync(device)
+    warmup_s = time.perf_counter() - start
     rates = []
     for _ in range(windows):
         start = time.perf_counter()
@@ -57,7 +72,14 @@ def timed_rate(
             step()
         sync(device)
         rates.append(images_per_step * steps / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return Rate(statistics.median(rates), warmup_s)
+
+
+def _row(engine: Rate, ceiling: Rate) -> dict[str, Any]:
+    """The JSON record of one step kind."""
+    return {"engine": engine.images_per_s, "ceiling": ceiling.images_per_s,
+            "ratio": engine.images_per_s / ceiling.images_per_s,
+            "warmup_s": {"engine": engine.warmup_s, "ceiling": ceiling.warmup_s}}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,7 +127,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "settings": {k: v for k, v in settings.to_dict().items()
                      if k in ("dataset", "model", "schema", "batch_size", "image_size",
-                              "grid_objects", "precision")},
+                              "grid_objects", "precision", "compile")},
         "input_size": list(fixed.images.shape[1:]),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
@@ -113,10 +135,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "precision": str(trainer.dtype),
-        "interactive": {"engine": engine_interactive, "ceiling": ceiling_interactive,
-                        "ratio": engine_interactive / ceiling_interactive},
-        "imitation": {"engine": engine_imitation, "ceiling": ceiling_imitation,
-                      "ratio": engine_imitation / ceiling_imitation},
+        "interactive": _row(engine_interactive, ceiling_interactive),
+        "imitation": _row(engine_imitation, ceiling_imitation),
         "evaluation_images_per_s": eval_rate,
         "metrics_50k_x_1000_s": metrics_s,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -125,13 +145,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bare_imitation(trainer: Trainer, batch: Batch) -> None:
-    """The imitation step with nothing but the networks: teacher forward, student step."""
+    """The imitation step with nothing but the networks: teacher forward, student step.
+
+    It calls the networks the trainer's steps call (compiled ones with `compile = true`),
+    so that the ceiling runs the same kernels as the engine.
+    """
     x = batch.images
-    with torch.no_grad(), trainer._autocast():
-        targets = torch.sigmoid(trainer.teacher(x).float()) > trainer.settings.rho
-    trainer.student.train()
+    with torch.inference_mode(), trainer._autocast():
+        targets = torch.sigmoid(trainer.teacher_forward(x).float()) > trainer.settings.rho
+    targets = targets.clone()  # an inference-mode tensor cannot be saved for backward
+    trainer.model.train()
     with trainer._autocast():
-        loss = multi_label_bce(trainer.student(x), targets)
+        loss = multi_label_bce(trainer.model(x), targets)
     trainer._optimize(loss)
 
 
@@ -148,9 +173,13 @@ def main() -> None:
     rows = [("interactive", result["interactive"]), ("imitation", result["imitation"])]
     print(f"{result['settings']} on {result['device']} ({result['device_name']}, "
           f"{result['threads']} threads, {result['precision']}), input {result['input_size']}")
-    print(f"{'step':12} {'engine img/s':>13} {'ceiling img/s':>14} {'ratio':>6}")
+    print(f"{'step':12} {'engine img/s':>13} {'ceiling img/s':>14} {'ratio':>6} "
+          f"{'engine warm-up':>15} {'ceiling warm-up':>16}")
     for name, r in rows:
-        print(f"{name:12} {r['engine']:13,.0f} {r['ceiling']:14,.0f} {r['ratio']:6.1%}")
+        warm = r["warmup_s"]
+        print(f"{name:12} {r['engine']:13,.0f} {r['ceiling']:14,.0f} {r['ratio']:6.1%} "
+              f"{warm['engine']:13.2f} s {warm['ceiling']:14.2f} s")
+    print(f"warm-up: the first {args.warmup} steps of each measurement, excluded from img/s")
     print(f"evaluation: {result['evaluation_images_per_s']:,.0f} img/s; metrics on 50,000 x "
           f"1,000 logits: {result['metrics_50k_x_1000_s']:.3f} s; peak RSS "
           f"{result['peak_rss_mib']:,.0f} MiB")
