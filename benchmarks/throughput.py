@@ -6,7 +6,8 @@ For the given settings (default: ./mile.toml), in one process and one run, measu
   the trainer's own step functions);
 - the model-only ceiling: the same network, precision, batch and input size, on a
   synthetic batch already on the device, with the same loss and optimizer;
-- evaluation images/s, and the metrics on 50,000 x 1,000 logits on the CPU;
+- evaluation images/s, the data source alone (batches delivered with no network to
+  feed), and the metrics on 50,000 x 1,000 logits on the CPU;
 
 then print a table with the ratio engine/ceiling and write JSON. The warm-up steps before
 each measurement are left out of its images/s but timed and reported ("warmup_s"): with
@@ -98,12 +99,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     engine_imitation = timed_rate(
         lambda: trainer.imitation_step(source.train_batch()), bs, device, **kw
     )
+    val_images = len(source.val_targets()[0])
     start = time.perf_counter()
     trainer.evaluate()
     sync(device)
-    eval_rate = sum(len(b.labels) for b in source.val_batches(512)) / (
-        time.perf_counter() - start
-    )
+    eval_rate = val_images / (time.perf_counter() - start)
+
+    # -- the data alone: what the source delivers with no network to feed
+    data_rate = timed_rate(source.train_batch, bs, device, **kw)
 
     # -- the ceiling: one synthetic batch, already on the device, the same steps
     fixed = source.train_batch()
@@ -127,7 +130,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "settings": {k: v for k, v in settings.to_dict().items()
                      if k in ("dataset", "model", "schema", "batch_size", "image_size",
-                              "grid_objects", "precision", "compile")},
+                              "grid_objects", "precision", "compile", "decode",
+                              "num_workers")},
         "input_size": list(fixed.images.shape[1:]),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
@@ -137,6 +141,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "precision": str(trainer.dtype),
         "interactive": _row(engine_interactive, ceiling_interactive),
         "imitation": _row(engine_imitation, ceiling_imitation),
+        "data_images_per_s": data_rate.images_per_s,
         "evaluation_images_per_s": eval_rate,
         "metrics_50k_x_1000_s": metrics_s,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -180,7 +185,8 @@ def main() -> None:
         print(f"{name:12} {r['engine']:13,.0f} {r['ceiling']:14,.0f} {r['ratio']:6.1%} "
               f"{warm['engine']:13.2f} s {warm['ceiling']:14.2f} s")
     print(f"warm-up: the first {args.warmup} steps of each measurement, excluded from img/s")
-    print(f"evaluation: {result['evaluation_images_per_s']:,.0f} img/s; metrics on 50,000 x "
+    print(f"data alone: {result['data_images_per_s']:,.0f} img/s; "
+          f"evaluation: {result['evaluation_images_per_s']:,.0f} img/s; metrics on 50,000 x "
           f"1,000 logits: {result['metrics_50k_x_1000_s']:.3f} s; peak RSS "
           f"{result['peak_rss_mib']:,.0f} MiB")
     if args.out:

@@ -221,7 +221,8 @@ class Settings:
         False,
         "device",
         "Compile the training networks with torch.compile: faster steps after a warm-up of "
-        "a minute or more, so worth it for long runs (needs a C++ compiler on the CPU).",
+        "a minute or more, so worth it for long runs (on the CPU it needs g++ and the "
+        "Python headers, and was slower than eager in our measurements).",
     )
     sync_bn: bool = _setting(
         False,

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
 import torch
 
 from mile_engine.config import SettingsError
@@ -46,3 +52,28 @@ def resolve_precision(setting: str, device: torch.device) -> torch.dtype:
 def precision_name(dtype: torch.dtype) -> str:
     """The settings name of an autocast dtype."""
     return {v: k for k, v in DTYPES.items()}[dtype]
+
+
+def check_compile(device: torch.device) -> None:
+    """Refuse `compile = true` where torch.compile would fail at the first step.
+
+    On the CPU, Inductor builds its kernels as Python extensions with `$CXX` (g++ by
+    default), so it needs that compiler and the Python headers; finding out before the
+    run folder exists beats a run that fails at step one. CUDA kernels come from Triton.
+
+    Raises:
+        SettingsError: the compiler or the headers are missing.
+    """
+    if device.type != "cpu":
+        return
+    compiler = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    missing = [what for what, found in (
+        (f"a C++ compiler ({compiler})", shutil.which(compiler) is not None),
+        (f"the Python headers ({headers})", headers.is_file()),
+    ) if not found]
+    if missing:
+        raise SettingsError(
+            f"compile = true on the CPU needs {' and '.join(missing)}; install them "
+            "(Debian: g++ python3-dev) or set compile = false."
+        )

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # hyper-parameters belong to the checkpoint.
 EVAL_KEYS = frozenset({
     "dataset", "grid_objects", "val_size", "image_size", "rho",
-    "data_path", "val_path", "real_path", "mnist_path", "num_workers",
+    "data_path", "val_path", "real_path", "mnist_path", "num_workers", "decode",
     "device", "precision", "checkpoint_path",
 })
 # Native side of a grid image (3 tiles): what a grid dataset's validation images measure.

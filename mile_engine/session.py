@@ -24,7 +24,7 @@ from mile_engine.trainer import Trainer
 # run, so it is refused; start a new run instead.
 RESUMABLE = frozenset({
     "epoch_num",  # train for more (or fewer) generations
-    "device", "precision", "num_workers", "decode",  # where and how fast, not what
+    "device", "precision", "compile", "num_workers", "decode",  # where and how fast
     "log_every", "max_checkpoint_num", "checkpoint_path",  # records and retention
     "data_path", "val_path", "real_path", "mnist_path",  # the data moved
 })

@@ -26,7 +26,12 @@ from mile_engine import events as ev
 from mile_engine.config import Settings, SettingsError
 from mile_engine.control import Control
 from mile_engine.data import Batch, DataSource, build_source
-from mile_engine.device import precision_name, resolve_device, resolve_precision
+from mile_engine.device import (
+    check_compile,
+    precision_name,
+    resolve_device,
+    resolve_precision,
+)
 from mile_engine.distributed import DistContext
 from mile_engine.metrics import METRIC_NAMES, EvalAccumulator
 from mile_engine.models import build_model, count_parameters
@@ -145,6 +150,7 @@ class Trainer:
         self.model = self._parallel(self.student)
         self.teacher_forward: nn.Module = self.teacher
         if settings.compile:
+            check_compile(self.device)
             # Compiled once here; the first steps of each phase pay the compilation.
             self.model = torch.compile(self.model)  # type: ignore[assignment]
             self.teacher_forward = torch.compile(self.teacher)  # type: ignore[assignment]

@@ -10,7 +10,9 @@ import torch
 
 from mile_engine import events as ev
 from mile_engine import schemas
+from mile_engine.config import SettingsError
 from mile_engine.control import Control
+from mile_engine.session import open_run, resume_settings
 from mile_engine.trainer import Trainer
 from tests.conftest import tiny
 
@@ -150,3 +152,18 @@ def test_training_error_is_reported_not_raised(tmp_path: Path) -> None:
     ended = trainer.train()
     assert ended.status == "failed" and ended.error == "RuntimeError: disk on fire"
     assert any(isinstance(e, ev.Message) and "disk on fire" in e.text for e in seen)
+
+
+def test_compile_without_a_cpu_compiler_is_refused_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    settings = tiny(compile=True, checkpoint_path=str(tmp_path / "runs"))
+    with pytest.raises(SettingsError, match=r"a C\+\+ compiler \(no-such-c\+\+-compiler\)"):
+        open_run(settings)
+    assert not (tmp_path / "runs").exists()  # refused before any folder was made
+
+
+def test_a_resumed_run_may_turn_compile_off() -> None:
+    saved = tiny(compile=True).to_dict()
+    assert not resume_settings(saved, ["compile=false"]).compile
