@@ -5,7 +5,8 @@ For the given settings (default: ./mile.toml), in one process and one run, measu
 - the engine's interactive and imitation steps (data composed by the engine's source,
   the trainer's own step functions);
 - the model-only ceiling: the same network, precision, batch and input size, on a
-  synthetic batch already on the device, with the same loss and optimizer;
+  synthetic batch already on the device, with the same loss and optimizer; its timed
+  windows alternate with the engine's, so that drift on the machine hits both alike;
 - evaluation images/s, the data source alone (batches delivered with no network to
   feed), and the metrics on 50,000 x 1,000 logits on the CPU;
 
@@ -56,31 +57,45 @@ class Rate:
     """Wall time of the warm-up steps (compilation, allocator and cache warm-up)."""
 
 
+def timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
+    """Seconds that `steps` calls of `step` take, device work included."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return time.perf_counter() - start
+
+
 def timed_rate(
     step: Callable[[], None], images_per_step: int, device: torch.device,
     windows: int, steps: int, warmup: int,
 ) -> Rate:
     """Median images/s over `windows` windows of `steps` steps, after `warmup` timed steps."""
-    start = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    sync(device)
-    warmup_s = time.perf_counter() - start
-    rates = []
-    for _ in range(windows):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync(device)
-        rates.append(images_per_step * steps / (time.perf_counter() - start))
+    warmup_s = timed(step, warmup, device)
+    rates = [images_per_step * steps / timed(step, steps, device) for _ in range(windows)]
     return Rate(statistics.median(rates), warmup_s)
 
 
-def _row(engine: Rate, ceiling: Rate) -> dict[str, Any]:
-    """The JSON record of one step kind."""
-    return {"engine": engine.images_per_s, "ceiling": ceiling.images_per_s,
-            "ratio": engine.images_per_s / ceiling.images_per_s,
-            "warmup_s": {"engine": engine.warmup_s, "ceiling": ceiling.warmup_s}}
+def paired_rates(
+    engine: Callable[[], None], ceiling: Callable[[], None], images_per_step: int,
+    device: torch.device, windows: int, steps: int, warmup: int,
+) -> dict[str, Any]:
+    """The engine against the ceiling, their timed windows alternating.
+
+    Alternating puts slow drift (clock speed, caches, other load on the machine) on both
+    alike; the ratio is the median of the per-pair ratios.
+    """
+    engine_warmup, ceiling_warmup = timed(engine, warmup, device), timed(ceiling, warmup, device)
+    pairs = []
+    for _ in range(windows):
+        engine_s, ceiling_s = timed(engine, steps, device), timed(ceiling, steps, device)
+        pairs.append((images_per_step * steps / engine_s, images_per_step * steps / ceiling_s))
+    return {
+        "engine": statistics.median(e for e, _ in pairs),
+        "ceiling": statistics.median(c for _, c in pairs),
+        "ratio": statistics.median(e / c for e, c in pairs),
+        "warmup_s": {"engine": engine_warmup, "ceiling": ceiling_warmup},
+    }
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,12 +107,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     bs = settings.batch_size
     kw = {"windows": args.windows, "steps": args.steps, "warmup": args.warmup}
 
-    # -- the engine: fresh grids every step, the trainer's own step functions
-    engine_interactive = timed_rate(
-        lambda: trainer.interactive_step(source.train_batch()), bs, device, **kw
+    # The engine takes fresh batches from its source and runs the trainer's own step
+    # functions; the ceiling runs the same steps on one synthetic batch already on the
+    # device.
+    fixed = source.train_batch()
+    synthetic = Batch(
+        torch.randn_like(fixed.images).contiguous(), fixed.labels.clone(), fixed.real
     )
-    engine_imitation = timed_rate(
-        lambda: trainer.imitation_step(source.train_batch()), bs, device, **kw
+    interactive = paired_rates(
+        lambda: trainer.interactive_step(source.train_batch()),
+        lambda: trainer.interactive_step(synthetic), bs, device, **kw,
+    )
+    imitation = paired_rates(
+        lambda: trainer.imitation_step(source.train_batch()),
+        lambda: _bare_imitation(trainer, synthetic), bs, device, **kw,
     )
     val_images = len(source.val_targets()[0])
     start = time.perf_counter()
@@ -107,16 +130,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     # -- the data alone: what the source delivers with no network to feed
     data_rate = timed_rate(source.train_batch, bs, device, **kw)
-
-    # -- the ceiling: one synthetic batch, already on the device, the same steps
-    fixed = source.train_batch()
-    synthetic = Batch(
-        torch.randn_like(fixed.images).contiguous(), fixed.labels.clone(), fixed.real
-    )
-    ceiling_interactive = timed_rate(
-        lambda: trainer.interactive_step(synthetic), bs, device, **kw
-    )
-    ceiling_imitation = timed_rate(lambda: _bare_imitation(trainer, synthetic), bs, device, **kw)
 
     # -- metrics alone on ImageNet-sized logits
     gen = torch.Generator().manual_seed(0)
@@ -139,8 +152,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "precision": str(trainer.dtype),
-        "interactive": _row(engine_interactive, ceiling_interactive),
-        "imitation": _row(engine_imitation, ceiling_imitation),
+        "interactive": interactive,
+        "imitation": imitation,
         "data_images_per_s": data_rate.images_per_s,
         "evaluation_images_per_s": eval_rate,
         "metrics_50k_x_1000_s": metrics_s,

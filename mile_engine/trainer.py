@@ -539,7 +539,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved without fp16: a new fp16 scaler starts fresh
+            self.scaler.load_state_dict(state["scaler"])
         pos = state["position"]
         self.generation = pos["generation"]
         self.phase_index = pos["phase_index"]

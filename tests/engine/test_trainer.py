@@ -167,3 +167,14 @@ def test_compile_without_a_cpu_compiler_is_refused_before_the_run(
 def test_a_resumed_run_may_turn_compile_off() -> None:
     saved = tiny(compile=True).to_dict()
     assert not resume_settings(saved, ["compile=false"]).compile
+
+
+def test_a_run_saved_without_fp16_loads_into_an_fp16_loss_scaler(tmp_path: Path) -> None:
+    # A bf16 or fp32 run resumed with precision = fp16 (on CUDA): its saved scaler state
+    # is empty, and the new, enabled scaler must start fresh instead of failing.
+    saved = Trainer(tiny(), tmp_path).state_dict()
+    assert saved["scaler"] == {}
+    resumed = Trainer(tiny(), tmp_path)
+    resumed.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    resumed.load_state_dict(saved)
+    assert resumed.scaler.is_enabled() and resumed.scaler.get_scale() == 65536.0
