@@ -10,11 +10,11 @@
 # into OUT_DIR and prints each table. Sized to finish in well under ten minutes.
 set -euo pipefail
 
-out=${1:?usage: bash benchmarks/gpu.sh OUT_DIR [FASHION_MNIST_DIR]}
-fashion=${2:-/usr/share/datasets/fashion-mnist}
+out=$(realpath -m "${1:?usage: bash benchmarks/gpu.sh OUT_DIR [FASHION_MNIST_DIR]}")
+fashion=$(realpath -m "${2:-/usr/share/datasets/fashion-mnist}")
 jpegs=${TMPDIR:-/tmp}/mile-imagenet
 mkdir -p "$out"
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.."  # the checkout: its mile.toml and its engine
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 
 bench() {  # bench NAME SETTINGS...: one throughput run, its JSON in OUT_DIR
