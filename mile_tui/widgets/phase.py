@@ -35,6 +35,9 @@ class PhasePanel(Vertical):
     def show(self, view: RunView) -> None:
         """Redraw from the run's state."""
         self.border_subtitle = f"[{STATUS_STYLE.get(view.status, 'dim')}]{view.status}[/]"
+        if view.preparing is not None and not view.generations:
+            self._show_preparing(*view.preparing)
+            return
         head = Text()
         if view.generations:
             head.append(f"{view.schema or '–'}", style="bold")
@@ -55,3 +58,12 @@ class PhasePanel(Vertical):
             f"  ETA {format_duration(view.eta_s)}"
         )
         self.query_one("#phase-stats", Static).update(stats)
+
+    def _show_preparing(self, task: str, done: int, total: int) -> None:
+        """Before the run starts: the data work under way (a download, a folder scan)."""
+        head = Text()
+        head.append("Preparing data  ", style="bold")
+        head.append(task)
+        self.query_one("#phase-head", Static).update(head)
+        self.query_one("#phase-bar", ProgressBar).update(total=max(total, 1), progress=done)
+        self.query_one("#phase-stats", Static).update(f"{done:,}/{total:,}")

@@ -82,6 +82,8 @@ class RunView:
     pseudo: deque[ev.PseudoLabelStats] = field(default_factory=lambda: deque(maxlen=HISTORY))
     evals: list[EvalRow] = field(default_factory=list)
     checkpoints: list[CheckpointRow] = field(default_factory=list)
+    preparing: tuple[str, int, int] | None = None
+    """(task, done, total) of the data work before the run starts (a download, a scan)."""
     log: list[tuple[str, str]] = field(default_factory=list)
     """Lines (level, text) not yet written to the log panel; the panel takes them."""
     _rate_origin: tuple[int, float] | None = None
@@ -123,8 +125,16 @@ class RunView:
         return changed
 
     # ------------------------------------------------------------------ handlers
+    def _on_DataProgress(self, e: ev.DataProgress) -> set[str]:
+        self.preparing = (e.task, e.done, e.total)
+        if e.done >= e.total:  # one log line per finished task, not one per update
+            self.note("info", f"{e.task}: {e.done:,}/{e.total:,}")
+            return {PHASE, LOG}
+        return {PHASE}
+
     def _on_RunStarted(self, e: ev.RunStarted) -> set[str]:
         self.status = "running"
+        self.preparing = None
         self.run_dir = e.run_dir
         self.schema = str(e.settings.get("schema", ""))
         self.device = e.device
@@ -202,6 +212,7 @@ class RunView:
 
     def _on_RunEnded(self, e: ev.RunEnded) -> set[str]:
         self.status = e.status
+        self.preparing = None
         self.global_step = e.global_step
         self.elapsed_s = max(self.elapsed_s, e.elapsed_s)
         self.error = e.error

@@ -259,3 +259,23 @@ async def test_checkpoint_browser_opens_and_closes(settings_file: Path) -> None:
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, SettingsScreen)
+
+
+async def test_data_preparation_shows_its_progress_before_the_run(settings_file: Path) -> None:
+    # What a first ImageNet start (a folder scan) or an MNIST download reports.
+    app = create_app(settings_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+
+        def panel(part: str) -> str:
+            return str(app.run_screen.query_one(f"#phase-{part}", Static).render())
+
+        app.buffer.put(ev.DataProgress("scanning /data/train", 340, 1000))
+        await wait_for(pilot, lambda: "Preparing data" in panel("head"))
+        assert "scanning /data/train" in panel("head") and panel("stats") == "340/1,000"
+        app.buffer.put(ev.DataProgress("scanning /data/train", 1000, 1000))
+        await wait_for(pilot, lambda: panel("stats") == "1,000/1,000")
+        log_text = "\n".join(strip.text for strip in app.run_screen.query_one("#log").lines)
+        assert "scanning /data/train: 1,000/1,000" in log_text
+        app.buffer.put(ev.RunEnded("failed", 0, 0.0, None, "no images"))
+        await wait_for(pilot, lambda: "Preparing data" not in panel("head"))
