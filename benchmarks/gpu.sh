@@ -7,7 +7,8 @@
 # /usr/share/datasets/fashion-mnist); on a machine with no network, copy them beside the
 # checkout first. Needs python3 with CUDA torch, torchvision and pillow; the engine runs
 # from this checkout (PYTHONPATH), nothing is installed. Writes one JSON per measurement
-# into OUT_DIR and prints each table. Sized to finish in well under ten minutes.
+# into OUT_DIR and prints each table, after running tests/gpu. Sized to finish in well
+# under ten minutes.
 set -euo pipefail
 
 out=$(realpath -m "${1:?usage: bash benchmarks/gpu.sh OUT_DIR [FASHION_MNIST_DIR]}")
@@ -26,6 +27,12 @@ bench() {  # bench NAME SETTINGS...: one throughput run, its JSON in OUT_DIR
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+
+# The CUDA paths' tests first (bf16, fp16, channels_last, cross-device resume, nvjpeg);
+# the measurements below run whatever they say.
+echo "== tests/gpu"
+python3 -m pytest tests/gpu -q -p no:cacheprovider 2>&1 | tee "$out/tests-gpu.txt" \
+    || echo "warning: some GPU tests failed (see $out/tests-gpu.txt)"
 
 # Grids: the issue's defaults (batch 64), then DESIGN.md's ceiling batch (256), eager
 # and compiled. Fashion-MNIST grids are 84x84.
