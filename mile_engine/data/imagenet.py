@@ -572,20 +572,8 @@ class ImageNetSource:
         self.decode, fallback_note = resolve_decode(decode, device)
         if fallback_note:
             self._note(fallback_note)
-        self._train_data: ImageFiles | JpegFiles
-        self._val_data: ImageFiles | JpegFiles
-        if self.decode == "device":
-            self._train_data = JpegFiles(str(data_path), train.paths,
-                                         train_transform(self.size), self.size,
-                                         substitute=True, train=True)
-            self._val_data = JpegFiles("", val.paths, val_transform(self.size), self.size,
-                                       substitute=False, train=False)
-        else:
-            self._train_data = ImageFiles(str(data_path), train.paths,
-                                          train_transform(self.size), self.size,
-                                          substitute=True)
-            self._val_data = ImageFiles("", val.paths, val_transform(self.size), self.size,
-                                        substitute=False)
+        self._train_data = self._files(str(data_path), train.paths, train=True)
+        self._val_data = self._files("", val.paths, train=False)
         self._collate = collate_jpeg if self.decode == "device" else collate
         self._train_loader = self._loader(self._train_data, batch_size, self._sampler)
         self._train_iter: Iterator[Any] | None = None
@@ -622,6 +610,13 @@ class ImageNetSource:
     def _note(self, text: str) -> None:
         self.notes.append(text)
         self.warn(text)
+
+    def _files(self, root: str, paths: Sequence[str], train: bool) -> ImageFiles | JpegFiles:
+        """The loader's dataset: training files are substituted when undecodable."""
+        transform = (train_transform if train else val_transform)(self.size)
+        if self.decode == "device":
+            return JpegFiles(root, paths, transform, self.size, substitute=train, train=train)
+        return ImageFiles(root, paths, transform, self.size, substitute=train)
 
     def _loader(
         self, data: ImageFiles | JpegFiles, batch_size: int, sampler: Sampler[int] | None
