@@ -707,7 +707,7 @@ class ImageNetSource:
             images, index, ok = self._images(loaded, self._val_data)
             keep = (index >= 0) & ok
             if not bool(keep.all()):
-                images, index = images[keep], index[keep]
+                images, index = images[keep.to(images.device)], index[keep]
             if not len(index):
                 continue
             yield Batch(
