@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
+from PIL import Image
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.measure import Measurement
 from rich.segment import Segment
@@ -53,43 +53,51 @@ class HalfBlocks:
         self.pixels = fit(image, cols, rows * 2)
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
-        width = int(self.pixels.shape[1])
-        return Measurement(width, width)
+        return Measurement(self.pixels.width, self.pixels.width)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        pixels = self.pixels.tolist()
-        height = len(pixels)
+        width, height = self.pixels.size
+        data = self.pixels.tobytes()  # RGB, row after row
+        pixels = [[tuple(data[i:i + 3]) for i in range(start, start + 3 * width, 3)]
+                  for start in range(0, 3 * width * height, 3 * width)]
         for y in range(0, height, 2):
             top = pixels[y]
             bottom = pixels[y + 1] if y + 1 < height else None
-            for x, rgb in enumerate(top):
+            for x, colour in enumerate(top):
                 bg = bottom[x] if bottom is not None else None
-                style = Style(color=_colour(rgb), bgcolor=_colour(bg) if bg else None)
+                style = Style(color=_colour(colour), bgcolor=_colour(bg) if bg else None)
                 yield Segment(HALF_BLOCK, style)
             yield Segment.line()
 
 
-def _colour(rgb: list[int]) -> str:
+def _colour(rgb: tuple[int, ...]) -> str:
     return f"rgb({rgb[0]},{rgb[1]},{rgb[2]})"
 
 
-def fit(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Scale an image to fit `width` x `height` pixels, aspect kept: uint8 [h, w, 3].
+def fit(image: torch.Tensor, width: int, height: int) -> Image.Image:
+    """Scale an image to fit `width` x `height` pixels, aspect kept, as an RGB picture.
 
     Integer up-scaling (nearest) keeps a small grid's pixels sharp; larger images are
-    averaged down.
+    averaged down. PIL does the work, not torch: this runs on the UI thread, and one
+    multi-threaded torch kernel there makes the trainer's thread about a third slower
+    for the rest of the process (each thread keeps its own OpenMP team; README, "How it
+    stays fast").
     """
-    rgb = image[..., None].expand(-1, -1, 3) if image.ndim == 2 else image
-    h, w = rgb.shape[:2]
-    x = rgb.permute(2, 0, 1)[None].float()
+    h, w = int(image.shape[0]), int(image.shape[1])
+    mode = "L" if image.ndim == 2 else "RGB"
+    rows = image.tolist()  # nested lists: no torch kernel runs here
+    flat = [v for row in rows for v in row] if mode == "L" else [
+        v for row in rows for pixel in row for v in pixel]
+    picture = Image.frombytes(mode, (w, h), bytes(flat))
     if h <= height and w <= width:
         k = max(1, min(width // w, height // h))
-        x = F.interpolate(x, scale_factor=k, mode="nearest") if k > 1 else x
+        if k > 1:
+            picture = picture.resize((w * k, h * k), Image.Resampling.NEAREST)
     else:
         scale = min(width / w, height / h)
-        x = F.interpolate(x, size=(max(1, int(h * scale)), max(1, int(w * scale))),
-                          mode="area")
-    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+        size = (max(1, int(w * scale)), max(1, int(h * scale)))
+        picture = picture.resize(size, Image.Resampling.BOX)
+    return picture.convert("RGB")
 
 
 def set_f1(pred: set[int], real: set[int]) -> float:

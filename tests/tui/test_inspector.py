@@ -62,7 +62,9 @@ async def _settle(pilot: Pilot[Any]) -> None:
 
 def test_half_blocks_draw_two_pixel_rows_per_cell() -> None:
     image = torch.tensor([[0, 255], [255, 0], [10, 20]], dtype=torch.uint8)
-    assert fit(image, 4, 6).shape == (6, 4, 3)  # scaled by 2, nearest
+    scaled = fit(image, 4, 6)
+    assert scaled.size == (4, 6) and scaled.getpixel((1, 2)) == (255, 255, 255)  # x2 nearest
+    assert fit(torch.zeros(300, 200, 3, dtype=torch.uint8), 20, 20).size == (13, 20)
     console = Console(width=20, color_system="truecolor")
     with console.capture() as capture:
         console.print(HalfBlocks(image, 2, 2))
