@@ -494,7 +494,9 @@ def resolve_decode(decode: str, device: torch.device) -> tuple[str, str | None]:
             "Use decode = \"workers\"."
         )
     return "workers", (
-        f"JPEG decoding on {device} is unavailable ({problem}); the workers decode instead."
+        f"JPEG decoding on {device} is unavailable ({problem}); the num_workers loader "
+        f"processes decode instead (this machine has {os.cpu_count() or 1} CPU cores: "
+        "raise num_workers if training waits for data)."
     )
 
 
