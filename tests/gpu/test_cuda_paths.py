@@ -1,10 +1,10 @@
 """The CUDA paths: bf16 and fp16 training, channels_last, resume across devices, and JPEG
-decoding on the GPU. They run where CUDA is available and skip elsewhere (CI has no GPU).
+decoding on the GPU.
 
-`MILE_TEST_DEVICE=cpu pytest tests/gpu` runs them on the CPU instead, which checks the
-tests themselves on a machine with no GPU: bf16 autocast and the batched JPEG decoder
-exist on the CPU too. What only CUDA has (fp16 with a loss scaler, channels_last,
-nvjpeg, a move between devices) skips there.
+They run on CUDA where it is available. Elsewhere (CI has no GPU) they run on the CPU
+what the CPU has too (bf16 autocast, the batched JPEG decoder), so that the tests
+themselves stay checked, and skip what only CUDA has (fp16 with a loss scaler,
+channels_last, nvjpeg, a move between devices). `MILE_TEST_DEVICE` picks the device.
 """
 
 from __future__ import annotations
@@ -26,14 +26,13 @@ from mile_engine.session import open_run
 from tests.conftest import tiny
 from tests.data.test_jpeg_decode import picture
 
-DEVICE = os.environ.get("MILE_TEST_DEVICE", "cuda")
+DEVICE = os.environ.get("MILE_TEST_DEVICE", "cuda" if torch.cuda.is_available() else "cpu")
 ON_CUDA = DEVICE.startswith("cuda")
 
 pytestmark = pytest.mark.skipif(
-    ON_CUDA and not torch.cuda.is_available(),
-    reason="no CUDA device here (MILE_TEST_DEVICE=cpu runs these tests on the CPU)",
+    ON_CUDA and not torch.cuda.is_available(), reason="MILE_TEST_DEVICE asks for CUDA"
 )
-cuda_only = pytest.mark.skipif(not ON_CUDA, reason="a CUDA-only path")
+cuda_only = pytest.mark.skipif(not ON_CUDA, reason="a CUDA-only path; no CUDA device here")
 
 
 def finished(trainer_events: list[ev.Event]) -> ev.RunEnded:
