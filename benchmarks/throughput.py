@@ -28,7 +28,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +46,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@dataclass(frozen=True)
-class Rate:
-    """One step kind's measurement: its steady rate, and the warm-up it excludes."""
-
-    images_per_s: float
-    """Median images/s over the timed windows."""
-    warmup_s: float
-    """Wall time of the warm-up steps (compilation, allocator and cache warm-up)."""
-
-
 def timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
     """Seconds that `steps` calls of `step` take, device work included."""
     start = time.perf_counter()
@@ -69,11 +58,12 @@ def timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
 def timed_rate(
     step: Callable[[], None], images_per_step: int, device: torch.device,
     windows: int, steps: int, warmup: int,
-) -> Rate:
-    """Median images/s over `windows` windows of `steps` steps, after `warmup` timed steps."""
-    warmup_s = timed(step, warmup, device)
-    rates = [images_per_step * steps / timed(step, steps, device) for _ in range(windows)]
-    return Rate(statistics.median(rates), warmup_s)
+) -> float:
+    """Median images/s over `windows` windows of `steps` steps, after `warmup` steps."""
+    timed(step, warmup, device)
+    return statistics.median(
+        images_per_step * steps / timed(step, steps, device) for _ in range(windows)
+    )
 
 
 def paired_rates(
@@ -155,7 +145,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "precision": str(trainer.dtype),
         "interactive": interactive,
         "imitation": imitation,
-        "data_images_per_s": data_rate.images_per_s,
+        "data_images_per_s": data_rate,
         "evaluation_images_per_s": eval_rate,
         "metrics_50k_x_1000_s": metrics_s,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
