@@ -16,7 +16,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from mile_engine.checkpoints import (
     CheckpointError,
@@ -33,6 +33,7 @@ from mile_engine.checkpoints import (
     run_info,
     verify_run,
 )
+from mile_tui.screens.dialogs import ConfirmScreen
 
 SAVE_COLUMNS = ("", "file", "gen", "phase", "step", "ReaL F1", "top-1", "size", "time", "check")
 # Settings worth a line in the details pane (the full set is in `checkpoints show`).
@@ -50,38 +51,6 @@ def _size(n: int) -> str:
 
 def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    """Ask a yes/no question; dismissed with True only on an explicit yes."""
-
-    DEFAULT_CSS = """
-    ConfirmScreen { align: center middle; }
-    ConfirmScreen > Vertical { width: 70; height: auto; border: thick $error; padding: 1 2;
-                               background: $surface; }
-    ConfirmScreen Horizontal { height: auto; margin-top: 1; }
-    ConfirmScreen Button { margin-right: 2; }
-    """
-    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label(self.question, id="question")
-            with Horizontal():
-                yield Button("Yes (y)", id="yes", variant="error")
-                yield Button("No (n)", id="no", variant="primary")
-
-    def action_answer(self, answer: bool) -> None:
-        """Close with the answer."""
-        self.dismiss(answer)
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
 
 
 class ExportScreen(ModalScreen["str | None"]):
@@ -346,7 +315,7 @@ class CheckpointBrowser(Screen[None]):
 
         self.app.push_screen(
             ConfirmScreen(f"Prune {run.name}? Keeps the {self.keep_last} newest and the best; "
-                          f"removes {len(doomed)}: {', '.join(doomed)}"),
+                          f"removes {len(doomed)}: {', '.join(doomed)}", destructive=True),
             done,
         )
 
@@ -372,7 +341,8 @@ class CheckpointBrowser(Screen[None]):
             self.reload(select=run.path)
             self.set_status(f"deleted {record.file}")
 
-        self.app.push_screen(ConfirmScreen(f"Delete {run.name}/{record.file}?"), done)
+        self.app.push_screen(
+            ConfirmScreen(f"Delete {run.name}/{record.file}?", destructive=True), done)
 
     def action_inspect(self) -> None:
         """Open the sample inspector on the selected save."""

@@ -8,7 +8,8 @@ import torch
 from textual.widgets import DataTable, Static
 
 from mile_engine.checkpoints import read_records
-from mile_tui.checkpoint_browser import CheckpointBrowser, CheckpointsApp, ConfirmScreen
+from mile_tui.checkpoint_browser import CheckpointBrowser, CheckpointsApp
+from mile_tui.screens.dialogs import ConfirmScreen
 from tests.engine.test_checkpoints import make_run
 
 
