@@ -8,6 +8,7 @@ worker and reaches the screen only through `call_from_thread`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -301,22 +302,13 @@ class CheckpointBrowser(Screen[None]):
                             "the best)")
             return
 
-        def done(yes: bool | None) -> None:
-            if not yes:
-                self.set_status("prune cancelled")
-                return
-            try:
-                removed = prune_run(run.path, self.keep_last, self.keep_best)
-            except CheckpointError as exc:
-                self.set_status(f"prune failed: {exc}")
-                return
-            self.reload(select=run.path)
-            self.set_status(f"pruned {len(removed)} checkpoint(s)")
+        def prune() -> str:
+            removed = prune_run(run.path, self.keep_last, self.keep_best)
+            return f"pruned {len(removed)} checkpoint(s)"
 
-        self.app.push_screen(
-            ConfirmScreen(f"Prune {run.name}? Keeps the {self.keep_last} newest and the best; "
-                          f"removes {len(doomed)}: {', '.join(doomed)}", destructive=True),
-            done,
+        self._confirm_then(
+            f"Prune {run.name}? Keeps the {self.keep_last} newest and the best; removes "
+            f"{len(doomed)}: {', '.join(doomed)}", "prune", run, prune,
         )
 
     def action_delete(self) -> None:
@@ -329,20 +321,29 @@ class CheckpointBrowser(Screen[None]):
                             "(mile-tui checkpoints delete --force can)")
             return
 
+        def delete() -> str:
+            delete_checkpoint(run.path, record.file)
+            return f"deleted {record.file}"
+
+        self._confirm_then(f"Delete {run.name}/{record.file}?", "delete", run, delete)
+
+    def _confirm_then(self, question: str, what: str, run: RunInfo,
+                      act: Callable[[], str]) -> None:
+        """Ask `question`; on yes run `act` (it returns the status line), then relist `run`."""
+
         def done(yes: bool | None) -> None:
             if not yes:
-                self.set_status("delete cancelled")
+                self.set_status(f"{what} cancelled")
                 return
             try:
-                delete_checkpoint(run.path, record.file)
+                status = act()
             except CheckpointError as exc:
-                self.set_status(f"delete failed: {exc}")
+                self.set_status(f"{what} failed: {exc}")
                 return
             self.reload(select=run.path)
-            self.set_status(f"deleted {record.file}")
+            self.set_status(status)
 
-        self.app.push_screen(
-            ConfirmScreen(f"Delete {run.name}/{record.file}?", destructive=True), done)
+        self.app.push_screen(ConfirmScreen(question, destructive=True), done)
 
     def action_inspect(self) -> None:
         """Open the sample inspector on the selected save."""
