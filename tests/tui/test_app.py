@@ -14,6 +14,7 @@ from mile_engine.data.tiles import GridSource
 from mile_tui.app import DRAIN_INTERVAL, MileApp, create_app
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.settings import SettingsScreen
+from mile_tui.widgets.run_view import RunView
 from tests.tui.conftest import wait_for
 
 SIZE = (100, 30)
@@ -37,6 +38,14 @@ async def type_into(pilot, app: MileApp, name: str, text: str) -> None:  # type:
     editor.value = ""
     await pilot.press(*text)
     await pilot.pause()
+
+
+async def start_and_wait(pilot, app: MileApp, steps: int) -> RunView:  # type: ignore[no-untyped-def]
+    """Start a run from the settings screen (F5); return once it has taken `steps` steps."""
+    await pilot.press("f5")
+    view = app.run_screen.view
+    await wait_for(pilot, lambda: view.global_step >= steps)
+    return view
 
 
 def error_text(app: MileApp, name: str) -> str:
@@ -118,9 +127,7 @@ async def test_pause_stops_the_step_counter_and_stop_ends_the_worker(
     slow_batches(monkeypatch, 0.05)
     app = create_app(settings_file, ["epoch_num=100"])
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f5")
-        view = app.run_screen.view
-        await wait_for(pilot, lambda: view.global_step >= 2)
+        view = await start_and_wait(pilot, app, steps=2)
         await pilot.press("p")
         await wait_for(pilot, lambda: view.status == "paused")
         paused_at = view.global_step
@@ -161,8 +168,7 @@ async def test_quit_during_a_run_asks_then_stops_cleanly(
     slow_batches(monkeypatch, 0.05)
     app = create_app(settings_file, ["epoch_num=100"])
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f5")
-        await wait_for(pilot, lambda: app.run_screen.view.global_step >= 1)
+        await start_and_wait(pilot, app, steps=1)
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
@@ -222,9 +228,7 @@ async def test_resume_from_the_selected_save(
     slow_batches(monkeypatch, 0.05)
     app = create_app(settings_file, ["epoch_num=100"])
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f5")
-        view = app.run_screen.view
-        await wait_for(pilot, lambda: view.global_step >= 2)
+        view = await start_and_wait(pilot, app, steps=2)
         await pilot.press("x")
         await wait_for(pilot, lambda: view.status == "stopped" and not app.running)
         stopped_at, run_dir = view.global_step, view.run_dir
