@@ -76,9 +76,18 @@ def setup(ctx: DistContext, device_setting: str, timeout_s: int = DEFAULT_TIMEOU
     return device_setting
 
 
-def teardown() -> None:
-    """Leave the process group, if any."""
+def teardown(synchronize: bool = False) -> None:
+    """Leave the process group, if any.
+
+    With `synchronize` (every rank reached the same end), a barrier comes first: a rank
+    that destroys its group while a peer still finishes its last collective can make
+    Gloo abort that peer at exit ("terminate called without an active exception", seen
+    about once in eight two-process runs here). After an error, ranks may not all get
+    there, so no barrier is waited for.
+    """
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 

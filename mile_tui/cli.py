@@ -128,6 +128,7 @@ def run_headless(
             f"torchrun: {ctx.world_size} processes, global batch {settings.batch_size} x "
             f"{ctx.world_size} = {settings.batch_size * ctx.world_size}"
         )
+    ended: ev.RunEnded | None = None
     with StopSignals(control) as signals:
         try:
             ended = trainer.train()
@@ -136,7 +137,8 @@ def run_headless(
                         fg=typer.colors.YELLOW, err=True)
             return EXIT_INTERRUPTED
         finally:
-            distributed.teardown()
+            # Ranks that finished or stopped together (they agree on stops) leave together.
+            distributed.teardown(synchronize=ended is not None and ended.status != "failed")
     return signals.exit_code(ended.status)
 
 

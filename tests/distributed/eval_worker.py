@@ -23,7 +23,7 @@ def main() -> None:
     if ctx.is_main:
         Path(sys.argv[1]).write_text(json.dumps({"metrics": metrics,
                                                  "sweep": trainer.history[-1]["sweep"]}))
-    distributed.teardown()
+    distributed.teardown(synchronize=True)
 
 
 if __name__ == "__main__":
