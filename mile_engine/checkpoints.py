@@ -430,7 +430,8 @@ def retained(records: Iterable[Record], keep_last: int, keep_best: int = 1) -> s
     Pure function of the records, so retention can be tested on random histories.
     """
     ordered = sorted(records, key=lambda r: r.seq)
-    keep = {r.file for r in ordered[len(ordered) - keep_last:]} if keep_last > 0 else set()
+    # A negative slice start would wrap around: with fewer saves than `keep_last`, keep all.
+    keep = {r.file for r in ordered[max(len(ordered) - keep_last, 0):]} if keep_last > 0 else set()
     scored = [r for r in ordered if r.real_f1 is not None]
     scored.sort(key=lambda r: (r.real_f1, r.seq), reverse=True)
     keep.update(r.file for r in scored[: max(keep_best, 0)])
