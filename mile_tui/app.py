@@ -8,6 +8,7 @@ does not follow the step rate and the trainer never waits for the UI.
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 import traceback
@@ -25,15 +26,27 @@ from textual.worker import Worker, WorkerState
 from mile_engine import events as ev
 from mile_engine.config import FIELDS, Settings, SettingsError
 from mile_engine.control import Control
+from mile_tui.preferences import (
+    Preferences,
+    load_preferences,
+    preferences_path,
+    remember_theme,
+    save_preferences,
+)
 from mile_tui.screens.dialogs import ConfirmScreen
+from mile_tui.screens.help import HELP_BINDING, open_help
 from mile_tui.screens.run import RunScreen
 from mile_tui.screens.settings import SettingsScreen
 from mile_tui.screens.settings_form import SettingsForm
+from mile_tui.widgets.run_view import RunView
 
 # Seconds between two redraws of the run screen, at least. Measured with
 # benchmarks/tui_overhead.py on a 2-core CPU: redrawing 10 times a second kept 82% of
 # headless throughput, 4 times 93%, twice 97%; training panels need no more than that.
 DRAIN_INTERVAL = 0.5
+DEFAULT_SETTINGS = Path("mile.toml")
+# How a stopped run goes on from a shell (the console resumes from its run screen).
+RESUME_COMMAND = "mile-tui run --headless --resume"
 
 
 class EventsReady(Message):
@@ -76,17 +89,27 @@ class MileApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "mile-tui"
+    # The screens show the navigation keys that lead elsewhere in their own footers;
+    # these app-wide ones work everywhere and are listed by the help (F1).
     BINDINGS = [
-        Binding("f2", "show_settings", "Settings"),
-        Binding("f3", "show_run", "Run"),
-        Binding("f4", "browse_checkpoints", "Checkpoints"),
+        HELP_BINDING,
+        Binding("f2", "show_settings", "Settings", show=False),
+        Binding("f3", "show_run", "Run", show=False),
+        Binding("f4", "browse_checkpoints", "Saves", show=False,
+                tooltip="browse, verify, prune and export the checkpoints"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
     def __init__(self, config_path: Path, overrides: Sequence[str] = (),
-                 autostart: bool = False) -> None:
+                 autostart: bool = False, preferences: Path | None = None,
+                 notice: str | None = None) -> None:
+        """Edit `config_path`; `preferences` is the file that remembers the theme and
+        the settings file between launches (None: remember nothing, as in tests)."""
         super().__init__()
         self.form = SettingsForm(config_path, overrides)
+        self.preferences_file = preferences
+        self.prefs = Preferences()
+        self._startup_notice = notice
         self.autostart = autostart
         self.control: Control | None = None
         self.worker: Worker[None] | None = None
@@ -97,10 +120,17 @@ class MileApp(App[None]):
         self._last_drain = 0.0
         self._drain_scheduled = False
         self._quit_after_run = False
+        self.exit_note: str | None = None
+        """Printed on the terminal once the app has closed (where a stopped run's save is)."""
         self.trainer: Any = None  # the live run's Trainer, set by its thread once built
 
     # ------------------------------------------------------------------ screens
     def on_mount(self) -> None:
+        if self.preferences_file is not None:
+            self.prefs = remember_theme(self, self.preferences_file)
+            self.remember_settings_file()
+        if self._startup_notice:
+            self.notify(self._startup_notice, title="Settings")
         self.install_screen(self.settings_screen, "settings")
         self.install_screen(self.run_screen, "run")
         self.push_screen("settings")
@@ -112,6 +142,21 @@ class MileApp(App[None]):
                               "settings, every key commented?", yes="Create", no="Not now"),
                 self._create_missing,
             )
+
+    def remember_settings_file(self) -> None:
+        """Remember the settings file on screen for the next launch (when it exists)."""
+        if self.preferences_file is None or not self.form.path.exists():
+            return
+        path = str(self.form.path.resolve())
+        if path != self.prefs.settings_file:
+            self.prefs.settings_file = path
+            problem = save_preferences(self.prefs, self.preferences_file)
+            if problem:
+                self.notify(problem, severity="warning")
+
+    def action_help(self) -> None:
+        """List every key of the current screen and what it does (F1 or ?)."""
+        open_help(self)
 
     def _create_missing(self, create: bool | None) -> None:
         if create:
@@ -244,9 +289,17 @@ class MileApp(App[None]):
         )
         self.refresh_bindings()
 
+    def _no_run(self, what: str) -> bool:
+        """Say so when a run control is used with no run (from the palette)."""
+        if self.running and self.control is not None:
+            return False
+        self.notify(f"No run to {what}: start one with s on the run screen or F5.",
+                    severity="warning")
+        return True
+
     def action_toggle_pause(self) -> None:
         """Pause between two steps, or let a paused run go on."""
-        if not self.running or self.control is None:
+        if self._no_run("pause") or self.control is None:
             return
         if self.control.paused:
             self.control.resume()
@@ -256,14 +309,14 @@ class MileApp(App[None]):
 
     def action_stop_run(self) -> None:
         """Stop the run cleanly before its next step (a paused run is woken first)."""
-        if not self.running or self.control is None:
+        if self._no_run("stop") or self.control is None:
             return
         self.control.stop()
         self.run_screen.set_status("stopping")
 
     def action_save_now(self) -> None:
         """Ask for a checkpoint before the next step."""
-        if not self.running or self.control is None:
+        if self._no_run("save") or self.control is None:
             return
         self.control.save_now()
         self.run_screen.note("info", "checkpoint requested; written before the next step")
@@ -333,6 +386,10 @@ class MileApp(App[None]):
         if event.status == "failed":
             self.notify(event.error or "the run failed", title="Run failed",
                         severity="error", timeout=10)
+        elif event.status == "stopped":
+            self.notify(resume_hint(self.run_screen.view) + "\nIn the console: r on the "
+                        "run screen resumes from the highlighted save.",
+                        title="Run stopped", timeout=15)
         else:
             self.notify(f"Run {event.status} after {event.global_step} steps.", title="Run")
 
@@ -348,6 +405,7 @@ class MileApp(App[None]):
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             self._drain()
             if self._quit_after_run:
+                self.exit_note = resume_hint(self.run_screen.view)
                 self.exit()
 
 
@@ -374,12 +432,56 @@ def train_in_thread(settings: Settings, control: Control, sink: ev.Sink,
     trainer.train()
 
 
+def resume_hint(view: RunView) -> str:
+    """Where a stopped run's newest save is and the command that continues it."""
+    if not view.run_dir:
+        return "The run stopped before it started: nothing was saved."
+    where = f"Run {view.status} after {view.global_step} steps"
+    if not view.checkpoints:
+        return f"{where}; no checkpoint was written in {view.run_dir}."
+    return (f"{where}. Newest save: {view.checkpoints[-1].path}\n"
+            f"Resume with:\n  {RESUME_COMMAND} {shlex.quote(view.run_dir)}")
+
+
 def create_app(config_path: Path, overrides: Sequence[str] = (),
-               autostart: bool = False) -> MileApp:
+               autostart: bool = False, preferences: Path | None = None,
+               notice: str | None = None) -> MileApp:
     """Build the console app: one factory for the command line and the tests."""
-    return MileApp(Path(config_path), list(overrides), autostart=autostart)
+    return MileApp(Path(config_path), list(overrides), autostart=autostart,
+                   preferences=preferences, notice=notice)
 
 
-def run_app(config_path: Path, overrides: list[str], autostart: bool) -> None:
-    """Open the console on `config_path` (a missing file starts from the defaults)."""
-    create_app(config_path, overrides, autostart).run()
+def choose_settings_file(config_path: Path | None, prefs: Preferences,
+                         autostart: bool) -> tuple[Path, str | None]:
+    """The file the console opens, and a notice when it is the remembered one.
+
+    `--config` wins, then ./mile.toml; with neither, the plain console reopens the file
+    of the last session (a run started from the command line never does: it uses
+    exactly what the command line says).
+    """
+    if config_path is not None:
+        return config_path, None
+    last = Path(prefs.settings_file) if prefs.settings_file else None
+    if autostart or DEFAULT_SETTINGS.exists() or last is None or not last.is_file():
+        return DEFAULT_SETTINGS, None
+    return last, f"no {DEFAULT_SETTINGS} here: opened {last}, the file of your last session"
+
+
+def run_app(config_path: Path | None, overrides: list[str], autostart: bool) -> None:
+    """Open the console on `config_path` (None: ./mile.toml or the last session's file;
+    a missing file starts from the defaults), remembering preferences between launches."""
+    prefs_file = preferences_path()
+    prefs, _ = load_preferences(prefs_file)  # a bad file is reported once the app is up
+    path, notice = choose_settings_file(config_path, prefs, autostart)
+    try:
+        app = create_app(path, overrides, autostart, preferences=prefs_file, notice=notice)
+    except SettingsError:
+        if path == DEFAULT_SETTINGS:
+            raise
+        # The remembered file went bad since: fall back to the usual one.
+        app = create_app(DEFAULT_SETTINGS, overrides, autostart, preferences=prefs_file,
+                         notice=f"ignored the last session's settings file {path}: invalid")
+    app.run()
+    if app.exit_note:
+        # Plain print, after the screen is gone: the command stays one line to copy.
+        print(app.exit_note)

@@ -7,8 +7,10 @@ worker and reaches the screen only through `call_from_thread`.
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Label, Static
+from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
 from mile_engine.checkpoints import (
     CheckpointError,
@@ -35,8 +37,32 @@ from mile_engine.checkpoints import (
     verify_run,
 )
 from mile_tui.screens.dialogs import ConfirmScreen
+from mile_tui.screens.help import HELP_BINDING, open_help
+from mile_tui.widgets.checkpoints import BEST, BEST_MARK, NEWEST, NEWEST_MARK
 
-SAVE_COLUMNS = ("", "file", "gen", "phase", "step", "ReaL F1", "top-1", "size", "time", "check")
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the saves table; the narrower the screen, the fewer are shown."""
+
+    key: str
+    label: str
+    priority: int
+    """0 is always shown; higher numbers give way first when the table is too narrow."""
+
+
+# In display order. The metrics, the size and the marks identify a good save at a
+# glance; the file name, the time and the phase are in the details pane anyway.
+SAVE_COLUMNS = (
+    Column("mark", "", 0), Column("file", "file", 5), Column("gen", "gen", 0),
+    Column("phase", "phase", 3), Column("step", "step", 2), Column("real_f1", "ReaL F1", 0),
+    Column("top1", "top-1", 0), Column("size", "size", 0), Column("time", "time", 4),
+    Column("check", "check", 1),
+)
+CELL_PADDING = 1  # DataTable's default, on each side of a cell
+# The runs pane takes at most this share of the screen's width; longer names wrap.
+RUNS_SHARE = 0.35
+RUNS_MIN_NAME = 12
 # Settings worth a line in the details pane (the full set is in `checkpoints show`).
 DETAIL_SETTINGS = ("model", "schema", "dataset", "lr", "batch_size", "epoch_num", "k_t", "k_s",
                    "rho", "seed")
@@ -47,7 +73,45 @@ def _num(value: Any) -> str:
 
 
 def _size(n: int) -> str:
-    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.1f} KB"
+    """A file size as people write it: 512 KB, 128 MB, 1.2 GB."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.1f} {unit}" if value < 9.95 else f"{value:.0f} {unit}"
+    return f"{n} B"
+
+
+def visible_columns(columns: Sequence[Column], widths: dict[str, int],
+                    available: int) -> list[Column]:
+    """The columns that fit in `available` cells, the important ones first.
+
+    Columns are taken by priority (then display order) while they fit; the result is in
+    display order. Priority 0 columns are always kept.
+    """
+    chosen: set[str] = set()
+    used = 0
+    for column in sorted(columns, key=lambda c: c.priority):
+        need = widths[column.key] + 2 * CELL_PADDING
+        if column.priority == 0 or used + need <= available:
+            chosen.add(column.key)
+            used += need
+    return [c for c in columns if c.key in chosen]
+
+
+def wrap_name(name: str, width: int) -> str:
+    """A run name in lines of at most `width` cells, broken after a "-" where possible
+    (run names have no spaces), so that a narrow pane shows all of it."""
+    lines: list[str] = []
+    line = ""
+    for part in re.findall(r"[^-]*-?", name):
+        if len(line) + len(part) > width and line:
+            lines.append(line)
+            line = ""
+        line += part
+        while len(line) > width:  # one part longer than the pane: cut it
+            lines.append(line[:width])
+            line = line[width:]
+    return "\n".join([*lines, line] if line else lines)
 
 
 def _when(t: float) -> str:
@@ -86,18 +150,28 @@ class CheckpointBrowser(Screen[None]):
     """Runs under `checkpoint_path`, the saves of the selected run, and their details."""
 
     DEFAULT_CSS = """
-    CheckpointBrowser #runs { width: 40; height: 1fr; }
-    CheckpointBrowser #saves { height: 1fr; }
-    CheckpointBrowser #details { height: 12; border-top: solid $primary; padding: 0 1; }
-    CheckpointBrowser #status { height: 1; padding: 0 1; color: $text-muted; }
+    CheckpointBrowser #runs-pane { width: 30; height: 1fr; }
+    CheckpointBrowser #saves-pane { width: 1fr; height: 1fr; }
+    CheckpointBrowser .pane-title { height: 1; padding: 0 1; background: $panel;
+                                    color: $text-accent; text-style: bold; }
+    CheckpointBrowser #runs, CheckpointBrowser #saves { height: 1fr; }
+    CheckpointBrowser #details { height: auto; max-height: 50%; border-top: solid $primary;
+                                 padding: 0 1; }
+    CheckpointBrowser #status { height: auto; max-height: 3; padding: 0 1;
+                                color: $text-muted; }
     """
+    BINDING_GROUP_TITLE = "Checkpoint browser"
     BINDINGS = [
-        Binding("v", "verify", "Verify"),
-        Binding("p", "prune", "Prune"),
-        Binding("e", "export", "Export"),
-        Binding("i", "inspect", "Inspect"),
-        Binding("d", "delete", "Delete"),
-        Binding("r", "reload", "Refresh"),
+        Binding("v", "verify", "Verify",
+                tooltip="check every save of the run: SHA-256 and a safe load"),
+        Binding("p", "prune", "Prune",
+                tooltip="remove all but the newest and the best saves (asks first)"),
+        Binding("e", "export", "Export", tooltip="write the selected save's model weights"),
+        Binding("i", "inspect", "Inspect",
+                tooltip="validation images with the selected save's predictions"),
+        Binding("d", "delete", "Delete", show=False,
+                tooltip="delete the selected save (asks first; never the newest or best)"),
+        Binding("r", "reload", "Refresh", show=False, tooltip="read the runs from disk again"),
         Binding("escape,q", "close", "Close"),
     ]
 
@@ -113,22 +187,32 @@ class CheckpointBrowser(Screen[None]):
         self.runs: list[RunInfo] = []
         self.run: RunInfo | None = None
         self.checks: dict[str, VerifyResult] = {}
+        self.save_rows: list[tuple[str, dict[str, str]]] = []
+        """The cells of every save of the run (key: file), all columns, newest first."""
+        self.shown_columns: list[Column] = []
 
     def compose(self) -> ComposeResult:
+        yield Header()
         with Horizontal():
-            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
-            with Vertical():
+            with Vertical(id="runs-pane"):
+                yield Static("Runs · newest first", id="runs-title", classes="pane-title")
+                yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="saves-pane"):
+                yield Static("Saves", id="saves-title", classes="pane-title")
                 yield DataTable(id="saves", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="details")
         yield Static("", id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        runs = self.query_one("#runs", DataTable)
-        runs.add_columns("run", "saves")
-        self.query_one("#saves", DataTable).add_columns(*SAVE_COLUMNS)
+        self.title = "mile-tui checkpoints"
         self.reload(select=self.start_run)
-        runs.focus()
+        self.query_one("#runs", DataTable).focus()
+
+    def on_resize(self) -> None:
+        # The panes' widths follow the screen's: lay the columns out again once they do.
+        self.call_after_refresh(self._fill_runs)
+        self.call_after_refresh(self._layout_saves)
 
     # ------------------------------------------------------------------ data
     def reload(self, select: Path | None = None) -> None:
@@ -139,23 +223,42 @@ class CheckpointBrowser(Screen[None]):
         known = {r.path.resolve() for r in self.runs}
         if select is not None and select.resolve() not in known and select.is_dir():
             self.runs.append(run_info(select))
-        table = self.query_one("#runs", DataTable)
-        table.clear()
-        for run in self.runs:
-            mark = " *" if run.active else ""
-            table.add_row(run.name + mark, str(len(run.records)), key=str(run.path))
+        self.runs.reverse()  # newest first, like the saves
+        self._fill_runs()
         if not self.runs:
             self.run = None
             self._fill_saves()
             self.set_status(f"no runs under {self.root}")
             return
-        index = len(self.runs) - 1
+        index = 0
         if select is not None:
             for i, run in enumerate(self.runs):
                 if run.path.resolve() == select.resolve():
                     index = i
-        table.move_cursor(row=index)
+        self.query_one("#runs", DataTable).move_cursor(row=index)
         self.show_run(index)
+
+    def _fill_runs(self) -> None:
+        """List the runs, names cut to the pane's share of the screen."""
+        pane = self.query_one("#runs-pane")
+        names = [("▶ " if r.active else "") + r.name for r in self.runs]
+        longest = max((len(n) for n in names), default=3)
+        # name, saves count ("saves"), a cell's padding each, and the scrollbar
+        budget = int(self.size.width * RUNS_SHARE) - 5 - 4 * CELL_PADDING - 2
+        width = max(RUNS_MIN_NAME, min(longest, budget))
+        pane.styles.width = width + 5 + 4 * CELL_PADDING + 2
+        table = self.query_one("#runs", DataTable)
+        row = table.cursor_row
+        table.clear(columns=True)
+        table.add_column("run", width=width, key="run")
+        table.add_column("saves", key="saves")
+        for run, name in zip(self.runs, names, strict=True):
+            table.add_row(wrap_name(name, width), str(len(run.records)), key=str(run.path),
+                          height=None)
+        if self.runs:
+            table.move_cursor(row=min(max(row, 0), len(self.runs) - 1), animate=False)
+        active = " · ▶ training" if any(r.active for r in self.runs) else ""
+        self.query_one("#runs-title", Static).update(f"Runs · newest first{active}")
 
     def show_run(self, index: int) -> None:
         """Show the saves of the run in row `index`."""
@@ -168,32 +271,51 @@ class CheckpointBrowser(Screen[None]):
         self._fill_saves()
 
     def _fill_saves(self) -> None:
-        table = self.query_one("#saves", DataTable)
-        table.clear()
         run = self.run
+        self.save_rows = [] if run is None else [
+            (r.file, self._row(run, r)) for r in reversed(run.records)  # newest first
+        ]
+        self.query_one("#saves-title", Static).update(f"Saves · newest first · {BEST} {NEWEST}")
+        # The header names the run whose saves are listed, in full.
+        self.sub_title = str(run.path if run is not None else self.root)
+        self._layout_saves(cursor=0)
         if run is None:
             self.query_one("#details", Static).update("")
-            return
-        for r in reversed(run.records):  # newest first
-            table.add_row(*self._row(run, r), key=r.file)
-        if run.records:
-            table.move_cursor(row=0)
+        elif run.records:
             self.show_details(run.records[-1])
         else:
             self.query_one("#details", Static).update("this run has no checkpoint yet")
 
-    def _row(self, run: RunInfo, r: Record) -> tuple[str, ...]:
+    def _layout_saves(self, cursor: int | None = None) -> None:
+        """Fill the saves table with the columns that fit its width, by priority."""
+        table = self.query_one("#saves", DataTable)
+        widths = {c.key: max([len(c.label)] + [len(cells[c.key]) for _, cells in
+                                                 self.save_rows]) for c in SAVE_COLUMNS}
+        available = table.scrollable_content_region.width or table.size.width
+        columns = visible_columns(SAVE_COLUMNS, widths, available)
+        row = table.cursor_row if cursor is None else cursor
+        table.clear(columns=True)
+        for column in columns:
+            table.add_column(column.label, width=widths[column.key], key=column.key)
+        for key, cells in self.save_rows:
+            table.add_row(*(cells[c.key] for c in columns), key=key)
+        self.shown_columns = columns
+        if self.save_rows:
+            table.move_cursor(row=min(max(row, 0), len(self.save_rows) - 1), animate=False)
+
+    def _row(self, run: RunInfo, r: Record) -> dict[str, str]:
         marks = ""
-        if run.newest and r.file == run.newest.file:
-            marks += "N"
         if run.best and r.file == run.best.file:
-            marks += "B"
+            marks += BEST_MARK
+        if run.newest and r.file == run.newest.file:
+            marks += NEWEST_MARK
         m = r.metrics or {}
         check = self.checks.get(r.file)
         status = "" if check is None else ("ok" if check.ok else "FAILED")
-        return (marks, r.file, str(r.generation), r.phase, str(r.global_step),
-                _num(m.get("real_f1")), _num(m.get("top1")), _size(r.size), _when(r.time),
-                status)
+        return {"mark": marks, "file": r.file, "gen": str(r.generation), "phase": r.phase,
+                "step": str(r.global_step), "real_f1": _num(m.get("real_f1")),
+                "top1": _num(m.get("top1")), "size": _size(r.size), "time": _when(r.time),
+                "check": status}
 
     def selected(self) -> Record | None:
         """The save under the cursor."""
@@ -209,7 +331,7 @@ class CheckpointBrowser(Screen[None]):
         assert self.run is not None
         lines = [
             f"[b]{record.file}[/b]  saved for {record.reason!r} at {_when(record.time)}, "
-            f"{_size(record.size)}, sha256 {record.sha256[:16]}…",
+            f"{_size(record.size)}",
             f"generation {record.generation}, {record.phase} step {record.step}, "
             f"global step {record.global_step}",
         ]
@@ -370,7 +492,7 @@ class CheckpointBrowser(Screen[None]):
             except CheckpointError as exc:
                 self.set_status(f"export failed: {exc}")
                 return
-            self.set_status(f"exported the weights to {out}")
+            self.set_status(f"exported the weights to {out.resolve()}")
 
         self.app.push_screen(ExportScreen(default), done)
 
@@ -379,6 +501,7 @@ class CheckpointsApp(App[None]):
     """`mile-tui checkpoints` on a terminal: the browser as an app of its own."""
 
     TITLE = "mile-tui checkpoints"
+    BINDINGS = [HELP_BINDING]
 
     def __init__(
         self, root: Path, run_dir: Path | None = None, keep_last: int = 3, keep_best: int = 1
@@ -388,3 +511,7 @@ class CheckpointsApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(self.browser)
+
+    def action_help(self) -> None:
+        """List every key of the current screen (F1 or ?)."""
+        open_help(self)

@@ -30,6 +30,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from mile_engine.inference import Inspection, PseudoLabelTable, SampleView
+from mile_tui.screens.help import HELP_BINDING, open_help
 
 if TYPE_CHECKING:
     from mile_engine.trainer import Trainer
@@ -111,11 +112,12 @@ def labels_table(view: SampleView, names: list[str]) -> Table:
     """The label columns: training label, ReaL set, prediction, teacher pseudo-labels."""
     real = set(view.real)
     table = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0))
-    table.add_column("label", no_wrap=True)
-    table.add_column("ReaL set", no_wrap=True)
-    table.add_column("prediction (p)", no_wrap=True)
+    headers = ["label", "ReaL set", "prediction (p)"]
     if view.pseudo is not None:
-        table.add_column("teacher (p)", no_wrap=True)
+        headers.append("teacher (p)")
+    for header in headers:
+        # A header is never cut; a long class name wraps rather than being cut.
+        table.add_column(header, min_width=len(header), overflow="fold")
 
     def mark(index: int, text: str) -> Text:
         return Text(text, style="green" if index in real else "red")
@@ -168,6 +170,14 @@ def classes_table(table: PseudoLabelTable | None, schema: str, limit: int = 8) -
     return Group(title, out)
 
 
+def image_box_for(width: int, height: int) -> tuple[int, int]:
+    """The image's box (columns, rows) on a screen of that size: at most 40% of the width
+    and what leaves room for the class table, so the labels keep their columns at 80×24."""
+    cols = max(16, min(IMAGE_COLS, int(width * 0.4)))
+    rows = max(6, min(IMAGE_ROWS, height - 12))
+    return cols, rows
+
+
 class InspectorScreen(Screen[None]):
     """Validation samples of a checkpoint or a live run, with labels and predictions."""
 
@@ -176,12 +186,13 @@ class InspectorScreen(Screen[None]):
     InspectorScreen #image { width: auto; padding: 0 1; }
     InspectorScreen #labels { width: 1fr; padding: 0 1; }
     InspectorScreen #classes { height: 1fr; padding: 0 1; border-top: solid $primary; }
-    InspectorScreen #status { height: 1; padding: 0 1; color: $text-muted; }
+    InspectorScreen #status { height: auto; max-height: 2; padding: 0 1; color: $text-muted; }
     """
+    BINDING_GROUP_TITLE = "Sample inspector"
     BINDINGS = [
-        Binding("n,right", "move(1)", "Next"),
-        Binding("p,left", "move(-1)", "Previous"),
-        Binding("r", "random", "Random"),
+        Binding("n,right", "move(1)", "Next", tooltip="the next validation image"),
+        Binding("p,left", "move(-1)", "Previous", tooltip="the previous validation image"),
+        Binding("r", "random", "Random", tooltip="a validation image at random"),
         Binding("escape,q", "close", "Close"),
     ]
 
@@ -191,14 +202,16 @@ class InspectorScreen(Screen[None]):
         overrides: Iterable[str] = (),
         index: int = 0,
         seed: int | None = None,
-        image_box: tuple[int, int] = (IMAGE_COLS, IMAGE_ROWS),
+        image_box: tuple[int, int] | None = None,
     ) -> None:
-        """Inspect `target`: a checkpoint path or a live `Trainer`."""
+        """Inspect `target`: a checkpoint path or a live `Trainer`; the image is drawn in
+        `image_box` (columns, rows), by default a share of the screen."""
         super().__init__()
         self.target = target
         self.overrides = list(overrides)
         self.index = index
-        self.image_box = image_box
+        self.fixed_box = image_box
+        self.image_box = image_box or (IMAGE_COLS, IMAGE_ROWS)
         self.inspection: Inspection | None = None
         self.view: SampleView | None = None
         self.table: PseudoLabelTable | None = None
@@ -217,7 +230,17 @@ class InspectorScreen(Screen[None]):
             yield Static("loading…", id="labels")
         yield Static("", id="classes")
         yield Static("", id="status")
-        yield Footer()
+        yield Footer(compact=True)
+
+    def on_resize(self) -> None:
+        if self.fixed_box is not None:
+            return
+        box = image_box_for(self.size.width, self.size.height)
+        if box != self.image_box:
+            self.image_box = box
+            if self.view is not None:
+                cols, rows = box
+                self.query_one("#image", Static).update(HalfBlocks(self.view.image, cols, rows))
 
     def on_mount(self) -> None:
         self.run_worker(self._open, thread=True, group="inspect")
@@ -321,6 +344,7 @@ class InspectorApp(App[None]):
     """The inspector as an app of its own, for a checkpoint (`mile-tui inspect`)."""
 
     TITLE = "mile-tui inspect"
+    BINDINGS = [HELP_BINDING]
 
     def __init__(self, checkpoint: Path, overrides: Iterable[str] = (), index: int = 0) -> None:
         super().__init__()
@@ -328,3 +352,7 @@ class InspectorApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(self.inspector)
+
+    def action_help(self) -> None:
+        """List every key of the inspector (F1 or ?)."""
+        open_help(self)

@@ -30,13 +30,24 @@ class Panel(Protocol):
 class RunScreen(Screen[None]):
     """Start, pause, stop and watch a run."""
 
+    # Short descriptions and the secondary keys hidden, so that the footer fits 80
+    # columns; the help (F1) lists every key with its tooltip.
+    BINDING_GROUP_TITLE = "Run screen"
     BINDINGS = [
-        Binding("s", "app.start_run", "Start"),
-        Binding("p", "app.toggle_pause", "Pause/resume"),
-        Binding("x", "app.stop_run", "Stop"),
-        Binding("n", "app.save_now", "Save now"),
-        Binding("r", "app.resume_selected", "Resume from save"),
-        Binding("i", "app.inspect_run", "Inspect samples", show=False),
+        Binding("s", "app.start_run", "Start", tooltip="train with the settings on screen"),
+        Binding("p", "app.toggle_pause", "Pause",
+                tooltip="pause between two steps; p again goes on"),
+        Binding("x", "app.stop_run", "Stop",
+                tooltip="stop cleanly before the next step, saving first"),
+        Binding("r", "app.resume_selected", "Resume",
+                tooltip="continue from the save highlighted in the checkpoint panel"),
+        Binding("n", "app.save_now", "Save now", show=False,
+                tooltip="write a checkpoint before the next step"),
+        Binding("i", "app.inspect_run", "Inspect", show=False,
+                tooltip="validation images with the live networks' predictions"),
+        Binding("f2", "app.show_settings", "Settings", tooltip="the settings screen"),
+        Binding("f4", "app.browse_checkpoints", "Saves",
+                tooltip="browse, verify, prune and export the checkpoints"),
     ]
 
     def __init__(self) -> None:
@@ -53,7 +64,7 @@ class RunScreen(Screen[None]):
             yield EvalTable(id="eval")
             yield CheckpointPanel(id="checkpoints")
             yield LogPanel(id="log")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.redraw(rv.ALL_PANELS)

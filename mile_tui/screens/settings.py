@@ -15,6 +15,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
 
 from mile_engine.config import FIELDS, GROUPS, SettingsError, allowed_text
+from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.settings_form import SettingsForm, format_value
 
 if TYPE_CHECKING:
@@ -38,10 +39,16 @@ def is_select(name: str) -> bool:
 class SettingsScreen(Screen[None]):
     """Edit the settings file: selects for choices, checked inputs for the rest."""
 
+    BINDING_GROUP_TITLE = "Settings screen"
     BINDINGS = [
-        Binding("ctrl+s", "save", "Save", priority=True),
-        Binding("ctrl+r", "reload", "Reload"),
-        Binding("f5", "app.start_run", "Start run"),
+        Binding("ctrl+s", "save", "Save", priority=True, tooltip="write the settings file"),
+        Binding("ctrl+r", "reload", "Reload",
+                tooltip="read the settings file again (asks first when edits are unsaved)"),
+        Binding("f5", "app.start_run", "Start run",
+                tooltip="train with the settings on screen, saved or not"),
+        Binding("f3", "app.show_run", "Run", tooltip="the run screen"),
+        Binding("f4", "app.browse_checkpoints", "Saves",
+                tooltip="browse, verify, prune and export the checkpoints"),
     ]
 
     def __init__(self, form: SettingsForm) -> None:
@@ -64,7 +71,7 @@ class SettingsScreen(Screen[None]):
                     if f.metadata["group"] == group:
                         yield from self._row(name)
         yield Static(id="setting-doc")
-        yield Footer()
+        yield Footer(compact=True)
 
     def _row(self, name: str) -> ComposeResult:
         value = self.form.values[name]
@@ -178,10 +185,25 @@ class SettingsScreen(Screen[None]):
             self.notify(str(exc), title="Not saved", severity="error")
             return
         self.refresh_marks()
+        self.mile_app.remember_settings_file()
         self.notify(f"Saved {self.form.path}", title="Settings")
 
     def action_reload(self) -> None:
-        """Read the file again, dropping unsaved edits."""
+        """Read the file again; with unsaved edits, ask before dropping them."""
+        if not self.form.dirty:
+            self._reload(True)
+            return
+        count = len(self.form.dirty)
+        self.app.push_screen(
+            ConfirmScreen(f"Drop {count} unsaved change{'s' if count > 1 else ''} and read "
+                          f"{self.form.path} again?", yes="Reload", no="Keep editing",
+                          destructive=True),
+            self._reload,
+        )
+
+    def _reload(self, yes: bool | None) -> None:
+        if not yes:
+            return
         try:
             self.form.reload()
         except SettingsError as exc:

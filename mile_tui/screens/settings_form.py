@@ -31,6 +31,8 @@ from mile_engine.config import (
 # Settings that name something which must already exist on disk when they are set.
 # (checkpoint_path is left out: the run creates it.)
 PATH_KEYS = ("mnist_path", "data_path", "val_path", "real_path")
+# What messages about a value typed or chosen on the settings screen start with.
+SCREEN_SOURCE = "settings screen"
 
 
 def format_value(value: Any) -> str:
@@ -85,12 +87,19 @@ class SettingsForm:
         self.reload()
         for text in overrides:
             name, value = parse_override(text)
-            self.set_value(name, value)
+            self.set_value(name, value, source="--set")
 
     @property
     def source(self) -> str:
-        """The name messages start with: the settings file's path."""
+        """The name messages about the file start with: the settings file's path."""
         return str(self.path)
+
+    @property
+    def values_source(self) -> str:
+        """Where the values now on screen come from, for messages about them: the file
+        while nothing is edited, else the settings screen (a bad value typed there is not
+        the file's fault)."""
+        return SCREEN_SOURCE if self.dirty else self.source
 
     def reload(self) -> None:
         """Read the file again, dropping unsaved edits.
@@ -113,10 +122,11 @@ class SettingsForm:
         self.texts[name] = text
         return self.set_value(name, parse_text(name, text))
 
-    def set_value(self, name: str, value: Any) -> str | None:
-        """Record a value for a setting; return its error message or None."""
+    def set_value(self, name: str, value: Any, source: str = "") -> str | None:
+        """Record a value for a setting (edited on screen unless `source` says where it
+        comes from); return its error message or None."""
         try:
-            self.values[name] = validate_value(name, value, self.source)
+            self.values[name] = validate_value(name, value, source or SCREEN_SOURCE)
         except SettingsError as exc:
             self.errors[name] = str(exc)
             return str(exc)
@@ -143,7 +153,7 @@ class SettingsForm:
         key is being typed.
         """
         try:
-            check_consistency(Settings(**self.values), self.source)
+            check_consistency(Settings(**self.values), self.values_source)
         except SettingsError as exc:
             return str(exc)
         return None
@@ -157,7 +167,7 @@ class SettingsForm:
         if self.errors:
             raise SettingsError(next(iter(self.errors.values())))
         settings = dataclasses.replace(Settings(), **self.values)
-        check_consistency(settings, self.source)
+        check_consistency(settings, self.values_source)
         return settings
 
     # ------------------------------------------------------------------ saving

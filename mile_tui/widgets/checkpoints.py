@@ -8,6 +8,11 @@ from textual.widgets.option_list import Option
 
 from mile_tui.widgets.run_view import CheckpointRow, RunView
 
+# One notation for the best and the newest save, in the run panel, the checkpoint
+# browser and the command line.
+BEST_MARK, NEWEST_MARK = "★", "●"
+BEST, NEWEST = f"{BEST_MARK} best", f"{NEWEST_MARK} newest"
+
 
 class CheckpointPanel(OptionList):
     """Saves of the current run; the highlighted one is what "resume" continues."""
@@ -31,9 +36,9 @@ class CheckpointPanel(OptionList):
             reason = "" if row.reason == "generation" else f" {row.reason}"
             text = Text(f"gen {row.generation} · step {row.global_step}{reason}")
             if row.best:
-                text.append(" ★best", "bold")
+                text.append(f"  {BEST}", "bold")
             if index == len(self.rows) - 1:
-                text.append(" ◆newest", "italic")
+                text.append(f"  {NEWEST}")
             self.add_option(Option(text, id=row.path))
         self.highlighted = len(self.rows) - 1
 

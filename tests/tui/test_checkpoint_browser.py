@@ -31,15 +31,15 @@ async def test_browser_lists_runs_and_marks_best_and_newest(tmp_path: Path) -> N
         browser = app.browser
         assert browser.query_one("#runs", DataTable).row_count == 2
         assert browser.run is not None and browser.run.path == run_dir  # the newest run
-        assert _marks(browser) == ["N", "", "", "B"]  # newest first
+        assert _marks(browser) == ["●", "", "", "★"]  # newest first: ● newest, ★ best
         details = str(browser.query_one("#details", Static).render())
         assert "global step 20" in details and "k_t=3" in details
 
-        await pilot.press("up")  # the other run
+        await pilot.press("down")  # the other, older run (runs are listed newest first)
         await pilot.pause()
         assert browser.run is not None and browser.run.path.name == "a-old"
-        assert _marks(browser) == ["NB"]
-        await pilot.press("down")
+        assert _marks(browser) == ["★●"]
+        await pilot.press("up")
         await pilot.pause()
         assert browser.run.path == run_dir
 
