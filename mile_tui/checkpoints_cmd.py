@@ -302,6 +302,10 @@ def prune(
     overrides: SetOption = None,
 ) -> None:
     """Remove old saves: keeps the newest and the best ones; prints what it removes."""
+    if keep_last is not None and keep_last < 1:
+        # Refused, not rounded up: a typo such as -1 must not delete anything.
+        fail(f"--keep-last must be at least 1, got {keep_last}; to remove one save, use "
+             "`mile-tui checkpoints delete RUN/FILE`.")
     settings = settings_from_cli(ctx, config, overrides)
     root = Path(settings.checkpoint_path)
     keep = settings.max_checkpoint_num if keep_last is None else keep_last

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import torchvision
 from typer.testing import CliRunner
@@ -90,6 +91,31 @@ def test_prune_dry_run_then_prune_keeps_best_and_newest(tmp_path: Path) -> None:
     outside = make_run(tmp_path / "elsewhere", [0.1])
     away = cli(tmp_path / "root", "prune", str(outside))
     assert away.exit_code == 2 and "outside checkpoint_path" in away.output
+
+
+@pytest.mark.parametrize("keep", ["0", "-1"])
+def test_prune_keep_last_below_one_is_a_usage_error_that_removes_nothing(
+    tmp_path: Path, keep: str
+) -> None:
+    run_dir = make_run(tmp_path, [0.5, None, 0.2, None])
+    before = sorted(p.name for p in run_dir.glob("*.pt"))
+    result = cli(tmp_path, "prune", "run-a", "--keep-last", keep)
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()  # one line, no usage block or traceback
+    assert f"--keep-last must be at least 1, got {keep}" in line
+    assert sorted(p.name for p in run_dir.glob("*.pt")) == before
+
+
+def test_prune_keep_last_above_the_save_count_removes_nothing(tmp_path: Path) -> None:
+    # Unscored saves: only "the newest N" can keep them (the issue: 3 of 4 were removed).
+    run_dir = make_run(tmp_path, [None, None, None, None])
+    before = [r.file for r in read_records(run_dir)]
+    for keep in ("5", "4"):
+        result = cli(tmp_path, "prune", "run-a", "--keep-last", keep)
+        assert result.exit_code == 0, result.output
+        assert "0 checkpoint(s) removed" in result.output
+    assert [r.file for r in read_records(run_dir)] == before
+    assert sorted(p.name for p in run_dir.glob("*.pt")) == sorted(before)
 
 
 def test_export_writes_weights_for_torchvision(tmp_path: Path) -> None:
