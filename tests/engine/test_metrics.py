@@ -1,56 +1,138 @@
-"""Metrics equal a brute-force per-image reference."""
+"""Metrics equal a plain per-image reference written from DESIGN.md's metric table."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mile_engine.metrics import EvalAccumulator, evaluate_logits
 
+KEYS = ("top1", "real_accuracy", "real_f1", "real_precision", "real_recall", "coverage",
+        "ref_f1_all", "ref_f1_label")
 
-def brute_force(logits, labels, real, rho, sigmoid):  # type: ignore[no-untyped-def]
-    n, c = logits.shape
-    probs = torch.sigmoid(logits)
-    f1 = prec = rec = cov = 0.0
-    top1 = known = nreal = hit = 0
-    ref_all = ref_label = 0.0
-    ref_label_n = 0
-    for i in range(n):
-        top = int(logits[i].argmax())
-        pred = {top} if not sigmoid else {top} | {j for j in range(c) if probs[i, j] > rho}
-        r = set(real[i].nonzero().flatten().tolist())
-        cov += len(pred)
-        if labels[i] >= 0:
+
+# ---------------------------------------------------------------------------- the reference
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _mean(total: float, count: int) -> float:
+    return total / count if count else math.nan
+
+
+def reference_metrics(
+    logits: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    real: Sequence[set[int]],
+    rho: float,
+    sigmoid: bool,
+) -> dict[str, float]:
+    """DESIGN.md's metrics, one image at a time, in plain Python (no tensors).
+
+    `P = {argmax}` (softmax) or `{argmax} | {c : sigmoid(logit_c) > rho}`; ReaL metrics
+    and reference F1s average over images with a non-empty ReaL set `R`; top-1 over images
+    whose single label is known (>= 0); coverage (mean |P|) over all images.
+    """
+    classes = len(logits[0])
+    sums = dict.fromkeys(KEYS, 0.0)
+    known = scored = scored_known = 0
+    for row, label, r in zip(logits, labels, real, strict=True):
+        top = max(range(classes), key=lambda j: row[j])
+        p = {top} | ({j for j in range(classes) if _sigmoid(row[j]) > rho} if sigmoid else set())
+        sums["coverage"] += len(p)
+        if label >= 0:
             known += 1
-            top1 += top == int(labels[i])
-        if r:
-            nreal += 1
-            inter = len(pred & r)
-            f1 += 2 * inter / (len(pred) + len(r))
-            prec += inter / len(pred)
-            rec += inter / len(r)
-            hit += top in r
-            ref_all += 2 * len(r) / (c + len(r))
-            if labels[i] >= 0:
-                ref_label_n += 1
-                ref_label += 2 * (int(labels[i]) in r) / (1 + len(r))
-    return {
-        "top1": top1 / known,
-        "real_accuracy": hit / nreal,
-        "real_f1": f1 / nreal,
-        "real_precision": prec / nreal,
-        "real_recall": rec / nreal,
-        "coverage": cov / n,
-        "ref_f1_all": ref_all / nreal,
-        "ref_f1_label": ref_label / ref_label_n,
-    }
+            sums["top1"] += top == label
+        if not r:
+            continue
+        scored += 1
+        hit = len(p & r)
+        sums["real_accuracy"] += top in r
+        sums["real_f1"] += 2 * hit / (len(p) + len(r))
+        sums["real_precision"] += hit / len(p)
+        sums["real_recall"] += hit / len(r)
+        sums["ref_f1_all"] += 2 * len(r) / (classes + len(r))  # P = every class
+        if label >= 0:
+            scored_known += 1
+            sums["ref_f1_label"] += 2 * (label in r) / (1 + len(r))  # P = {label}
+    counts = {"top1": known, "coverage": len(labels), "ref_f1_label": scored_known}
+    return {k: _mean(sums[k], counts.get(k, scored)) for k in KEYS}
 
 
+def as_python(
+    logits: torch.Tensor, labels: torch.Tensor, real: torch.Tensor
+) -> tuple[list[list[float]], list[int], list[set[int]]]:
+    """Tensors as the reference takes them."""
+    sets = [{j for j, on in enumerate(row) if on} for row in real.tolist()]
+    return logits.double().tolist(), labels.tolist(), sets
+
+
+def assert_metrics_equal(got: dict[str, float], expected: dict[str, float]) -> None:
+    """Every metric equal within float tolerance; NaN (nothing to score) where expected."""
+    for key, value in expected.items():
+        if math.isnan(value):
+            assert math.isnan(got[key]), key
+        else:
+            assert got[key] == pytest.approx(value, abs=1e-9), key
+
+
+# ---------------------------------------------------------------------------- properties
+# Logits on a grid of quarters plus a per-class offset of 1/1024: no two classes tie for
+# the argmax, and no sigmoid lands within float32 error of a threshold (those lie at
+# logits -2.197, -1.099, 0, 1.099, 2.197), so float32 and float64 sets agree.
+RHOS = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+@st.composite
+def evaluation_sets(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random logits [N, C], single labels (-1: unknown) and ReaL sets (some empty)."""
+    n = draw(st.integers(1, 12))
+    c = draw(st.integers(2, 7))
+    quarters = draw(st.lists(st.integers(-16, 16), min_size=n * c, max_size=n * c))
+    logits = torch.tensor(quarters, dtype=torch.float32).view(n, c) / 4
+    logits += torch.arange(c, dtype=torch.float32) / 1024
+    labels = torch.tensor(draw(st.lists(st.integers(-1, c - 1), min_size=n, max_size=n)))
+    bits = draw(st.lists(st.booleans(), min_size=n * c, max_size=n * c))
+    real = torch.tensor(bits).view(n, c)
+    return logits, labels, real
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(data=evaluation_sets(), rho=st.sampled_from(RHOS), sigmoid=st.booleans())
+def test_metrics_equal_the_per_image_reference_on_random_sets(
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor], rho: float, sigmoid: bool
+) -> None:
+    logits, labels, real = data
+    expected = reference_metrics(*as_python(logits, labels, real), rho, sigmoid)
+    assert_metrics_equal(evaluate_logits(logits, labels, real, rho, sigmoid), expected)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(data=evaluation_sets(), cuts=st.lists(st.integers(1, 11), max_size=3, unique=True))
+def test_batched_updates_at_several_thresholds_equal_the_reference(
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor], cuts: list[int]
+) -> None:
+    logits, labels, real = data
+    bounds = [0, *sorted(x for x in cuts if x < len(labels)), len(labels)]
+    acc = EvalAccumulator(logits.shape[1], list(RHOS), True)
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        acc.update(logits[start:end], labels[start:end], real[start:end])
+    results = acc.compute()
+    assert [r["rho"] for r in results] == list(RHOS)
+    for rho, got in zip(RHOS, results, strict=True):
+        assert_metrics_equal(got, reference_metrics(*as_python(logits, labels, real), rho,
+                                                    True))
+
+
+# ---------------------------------------------------------------------------- examples
 @pytest.mark.parametrize("sigmoid", [True, False])
 @pytest.mark.parametrize("rho", [0.1, 0.5, 0.8])
-def test_metrics_match_per_image_reference(sigmoid: bool, rho: float) -> None:
+def test_metrics_match_the_reference_on_a_larger_set(sigmoid: bool, rho: float) -> None:
     gen = torch.Generator().manual_seed(3)
     n, c = 300, 12
     logits = torch.randn(n, c, generator=gen) * 2
@@ -58,30 +140,36 @@ def test_metrics_match_per_image_reference(sigmoid: bool, rho: float) -> None:
     labels[::17] = -1  # unknown single labels
     real = torch.rand(n, c, generator=gen) < 0.2
     real[::5] = False  # empty ReaL sets
-    expected = brute_force(logits, labels, real, rho, sigmoid)
-    got = evaluate_logits(logits, labels, real, rho, sigmoid)
-    for key, value in expected.items():
-        assert got[key] == pytest.approx(value, abs=1e-9), key
-
-
-def test_batched_updates_and_sweep_equal_single_pass() -> None:
-    gen = torch.Generator().manual_seed(4)
-    logits = torch.randn(200, 10, generator=gen)
-    labels = torch.randint(10, (200,), generator=gen)
-    real = torch.rand(200, 10, generator=gen) < 0.3
-    acc = EvalAccumulator(10, [0.2, 0.6], True)
-    for i in range(0, 200, 37):
-        acc.update(logits[i : i + 37], labels[i : i + 37], real[i : i + 37])
-    low, high = acc.compute()
-    assert low == pytest.approx(evaluate_logits(logits, labels, real, 0.2, True))
-    assert high == pytest.approx(evaluate_logits(logits, labels, real, 0.6, True))
-    assert low["coverage"] >= high["coverage"]
+    expected = reference_metrics(*as_python(logits, labels, real), rho, sigmoid)
+    assert_metrics_equal(evaluate_logits(logits, labels, real, rho, sigmoid), expected)
 
 
 def test_no_real_sets_gives_nan_not_division_error() -> None:
-    m = evaluate_logits(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]),
-                        torch.zeros(4, 3, dtype=torch.bool), 0.5, True)
-    assert math.isnan(m["real_f1"]) and m["top1"] >= 0
+    logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0], [0.0, 3.0, 0.0]])
+    m = evaluate_logits(logits, torch.tensor([0, 1, 0, 0]),
+                        torch.zeros(4, 3, dtype=torch.bool), 0.4, True)
+    # argmaxes 0, 1, 2, 1 against labels 0, 1, 0, 0: two right. sigmoid(0) = 0.5 > 0.4,
+    # so every class is predicted: coverage 3.
+    assert m["top1"] == 0.5 and m["coverage"] == 3.0
+    for key in ("real_accuracy", "real_f1", "real_precision", "real_recall", "ref_f1_all",
+                "ref_f1_label"):
+        assert math.isnan(m[key]), key
+
+
+def test_a_hand_computed_image() -> None:
+    # One image, 4 classes, ReaL {0, 1}, label 1; argmax 2; sigmoid > 0.5 for classes 1, 2.
+    logits = torch.tensor([[-1.0, 0.5, 2.0, -3.0]])
+    m = evaluate_logits(logits, torch.tensor([1]), torch.tensor([[1, 1, 0, 0]]).bool(), 0.5,
+                        True)
+    # P = {1, 2}, R = {0, 1}: |P & R| = 1.
+    assert m["top1"] == 0.0 and m["real_accuracy"] == 0.0
+    assert m["real_f1"] == pytest.approx(2 * 1 / (2 + 2))
+    assert m["real_precision"] == pytest.approx(1 / 2)
+    assert m["real_recall"] == pytest.approx(1 / 2)
+    assert m["coverage"] == 2.0
+    softmax = evaluate_logits(logits, torch.tensor([1]), torch.tensor([[1, 1, 0, 0]]).bool(),
+                              0.5, False)
+    assert softmax["coverage"] == 1.0 and softmax["real_f1"] == 0.0  # P = {2}
 
 
 def test_reference_f1s_of_a_hand_built_set() -> None:
