@@ -29,6 +29,8 @@ from mile_engine.schemas import uses_sigmoid
 from mile_engine.trainer import EVAL_BATCH
 
 if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
     from mile_engine.trainer import Trainer
 
 # Settings an evaluation may take from --config / --set: where the data is, which
@@ -310,33 +312,62 @@ class FilePrediction:
         ]}
 
 
+def read_image(path: Path, mode: str) -> PILImage:
+    """Decode an image file (any format PIL reads) to the 8-bit `mode` ("RGB" or "L").
+
+    Images larger than `image_files.MAX_PIXELS` are refused from their header, before
+    any pixel is decoded; 16-bit, 32-bit and float images are scaled to 8 bits, or
+    refused where the file does not say which value is white (`image_files.to_8bit`).
+
+    Raises:
+        InferenceError: one line: the file is missing, not a regular file, too large,
+            not an image PIL can decode, or of a bit depth without a known white.
+    """
+    from mile_engine.data.image_files import (
+        DECODE_ERRORS,
+        ImageRefused,
+        open_image,
+        pil_convert,
+    )
+
+    if path.exists() and not path.is_file():
+        # A folder, a FIFO or a device: Image.open would fail late, or wait forever.
+        raise InferenceError(f"{path}: not a regular file")
+    try:
+        with open_image(str(path)) as image:
+            return pil_convert(image, mode)
+    except FileNotFoundError:
+        raise InferenceError(f"{path}: no such file") from None
+    except ImageRefused as exc:
+        raise InferenceError(f"{path}: refused: {exc}") from None
+    except DECODE_ERRORS as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InferenceError(f"{path}: not a readable image ({reason})") from None
+    except Exception as exc:
+        # PIL's plugins raise other errors on some malformed files (struct.error,
+        # IndexError...); one bad file must not take the others down. The type is kept.
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise InferenceError(f"{path}: not a readable image ({type(exc).__name__}: "
+                             f"{first})") from None
+
+
 def image_input(path: Path, settings: Settings) -> torch.Tensor:
     """Read an image file (any format PIL reads) as the model's input [3, S, S].
 
     Grid datasets: grey, resized to the grid's native side, then the training pipeline
-    (`to_model_input`); ImageNet: RGB, resize 256 / centre crop 224, normalised.
+    (`to_model_input`); ImageNet: RGB, resize 256 / centre crop 224, normalised. High
+    bit depths are scaled to 8 bits first, as in training (`read_image`).
 
     Raises:
-        InferenceError: the file is missing or not an image PIL can decode.
+        InferenceError: the file cannot be used; the message says why, in one line.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if settings.dataset == "imagenet":
-                rgb = image.convert("RGB")
-            else:
-                grey = image.convert("L")
-    except FileNotFoundError:
-        raise InferenceError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InferenceError(f"{path}: not a readable image ({reason})") from None
     if settings.dataset == "imagenet":
         from mile_engine.data.image_files import val_transform
         from mile_engine.data.imagenet import DEFAULT_SIZE, MEAN, STD
 
+        rgb = read_image(path, "RGB")
         pixels = val_transform(settings.image_size or DEFAULT_SIZE)(rgb).float()
         mean = torch.tensor(MEAN).view(3, 1, 1) * 255
         std = torch.tensor(STD).view(3, 1, 1) * 255
@@ -344,6 +375,7 @@ def image_input(path: Path, settings: Settings) -> torch.Tensor:
     from mile_engine.data.tiles import to_model_input
 
     side = GRID_SIDE[settings.dataset]
+    grey = read_image(path, "L")
     if grey.size != (side, side):
         grey = grey.resize((side, side), Image.Resampling.BILINEAR)
     pixels = torch.frombuffer(bytearray(grey.tobytes()), dtype=torch.uint8).view(side, side)

@@ -11,15 +11,32 @@ Two datasets share one rule for undecodable files:
 A file that cannot be decoded is recorded as (path, reason). In training the next
 decodable file takes its place (the batch keeps its size); in validation its index is -1
 and the batch drops the row (every image is scored once at most).
+
+Both datasets, and `mile-tui predict`, open image files with `open_image`, which refuses
+one larger than `MAX_PIXELS` from its header, before any pixel is decoded, and convert
+them with `pil_convert`, which scales high bit depths to the 8 bits the models train on:
+
+- integer samples (16-bit PNG, PGM and TIFF, 32-bit TIFF: PIL modes `I;16*` and `I`) are
+  scaled from their format's full range, 0 = black to the largest value the samples can
+  hold = white, as the PNG and TIFF specifications define them (2**bits - 1, or
+  2**(bits-1) - 1 for a signed TIFF; a TIFF's bits are its BitsPerSample; PNG and PGM hold
+  at most 16; other formats the 32 signed bits of PIL's `I`); a sample outside that
+  range (a negative one) is refused;
+- float samples (PIL mode `F`, float TIFF) are used as they are when all of them lie in
+  [0, 1], the usual range of float images; any other float image is refused, since
+  nothing in the file says which value is white (stretching its min..max would invent
+  a contrast the picture may not have).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
 import warnings
-from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Generic, TypeVar
 
 import torch
 from PIL import Image
@@ -32,26 +49,144 @@ from mile_engine.data.jpeg import Box, centre_box, random_resized_box
 # many failures in a row mean the data set itself is broken.
 MAX_SUBSTITUTES = 64
 # Python exceptions PIL raises on files it cannot decode (UnidentifiedImageError and
-# "image file is truncated" are OSErrors; DecompressionBombError is an Exception).
+# "image file is truncated" are OSErrors; DecompressionBombError is an Exception;
+# ImageRefused is a ValueError).
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 # Colour modes the device decoder turns into RGB itself; others go through PIL.
 DEVICE_MODES = frozenset({"RGB", "L"})
+# The largest image decoded, in pixels: PIL's default decompression-bomb limit (2**30 / 4 /
+# 3, about 89 megapixels: 268 MB as RGB). PIL itself only warns between this and twice
+# it; we refuse from the header. ImageNet's largest photos have under 20 megapixels.
+MAX_PIXELS = 89_478_485
+# PIL modes with more than 8 bits per sample, which PIL's convert() would clip.
+HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+# Formats whose integer samples have at most 16 bits (PIL opens 16-bit PGM files, and
+# before Pillow 10 16-bit PNGs, in the 32-bit mode I).
+SIXTEEN_BIT_FORMATS = frozenset({"PNG", "PPM"})
+TIFF_BITS_PER_SAMPLE = 258
+TIFF_SAMPLE_FORMAT = 339  # 1 unsigned integer, 2 signed integer, 3 float
 
 Skipped = list[tuple[str, str]]
 """Undecodable files met while producing a sample: (path, reason)."""
 
 
-def pil_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL image to RGB."""
+class ImageRefused(ValueError):
+    """An image file we decline to decode: too large, or samples with no known white."""
+
+
+def _too_large(size: str) -> ImageRefused:
+    return ImageRefused(f"image too large: {size} is over the limit of "
+                        f"{MAX_PIXELS / 1e6:.1f} megapixels")
+
+
+@contextlib.contextmanager
+def open_image(file: str | IO[bytes]) -> Iterator[Image.Image]:
+    """Open an image file lazily (its header, not its pixels) and close it afterwards.
+
+    Raises:
+        ImageRefused: the header claims more than `MAX_PIXELS` pixels; nothing is decoded.
+        One of DECODE_ERRORS: PIL does not know the file.
+    """
+    with warnings.catch_warnings():
+        # Refused below: PIL's warning for images above its limit would only add noise.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(file)
+        except Image.DecompressionBombError as exc:
+            # Above twice PIL's limit PIL refuses in open(), before we see the size.
+            claimed = re.search(r"\((\d+) pixels\)", str(exc))
+            raise _too_large(f"{int(claimed[1]) / 1e6:.1f} megapixels" if claimed
+                             else "its size") from None
+    with image:
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise _too_large(f"{width} x {height} pixels ({width * height / 1e6:.1f} "
+                             "megapixels)")
+        yield image
+
+
+def white_level(image: Image.Image) -> int:
+    """The value of white for an integer image: its format's full range (see above)."""
+    if image.format == "TIFF":
+        tags = image.tag_v2  # type: ignore[attr-defined]
+        bits = _first(tags.get(TIFF_BITS_PER_SAMPLE), 16 if image.mode != "I" else 32)
+        signed = _first(tags.get(TIFF_SAMPLE_FORMAT), 1) == 2
+        return 2 ** (bits - 1 if signed else bits) - 1
+    if image.mode != "I" or image.format in SIXTEEN_BIT_FORMATS:
+        return 2 ** 16 - 1
+    return 2 ** 31 - 1
+
+
+def _first(value: object, default: int) -> int:
+    """A TIFF tag's first number (PIL gives one number or a tuple per sample)."""
+    if isinstance(value, tuple):
+        value = value[0] if value else None
+    return int(value) if isinstance(value, int) else default
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """An image with 8-bit samples: high bit depths scaled to 0..255 (rounded), others as
+    they are.
+
+    Raises:
+        ImageRefused: float samples outside [0, 1] (or not finite), or integer samples
+            outside 0..white.
+    """
+    if image.mode not in HIGH_DEPTH_MODES:
+        return image
+    if image.mode == "F":
+        values = _samples(image, torch.float32)
+        if not bool(torch.isfinite(values).all()):
+            raise ImageRefused("float image with NaN or infinite samples")
+        low, high = float(values.min()), float(values.max())
+        if low < 0.0 or high > 1.0:
+            raise ImageRefused(
+                f"float image with samples from {low:g} to {high:g}: only [0, 1] has a "
+                "known white; save it scaled to [0, 1], or as an 8- or 16-bit image")
+        scaled = values.mul_(255.0)
+    else:
+        white = white_level(image)
+        values = _samples(image.convert("I"), torch.int32)
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > white:
+            raise ImageRefused(f"integer image with samples from {low} to {high}, outside "
+                               f"its format's range 0..{white}")
+        # float64: exact for every 32-bit sample, so 16-bit 257*v maps to exactly v.
+        scaled = values.double().mul_(255.0).div_(white)
+    pixels = scaled.round_().to(torch.uint8)
+    return Image.frombytes("L", image.size, pixels.numpy().tobytes())
+
+
+def _samples(image: Image.Image, dtype: torch.dtype) -> torch.Tensor:
+    """The samples of a one-band PIL image (mode I or F) as a flat tensor."""
+    return torch.frombuffer(bytearray(image.tobytes()), dtype=dtype)
+
+
+def pil_convert(image: Image.Image, mode: str) -> Image.Image:
+    """Convert any PIL image to the 8-bit `mode` ("RGB" or "L"), high bit depths scaled.
+
+    Raises:
+        ImageRefused: a high-bit-depth image without a known white (see `to_8bit`).
+    """
+    image = to_8bit(image)
     with warnings.catch_warnings():
         # Palette images with transparency warn on convert; the pixels are still right.
         warnings.simplefilter("ignore", UserWarning)
-        return image.convert("RGB")
+        return image.convert(mode)
+
+
+def pil_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL image to 8-bit RGB (high bit depths scaled, see `to_8bit`)."""
+    return pil_convert(image, "RGB")
 
 
 def decode_rgb(path: str) -> Image.Image:
-    """Decode any image file PIL knows (whatever its extension says) to RGB."""
-    with Image.open(path) as image:
+    """Decode any image file PIL knows (whatever its extension says) to RGB.
+
+    Raises:
+        One of DECODE_ERRORS: the file is too large, unreadable or not an image.
+    """
+    with open_image(path) as image:
         return pil_rgb(image)
 
 
@@ -168,7 +303,7 @@ class JpegFiles(_Files[Encoded]):
     def load(self, path: str) -> Encoded:
         with open(path, "rb") as f:
             data = f.read()
-        with Image.open(io.BytesIO(data)) as image:  # parses the header, not the pixels
+        with open_image(io.BytesIO(data)) as image:  # parses the header, not the pixels
             if image.format != "JPEG" or image.mode not in DEVICE_MODES:
                 return self.transform(pil_rgb(image)), (0, 0, 0, 0), False
             width, height = image.size
