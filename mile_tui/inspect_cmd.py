@@ -183,8 +183,9 @@ def predict(
 ) -> None:
     """List the labels a checkpoint sees in each image file, with their probabilities.
 
-    A missing or unreadable file is reported and the others are still processed; the
-    exit code is then 1.
+    A file that cannot be used (missing, not an image, truncated, over the pixel limit, or
+    a float image outside [0, 1]) is reported, on stderr one line each, and the others are
+    still processed; the exit code is then 1. 16-bit and 32-bit images are scaled to 8 bits.
     """
     from mile_engine.inference import predict_files
 
@@ -211,6 +212,9 @@ def predict(
                 table.add_row(r.path, ", ".join(f"{lab.name} ({lab.prob:.2f})"
                                                 for lab in r.labels))
         Console().print(table)
+        for r in results:
+            if r.error is not None:  # the table wraps; here each reason is one whole line
+                typer.secho(f"error: {r.error}", fg=typer.colors.RED, err=True)
     if any(r.error is not None for r in results):
         raise typer.Exit(1)
 
