@@ -111,7 +111,7 @@ class HelpScreen(ModalScreen[None]):
         width: 90; max-width: 100%; height: auto; max-height: 100%;
         border: thick $accent; background: $surface; padding: 0 1;
     }
-    HelpScreen #help-keys { height: auto; max-height: 1fr; }
+    HelpScreen #help-keys { height: auto; max-height: 100%; scrollbar-gutter: stable; }
     HelpScreen #help-note { color: $text-muted; margin-top: 1; }
     """
     BINDINGS = [Binding("escape,q,f1,question_mark", "close", "Close")]
@@ -127,8 +127,8 @@ class HelpScreen(ModalScreen[None]):
             box.border_subtitle = "Esc closes"
             with VerticalScroll(id="help-keys"):
                 yield Static(help_table(self.entries), id="help-table")
-            yield Static("Arrows, Tab, Enter and the usual editing keys move and edit in "
-                         "the focused table or field; the mouse works too.", id="help-note")
+                yield Static("Arrows, Tab, Enter and the usual editing keys move and edit in "
+                             "the focused table or field; the mouse works too.", id="help-note")
 
     def action_close(self) -> None:
         """Back to the screen the help is about."""
