@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,9 +13,12 @@ from mile_engine import events as ev
 from mile_engine import schemas
 from mile_engine.config import SettingsError
 from mile_engine.control import Control
+from mile_engine.data import Batch
+from mile_engine.metrics import METRIC_NAMES
 from mile_engine.session import open_run, resume_settings
-from mile_engine.trainer import Trainer
+from mile_engine.trainer import EVAL_BATCH, SWEEP_RHOS, Trainer
 from tests.conftest import tiny
+from tests.engine.test_metrics import as_python, assert_metrics_equal, reference_metrics
 
 
 def run(settings, tmp_path: Path, sinks=(), control=None):  # type: ignore[no-untyped-def]
@@ -24,8 +28,63 @@ def run(settings, tmp_path: Path, sinks=(), control=None):  # type: ignore[no-un
     return trainer, seen, ended
 
 
+def recorded_batches(trainer: Trainer) -> list[Batch]:
+    """Keep every training batch the trainer draws, in order."""
+    batches: list[Batch] = []
+    draw = trainer.source.train_batch
+
+    def recording() -> Batch:
+        batches.append(draw())
+        return batches[-1]
+
+    trainer.source.train_batch = recording  # type: ignore[method-assign]
+    return batches
+
+
+def evaluation_reference(trainer: Trainer, rhos: list[str]) -> dict[str, dict[str, float]]:
+    """The metrics at each threshold, recomputed image by image from the student's logits
+    on the validation set (tests.engine.test_metrics' plain reference, not the engine's)."""
+    student, was_training = trainer.student, trainer.student.training
+    student.eval()
+    logits: list[list[float]] = []
+    labels: list[int] = []
+    real: list[set[int]] = []
+    with torch.no_grad():
+        for batch in trainer.source.val_batches(EVAL_BATCH):
+            assert batch.real is not None
+            rows = as_python(student(batch.images), batch.labels, batch.real)
+            logits, labels, real = logits + rows[0], labels + rows[1], real + rows[2]
+    student.train(was_training)
+    sigmoid = trainer.settings.schema != "softmax"
+    return {rho: reference_metrics(logits, labels, real, float(rho), sigmoid) for rho in rhos}
+
+
+def pseudo_label_reference(trainer: Trainer, batch: Batch) -> tuple[float, float]:
+    """(labels per image, share containing the label) of `1[sigmoid(teacher(x)) > rho]`,
+    counted image by image."""
+    with torch.no_grad():
+        probs = torch.sigmoid(trainer.teacher(batch.images).double()).tolist()
+    rho = trainer.settings.rho
+    sets = [{c for c, p in enumerate(row) if p > rho} for row in probs]
+    labels = batch.labels.tolist()
+    per_image = sum(len(s) for s in sets) / len(sets)
+    contains = sum(label in s for label, s in zip(labels, sets, strict=True)) / len(sets)
+    return per_image, contains
+
+
 def test_mile_event_sequence_and_exact_phase_steps(tmp_path: Path) -> None:
-    _, seen, ended = run(tiny(), tmp_path)
+    seen: list[ev.Event] = []
+    expected: list[tuple[ev.Event, Any]] = []  # computed when the event came
+
+    def reference(event: ev.Event) -> None:
+        if isinstance(event, ev.Evaluated):
+            expected.append((event, evaluation_reference(trainer, [*event.sweep])))
+        if isinstance(event, ev.PseudoLabelStats):  # log_every = 1: one batch each
+            expected.append((event, pseudo_label_reference(trainer, batches[-1])))
+
+    trainer = Trainer(tiny(), tmp_path, sinks=[seen.append, reference])
+    batches = recorded_batches(trainer)
+    ended = trainer.train()
     assert ended.status == "finished" and ended.global_step == 10
     kinds = [type(e).__name__ for e in seen if not isinstance(e, ev.Message)]
     one_generation = (
@@ -38,11 +97,18 @@ def test_mile_event_sequence_and_exact_phase_steps(tmp_path: Path) -> None:
                       (2, "interactive", 3), (2, "imitation", 2)]
     evals = [e for e in seen if isinstance(e, ev.Evaluated)]
     assert [e.global_step for e in evals] == [5, 10]
-    for e in evals:
-        assert 0 <= e.metrics["real_f1"] <= 1 and e.metrics["coverage"] >= 1
-        assert e.sweep["0.05"]["coverage"] >= e.sweep["0.75"]["coverage"]
-    density = [e for e in seen if isinstance(e, ev.PseudoLabelStats)]
-    assert all(e.labels_per_image >= 0 and 0 <= e.contains_label <= 1 for e in density)
+    assert [type(e).__name__ for e, _ in expected] == (
+        ["PseudoLabelStats"] * 2 + ["Evaluated"]) * 2
+    for event, want in expected:
+        if isinstance(event, ev.Evaluated):
+            rho = str(trainer.settings.rho)
+            assert set(event.sweep) == {rho} | {str(r) for r in SWEEP_RHOS}
+            assert_metrics_equal(event.metrics, want[rho])  # with the reference F1s
+            for rho, metrics in event.sweep.items():
+                assert_metrics_equal(metrics, {k: want[rho][k] for k in METRIC_NAMES})
+        if isinstance(event, ev.PseudoLabelStats):
+            assert event.labels_per_image == pytest.approx(want[0], abs=1e-9)
+            assert event.contains_label == pytest.approx(want[1], abs=1e-9)
 
 
 @pytest.mark.parametrize("schema", ["sigmoid", "softmax"])
@@ -123,17 +189,44 @@ def test_stop_between_steps(tmp_path: Path) -> None:
     assert isinstance(seen[-1], ev.RunEnded)
 
 
+class WatchedControl(Control):
+    """A Control that says when the trainer has waited out a whole poll while paused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = threading.Event()
+
+    def wait_while_paused(self, timeout: float = 0.1) -> bool:
+        still_paused = super().wait_while_paused(timeout)
+        if still_paused:
+            self.held.set()
+        return still_paused
+
+
 def test_pause_holds_the_step_counter_until_resumed(tmp_path: Path) -> None:
-    control = Control()
-    resumed = threading.Event()
+    control = WatchedControl()
+    steps_while_held: list[int] = []
+    seen: list[ev.Event] = []
 
     def pause_at_2(event: ev.Event) -> None:
-        if isinstance(event, ev.StepLogged) and event.global_step == 2 and not resumed.is_set():
+        if isinstance(event, ev.StepLogged) and event.global_step == 2:
             control.pause()
-            threading.Timer(0.3, lambda: (resumed.set(), control.resume())).start()
 
-    _, seen, ended = run(tiny(epoch_num=1), tmp_path, [pause_at_2], control)
-    assert ended.status == "finished"
+    def resume_once_held() -> None:
+        # Resume only once the trainer is seen blocked in its pause, not after a delay.
+        if control.held.wait(timeout=600):  # a hang guard, not the assertion
+            steps_while_held.append(sum(isinstance(e, ev.StepLogged) for e in seen))
+        control.resume()
+
+    resumer = threading.Thread(target=resume_once_held)
+    resumer.start()
+    trainer = Trainer(tiny(epoch_num=1), tmp_path, sinks=[seen.append, pause_at_2],
+                      control=control)
+    ended = trainer.train()
+    control.held.set()  # frees the resumer if the trainer never paused (the checks then fail)
+    resumer.join()
+    assert ended.status == "finished" and ended.global_step == 5
+    assert steps_while_held == [2]  # blocked in the pause after exactly two steps
     kinds = [type(e).__name__ for e in seen]
     paused, resumed_at = kinds.index("Paused"), kinds.index("Resumed")
     assert resumed_at == paused + 1  # no step happened while paused
