@@ -9,14 +9,22 @@ file > defaults.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import math
+import os
+import re
+import reprlib
+import stat
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomlkit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,6 +42,15 @@ DECODERS = ("auto", "workers", "device")
 MODEL_CLASSES = {"resnet18-10": 10, "resnet18": 1000, "resnet50": 1000}
 DATASET_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "imagenet": 1000}
 GRID_DATASETS = ("digits", "mnist", "fashion-mnist")
+
+# A settings file is a page of text; reading more than this is a mistake (`--config
+# /dev/zero`, a data file named by accident), not a configuration.
+MAX_SETTINGS_BYTES = 1 << 20
+# torch keeps a device index in 8 signed bits: cuda:0 to cuda:127. ASCII digits only
+# (str.isdigit also accepts Arabic-Indic and superscript digits), no leading zeros, as torch
+# parses them.
+CUDA_DEVICE = re.compile(r"cuda:(0|[1-9][0-9]{0,2})")
+MAX_CUDA_INDEX = 127
 
 # The TOML tables, in the order the default file and the console show them.
 GROUPS = {
@@ -112,8 +129,10 @@ class Settings:
     val_size: int = _setting(
         2000,
         "data",
-        "Number of fixed (seeded) validation grids; ignored for imagenet.",
+        "Number of fixed (seeded) validation grids; ignored for imagenet. They are composed "
+        "at once and kept in memory (7 KB each for mnist), so at most 100000.",
         minimum=1,
+        maximum=100_000,
     )
     image_size: int = _setting(
         0,
@@ -136,7 +155,7 @@ class Settings:
     real_path: str = _setting("", "data", "imagenet: ReaL's real.json.")
     num_workers: int = _setting(
         2, "data", "imagenet: data-loading worker processes (0 loads in the main process).",
-        minimum=0,
+        minimum=0, maximum=1024,
     )
     decode: str = _setting(
         "auto",
@@ -149,10 +168,17 @@ class Settings:
     # -- optimisation
     lr: float = _setting(
         0.01, "optim", "Learning rate of SGD (momentum 0.9, weight decay 1e-4). 0.01 trained "
-        "the digit grids better than 0.05 in our probes (README, 'Does MILe work here?').",
-        minimum=0.0, exclusive=True,
+        "the digit grids better than 0.05 in our probes (README, 'Does MILe work here?'). "
+        "Below 10: a larger rate can only diverge.",
+        minimum=0.0, maximum=10.0, exclusive=True,
     )
-    batch_size: int = _setting(64, "optim", "Images per optimizer step.", minimum=1)
+    batch_size: int = _setting(
+        64, "optim", "Images per optimizer step and process (under torchrun each process "
+        "takes batch_size images, so the global batch is batch_size x processes). At least 2, "
+        "as batch norm cannot train on one image; at most 65536, though memory usually "
+        "decides well below that.",
+        minimum=2, maximum=65536,
+    )
     epoch_num: int = _setting(
         8, "optim", "Number of generations (interactive + imitation phase, then evaluation).",
         minimum=1,
@@ -168,8 +194,10 @@ class Settings:
         3, "optim", "Generations without a better ReaL F1 before the plateau schedule acts.",
         minimum=0,
     )
-    seed: int = _setting(0, "optim", "Seed of the model initialisation and the data order.",
-                         minimum=0)
+    seed: int = _setting(
+        0, "optim", "Seed of the model initialisation and the data order (at most 2^32 - 1, "
+        "which every seeded generator here accepts).", minimum=0, maximum=2**32 - 1,
+    )
     # -- MILe
     k_t: int = _setting(
         100, "mile", "Interactive steps per generation: the student learns the single labels.",
@@ -281,12 +309,33 @@ def allowed_text(name: str) -> str:
     if lo is not None:
         return f"{kind} {'>' if exclusive else '>='} {_num(lo)}"
     if name == "device":
-        return '"auto", "cpu", "cuda" or "cuda:N"'
+        return f'"auto", "cpu", "cuda" or "cuda:N" (N from 0 to {MAX_CUDA_INDEX})'
     return kind
 
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
+
+
+# Values quoted in messages are cut short: an error is one line, even for a 5,000-deep
+# array or a megabyte of text, and repr escapes newlines and undecodable bytes.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong, _SHORT.maxlevel = 80, 80, 40, 3
+
+
+def shown(value: Any) -> str:
+    """`value` for a one-line message: repr, cut short."""
+    return _SHORT.repr(value)
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """A path for a one-line message: undecodable bytes as \\xNN, newlines escaped."""
+    text = os.fspath(path)
+    try:
+        text = os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name can hold: repr shows it
+        return shown(text)
+    return text if text.isprintable() else shown(text)
 
 
 def validate_value(name: str, value: Any, source: str = "settings") -> Any:
@@ -301,51 +350,88 @@ def validate_value(name: str, value: Any, source: str = "settings") -> Any:
     meta = f.metadata
     expected = type(f.default)
     ok_type = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+    bad = False
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok_type = float(value), True
+        try:
+            value, ok_type = float(value), True
+        except OverflowError:  # an integer too large for a float is out of range
+            ok_type = bad = True
     if not ok_type:
         raise SettingsError(
-            f"{source}: '{name}' must be {allowed_text(name)}, "
-            f"got {value!r} ({_type_name(value)})."
+            f"{source}: {name!r} must be {allowed_text(name)}, "
+            f"got {shown(value)} ({_type_name(value)})."
         )
-    bad = False
+    if isinstance(value, str):
+        _check_text(name, value, source)
     if meta["choices"] and value not in meta["choices"]:
         lowered = {c.lower(): c for c in meta["choices"]}
         close = [lowered[m] for m in difflib.get_close_matches(str(value).lower(), lowered, n=1)]
         hint = f' Did you mean "{close[0]}"?' if close else ""
         raise SettingsError(
-            f"{source}: '{name}' must be {allowed_text(name)}, got {value!r}.{hint}"
+            f"{source}: {name!r} must be {allowed_text(name)}, got {shown(value)}.{hint}"
         )
     if isinstance(value, float) and not math.isfinite(value):
         bad = True
     lo, hi, exclusive = meta["minimum"], meta["maximum"], meta["exclusive"]
-    if lo is not None and (value <= lo if exclusive else value < lo):
+    if not bad and lo is not None and (value <= lo if exclusive else value < lo):
         bad = True
-    if hi is not None and (value >= hi if exclusive else value > hi):
+    if not bad and hi is not None and (value >= hi if exclusive else value > hi):
         bad = True
-    if name == "device" and not _valid_device(value):
+    if name == "device" and not valid_device(value):
         bad = True
     if bad:
-        raise SettingsError(f"{source}: '{name}' must be {allowed_text(name)}, got {value!r}.")
+        raise SettingsError(
+            f"{source}: {name!r} must be {allowed_text(name)}, got {shown(value)}."
+        )
     return value
 
 
-def _valid_device(value: str) -> bool:
+def _check_text(name: str, value: str, source: str) -> None:
+    """Refuse text that cannot be saved in settings.toml or used as a path."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # An undecodable byte from the command line (`$'\xff'`) arrives as a surrogate.
+        raise SettingsError(
+            f"{source}: {name!r} holds a byte that is not UTF-8 "
+            f"({shown_path(value[exc.start:exc.end])} in {shown_path(value)}); settings are "
+            "saved as UTF-8 text, so rename the file or folder, or pick another."
+        ) from None
+    if "\0" in value:
+        raise SettingsError(
+            f"{source}: {name!r} holds a NUL character, which no path or setting may "
+            f"contain: {shown(value)}."
+        )
+
+
+def valid_device(value: str) -> bool:
+    """Whether `value` is a device setting torch parses: auto, cpu, cuda or cuda:0..127."""
     if value in DEVICES:
         return True
-    prefix, _, index = value.partition(":")
-    return prefix == "cuda" and index.isdigit()
+    match = CUDA_DEVICE.fullmatch(value)
+    return match is not None and int(match.group(1)) <= MAX_CUDA_INDEX
 
 
 def _unknown_key_message(name: str, source: str) -> str:
     close = difflib.get_close_matches(name, list(FIELDS), n=1, cutoff=0.6)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    return f"{source}: '{name}' is not a setting.{hint} Known settings: {', '.join(FIELDS)}."
+    return (
+        f"{source}: {shown(name)} is not a setting.{hint} Known settings: {', '.join(FIELDS)}."
+    )
 
 
 def flatten(document: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Turn a TOML document whose keys are bare or grouped into tables into bare names."""
     flat: dict[str, Any] = {}
+    places: dict[str, str] = {}  # where each key was set, for the "set twice" error
+
+    def put(name: str, value: Any, place: str) -> None:
+        if name in flat:
+            raise SettingsError(
+                f"{source}: {shown(name)} is set twice, {places[name]} and {place}; keep one."
+            )
+        flat[name], places[name] = value, place
+
     for key, value in document.items():
         if key in GROUPS and isinstance(value, Mapping):
             for inner, inner_value in value.items():
@@ -354,9 +440,9 @@ def flatten(document: Mapping[str, Any], source: str) -> dict[str, Any]:
                     raise SettingsError(
                         f"{source}: '{inner}' belongs in the [{group}] table, not in [{key}]."
                     )
-                flat[inner] = inner_value
+                put(inner, inner_value, f"in [{key}]")
         else:
-            flat[key] = value
+            put(key, value, "at the top level")
     return flat
 
 
@@ -365,27 +451,89 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key, raw = key.strip(), raw.strip()
     if not sep or not key:
-        raise SettingsError(f"--set {text!r}: write it as key=value, for example --set k_t=2.")
+        raise SettingsError(
+            f"--set {shown(text)}: write it as key=value, for example --set k_t=2."
+        )
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        document = tomllib.loads(f"v = {raw}")
     except tomllib.TOMLDecodeError:
-        value = raw
-    return key, value
+        return key, raw
+    except RecursionError:
+        raise SettingsError(f"--set {shown(key)}: the value nests too deeply to read.") from None
+    # More than one key means the text held a newline and more TOML: that is a string.
+    return key, document["v"] if len(document) == 1 else raw
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """Read a settings file as bare names; syntax errors become SettingsError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SettingsError(f"{path}: no such settings file.") from None
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read the settings file ({exc.strerror}).") from None
+    """Read a settings file as bare names; anything unreadable becomes SettingsError.
+
+    Refused with a message: a missing or unreadable file, anything but a regular file
+    (a folder, `/dev/zero`, a pipe), more than `MAX_SETTINGS_BYTES`, a UTF-8
+    byte-order mark, text that is not UTF-8, invalid TOML, nesting too deep to parse.
+    """
+    name = shown_path(path)
+    text = _decode_settings(_read_settings_bytes(path, name), name)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{path}: not valid TOML: {exc}.") from None
-    return flatten(document, str(path))
+        raise SettingsError(f"{name}: not valid TOML: {exc}.") from None
+    except RecursionError:
+        raise SettingsError(
+            f"{name}: arrays or tables nest too deeply to read; a settings file needs none."
+        ) from None
+    return flatten(document, name)
+
+
+def _read_settings_bytes(path: Path, name: str) -> bytes:
+    """The bytes of a regular file of at most MAX_SETTINGS_BYTES, else SettingsError."""
+    try:
+        # O_NONBLOCK: opening a named pipe must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise SettingsError(f"{name}: no such settings file.") from None
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read the settings file ({exc.strerror}).") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        mode = 0
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise SettingsError(f"{name}: is a folder; give a settings file (TOML).")
+        raise SettingsError(
+            f"{name}: not a regular file (a device, pipe or socket); give a settings file "
+            "(TOML)."
+        )
+    with os.fdopen(fd, "rb") as file:
+        try:
+            data = file.read(MAX_SETTINGS_BYTES + 1)
+        except OSError as exc:
+            raise SettingsError(
+                f"{name}: cannot read the settings file ({exc.strerror})."
+            ) from None
+    if len(data) > MAX_SETTINGS_BYTES:
+        raise SettingsError(
+            f"{name}: larger than {MAX_SETTINGS_BYTES // 2**20} MiB; a settings file is a "
+            "page of TOML."
+        )
+    return data
+
+
+def _decode_settings(data: bytes, name: str) -> str:
+    """UTF-8 text without a byte-order mark, else SettingsError naming the place."""
+    if data.startswith(codecs.BOM_UTF8):
+        raise SettingsError(
+            f"{name}: starts with a UTF-8 byte-order mark; save it as UTF-8 without one."
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SettingsError(
+            f"{name}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it "
+            "as UTF-8."
+        ) from None
 
 
 def build_settings(
@@ -437,6 +585,38 @@ def check_consistency(settings: Settings, source: str = "settings") -> None:
             )
 
 
+def check_checkpoint_path(settings: Settings) -> None:
+    """Refuse a `checkpoint_path` under which no run folder can be made; make nothing.
+
+    Run before a new run builds anything: a file (or a path under one), a broken link, a
+    read-only or pseudo file system (`/proc/runs`) would otherwise fail only once the
+    trainer is built. Writability is proven by making and removing an empty folder in
+    the nearest existing folder, the one test that no permission bit or mount flag fools.
+
+    Raises:
+        SettingsError: naming checkpoint_path and what is wrong with it.
+    """
+    root = Path(settings.checkpoint_path)
+    where = f"checkpoint_path {shown_path(root)}"
+    existing = root
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing.is_file() else "is not a folder"
+        if existing == root:
+            raise SettingsError(f"{where}: {what}; name a folder for the runs.")
+        raise SettingsError(
+            f"{where}: {shown_path(existing)} {what}, so no folder can be made under it."
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".mile-write-test-", dir=existing))
+    except OSError as exc:
+        raise SettingsError(
+            f"{where}: cannot make folders in {shown_path(existing)} ({exc.strerror}); name "
+            "a writable folder."
+        ) from None
+
+
 def load_settings(
     path: Path | None = None, overrides: Iterable[str] = (), missing_ok: bool = False
 ) -> Settings:
@@ -452,7 +632,7 @@ def load_settings(
     """
     settings = Settings()
     if path is not None and (path.exists() or not missing_ok):
-        settings = build_settings(read_toml(path), str(path))
+        settings = build_settings(read_toml(path), shown_path(path))
     parsed = dict(parse_override(text) for text in overrides)
     if parsed:
         settings = build_settings(parsed, "--set", base=settings)
@@ -460,11 +640,8 @@ def load_settings(
 
 
 def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
+    # tomlkit escapes what TOML needs (quotes, backslashes, newlines, control characters).
+    return tomlkit.item(value).as_string()
 
 
 def _wrap(text: str, width: int = 88) -> list[str]:

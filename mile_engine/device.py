@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from mile_engine.config import SettingsError
+from mile_engine.config import SettingsError, allowed_text, shown, valid_device
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -19,8 +19,11 @@ def resolve_device(setting: str) -> torch.device:
     """Turn `auto`, `cpu`, `cuda` or `cuda:N` into a device that exists here.
 
     Raises:
-        SettingsError: when CUDA is asked for on a machine without it.
+        SettingsError: a string that is not a device setting (checked here, not by torch,
+            which fails with a RuntimeError), or CUDA asked for on a machine without it.
     """
+    if not valid_device(setting):
+        raise SettingsError(f"device {shown(setting)}: must be {allowed_text('device')}.")
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(setting)

@@ -36,13 +36,24 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
-def settings_from_cli(config: Path | None, overrides: list[str] | None) -> Settings:
-    """Load the settings the user named: --config, else ./mile.toml if any, then --set."""
+def settings_from_cli(
+    config: Path | None, overrides: list[str] | None, new_run: bool = False
+) -> Settings:
+    """Load the settings the user named: --config, else ./mile.toml if any, then --set.
+
+    With `new_run`, also refuse a `checkpoint_path` where no run folder can be made,
+    before a trainer is built or a folder made. Every refusal is one line, exit 2.
+    """
+    from mile_engine.config import check_checkpoint_path
+
     path = config if config is not None else DEFAULT_CONFIG
     try:
-        return load_settings(path, overrides or (), missing_ok=config is None)
+        settings = load_settings(path, overrides or (), missing_ok=config is None)
+        if new_run:
+            check_checkpoint_path(settings)
     except SettingsError as exc:
         fail(str(exc))
+    return settings
 
 
 @app.callback(invoke_without_command=True)
@@ -58,7 +69,8 @@ def console(
 
 
 def _open_console(config: Path | None, overrides: list[str] | None, autostart: bool) -> None:
-    settings_from_cli(config, overrides)  # a bad file is reported before the screen opens
+    # A bad file is reported before the screen opens.
+    settings_from_cli(config, overrides, new_run=autostart)
     from mile_tui.app import run_app
 
     run_app(config, overrides or [], autostart=autostart)  # None: the app picks the file
@@ -93,7 +105,7 @@ def run(
                  "checkpoints screen.")
         _open_console(config, overrides, autostart=True)
         return
-    settings = settings_from_cli(config, overrides)
+    settings = settings_from_cli(config, overrides, new_run=resume is None)
     raise typer.Exit(run_headless(settings, resume=resume, overrides=overrides or []))
 
 

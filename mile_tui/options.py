@@ -9,7 +9,10 @@ import typer
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Settings file (default: ./mile.toml if present)."),
+    # readable=False: the settings loader reports an unreadable file in the tool's own
+    # one-line format (Click's check would print a boxed usage error instead).
+    typer.Option("--config", "-c", help="Settings file (default: ./mile.toml if present).",
+                 readable=False),
 ]
 SetOption = Annotated[
     list[str] | None,

@@ -63,7 +63,7 @@ def test_missing_default_file_is_fine_but_named_file_is_not(tmp_path: Path) -> N
         ("k_t = 0\n", ["'k_t'", "an integer >= 1", "0"]),
         ("rho = 1.5\n", ["'rho'", "strictly between 0 and 1", "1.5"]),
         ("rho = 0.0\n", ["'rho'", "strictly between 0 and 1"]),
-        ("lr = -0.1\n", ["'lr'", "a number > 0"]),
+        ("lr = -0.1\n", ["'lr'", "a number strictly between 0 and 10"]),
         ('schema = "mile"\n', ["'schema'", '"MILe"', "Did you mean"]),
         ('device = "gpu"\n', ["'device'", "cuda:N"]),
         ("grid_objects = 10\n", ["'grid_objects'", "from 1 to 9"]),
