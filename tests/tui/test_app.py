@@ -80,7 +80,8 @@ async def test_invalid_value_shows_message_and_blocks_start(settings_file: Path)
         assert app.worker is None
         assert isinstance(app.screen, SettingsScreen)
         await type_into(pilot, app, "lr", "fast")
-        assert "'lr' must be a number > 0, got 'fast'" in error_text(app, "lr")
+        assert ("'lr' must be a number strictly between 0 and 10, got 'fast'"
+                in error_text(app, "lr"))
 
 
 async def test_nonexistent_path_is_flagged(settings_file: Path) -> None:
