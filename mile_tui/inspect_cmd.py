@@ -24,7 +24,7 @@ from mile_engine.runs import json_safe
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="Settings file whose data paths and device apply "
-                 "(the model and schema stay the checkpoint's)."),
+                 "(the model and schema stay the checkpoint's).", readable=False),
 ]
 SetOption = Annotated[
     list[str] | None,
