@@ -34,6 +34,7 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 
 from mile_engine import events as ev
+from mile_engine.oserrors import describe_os_error
 
 if TYPE_CHECKING:
     from mile_engine.trainer import Trainer
@@ -68,7 +69,9 @@ class UnsafeCheckpointError(CheckpointError):
 
 
 class CheckpointWriteError(CheckpointError):
-    """A save that failed (disk full, permission denied); earlier saves are intact."""
+    """A save that failed (disk full, permission denied); earlier saves are intact. The
+    message leads with the cause in plain words; the exception it was raised from keeps
+    the library's detail."""
 
 
 class NoCheckpointError(CheckpointError):
@@ -137,6 +140,8 @@ class RunInfo:
     path: Path
     records: list[Record]
     active: bool
+    unreadable: list[str] = field(default_factory=list)
+    """Checkpoint files that are in no record and do not load (damaged or foreign)."""
 
     @property
     def name(self) -> str:
@@ -227,6 +232,9 @@ def _atomic_write(path: Path, write: Any) -> tuple[int, str]:
 
     Returns the (size, sha256) of what reached the disk. On any failure the temporary
     file is removed and `path` is left as it was.
+
+    Raises:
+        CheckpointWriteError: the write failed; the message names the cause and `path`.
     """
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
     try:
@@ -237,9 +245,11 @@ def _atomic_write(path: Path, write: Any) -> tuple[int, str]:
         # Hash what is on the disk, not what we meant to write.
         size, digest = file_sha256(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, Exception):  # torch wraps a full disk in a RuntimeError
+            raise CheckpointWriteError(describe_os_error(exc, path)) from exc
         raise
     _fsync_dir(path.parent)
     return size, digest
@@ -317,15 +327,57 @@ def run_is_active(run_dir: Path) -> bool:
 def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint safely (tensors and plain values only) onto the CPU.
 
+    A file its folder's manifest lists must first match the size and SHA-256 recorded
+    when it was saved, so a damaged save is never used, whoever asks for it (resume,
+    eval, predict, inspect, show, export). A mapped load (`mmap`: a cheap look at the
+    metadata, for listings) skips that check, which would read the whole file.
+
     Raises:
         UnsafeCheckpointError: the file needs arbitrary unpickling, which could run code.
         CorruptCheckpointError: the file is missing, truncated, damaged or not ours.
+        CheckpointError: the file cannot be read (permission denied, a folder).
     """
     path = Path(path)
+    if not mmap:
+        check_against_manifest(path)
+    return _load(path, mmap)
+
+
+def check_against_manifest(path: Path) -> None:
+    """Refuse a checkpoint whose bytes differ from its manifest record, if it has one.
+
+    Raises:
+        CorruptCheckpointError: its size or SHA-256 differs from the record.
+        CheckpointError: the file cannot be read.
+    """
+    path = Path(path)
+    record = next((r for r in _read_manifest_file(path.parent) or [] if r.file == path.name),
+                  None)
+    if record is None or not path.is_file():
+        return  # nothing recorded to compare with; a missing file is said by the load
+    try:
+        size, digest = file_sha256(path)
+    except OSError as exc:
+        raise CheckpointError(f"{describe_os_error(exc, path)} (cannot read it).") from None
+    if (size, digest) == (record.size, record.sha256):
+        return
+    what = (f"truncated or damaged checkpoint ({size:,} bytes, {record.size:,} when saved)"
+            if size != record.size else
+            "damaged checkpoint (its SHA-256 differs from the one recorded when it was saved)")
+    raise CorruptCheckpointError(
+        f"{path}: {what}; not used. `mile-tui checkpoints verify {path.parent}` checks the "
+        "run's other saves."
+    )
+
+
+def _load(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """`load_checkpoint` without the manifest check (verify makes its own)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise CorruptCheckpointError(f"{path}: no such checkpoint file.") from None
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        raise CheckpointError(f"{describe_os_error(exc, path)} (cannot read it).") from None
     except pickle.UnpicklingError as exc:
         text = str(exc).lower()
         if "weights only" in text or "weights_only" in text or "unsupported global" in text:
@@ -605,10 +657,9 @@ class RunCheckpointer:
             state["meta"] = meta
             try:
                 size, digest = atomic_save(state, path)
-            except Exception as exc:
+            except CheckpointWriteError as exc:
                 raise CheckpointWriteError(
-                    f"could not write checkpoint {path}: {exc}; the earlier checkpoints "
-                    "are intact."
+                    f"{exc} (checkpoint not saved; the earlier checkpoints are intact)"
                 ) from exc
             record = Record(path.name, seq, generation, phase, step, trainer.global_step,
                             reason, metrics, size, digest, now)
@@ -619,11 +670,12 @@ class RunCheckpointer:
                 doomed = [r for r in records if r.file not in keep]
                 if doomed:
                     _remove(self.run_dir, records, doomed)
-            except OSError as exc:
+            except (OSError, CheckpointWriteError) as exc:
                 # The checkpoint itself is complete; read_records adopts it later.
+                cause = exc if isinstance(exc, CheckpointWriteError) else describe_os_error(exc)
                 raise CheckpointWriteError(
-                    f"checkpoint {path} was written but the manifest could not be "
-                    f"updated: {exc}."
+                    f"{cause} (checkpoint {path} is complete, but the manifest could not be "
+                    "updated; it is adopted when next read)"
                 ) from exc
         return ev.CheckpointSaved(
             path=str(path),
@@ -655,9 +707,13 @@ def is_run_dir(path: Path) -> bool:
 
 
 def run_info(run_dir: Path) -> RunInfo:
-    """A run folder with its saves."""
+    """A run folder with its saves, and the checkpoint files that cannot be read."""
     run_dir = Path(run_dir)
-    return RunInfo(run_dir, read_records(run_dir), run_is_active(run_dir))
+    records = read_records(run_dir)
+    listed = {r.file for r in records}
+    unreadable = [p.name for p in sorted(run_dir.glob(f"*{SUFFIX}"))
+                  if p.name not in listed and not p.name.startswith(TMP_PREFIX)]
+    return RunInfo(run_dir, records, run_is_active(run_dir), unreadable)
 
 
 def list_runs(root: Path) -> list[RunInfo]:
@@ -684,7 +740,7 @@ def verify_checkpoint(path: Path, record: Record | None = None) -> VerifyResult:
         if digest != record.sha256:
             result.problems.append("SHA-256 differs from the manifest")
     try:
-        load_checkpoint(path)
+        _load(path)  # the record was compared above, with its own words
     except CheckpointError as exc:
         result.problems.append(str(exc))
     return result
@@ -732,11 +788,11 @@ def export_weights(checkpoint: Path, out: Path) -> Path:
     """
     state = load_checkpoint(checkpoint)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        atomic_save(dict(state["student"]), out)
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CheckpointWriteError(f"could not write {out}: {exc}.") from exc
+        raise CheckpointWriteError(describe_os_error(exc, out.parent)) from exc
+    atomic_save(dict(state["student"]), out)  # its error names the cause and the file
     return out
 
 
@@ -787,10 +843,7 @@ def find_resume(target: str | Path | None, root: Path) -> ResumePoint:
     for record in reversed(records):
         path = run_dir / record.file
         try:
-            size, digest = file_sha256(path)
-            if (size, digest) != (record.size, record.sha256):
-                raise CorruptCheckpointError("size or SHA-256 differs from the manifest")
-            state = load_checkpoint(path)
+            state = load_checkpoint(path)  # checks size and SHA-256 against the manifest
         except (OSError, CheckpointError) as exc:
             bad.append((record, str(exc)))
             continue

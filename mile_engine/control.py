@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 
 class Control:
@@ -13,6 +15,34 @@ class Control:
         self._running.set()
         self._stop = threading.Event()
         self._save = threading.Event()
+        self._saving = threading.Event()
+        self._failure: str | None = None
+
+    def fail(self, reason: str) -> None:
+        """Stop the run as failed: it saves, then ends "failed" with `reason` (the first
+        one given). For the run's own sinks, e.g. a record the disk refused."""
+        if self._failure is None:
+            self._failure = reason
+        self.stop()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the run was made to fail, if it was."""
+        return self._failure
+
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        """Mark a checkpoint write in progress, so that a second Ctrl-C waits for it."""
+        self._saving.set()
+        try:
+            yield
+        finally:
+            self._saving.clear()
+
+    @property
+    def saving_now(self) -> bool:
+        """Whether a checkpoint is being written."""
+        return self._saving.is_set()
 
     def pause(self) -> None:
         """Ask the trainer to wait before its next step."""

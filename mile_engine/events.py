@@ -106,9 +106,14 @@ class DataProgress:
     total: int
 
 
+DETAIL = "detail"
+"""The `Message` level of a detail behind an error already said in one line (its
+traceback): run.log keeps it, terminals leave it out."""
+
+
 @dataclass(frozen=True)
 class Message:
-    """A warning or note for the user's log."""
+    """A warning or note for the user's log: level "info", "warning", "error" or DETAIL."""
 
     level: str
     text: str

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from mile_engine import events as ev
 from mile_engine.config import Settings
+from mile_engine.oserrors import describe_os_error
 
 SETTINGS_FILE = "settings.toml"
 METRICS_FILE = "metrics.jsonl"
@@ -22,14 +27,31 @@ def create_run_dir(settings: Settings, root: Path | None = None) -> Path:
     root = Path(root or settings.checkpoint_path)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = f"{stamp}-{settings.dataset}-{settings.schema.lower()}"
-    run_dir = root / base
-    n = 1
-    while run_dir.exists():
-        n += 1
-        run_dir = root / f"{base}-{n}"
-    run_dir.mkdir(parents=True)
-    (run_dir / SETTINGS_FILE).write_text(settings.to_toml(), encoding="utf-8")
+    run_dir = _claim_dir(root, base)
+    try:
+        (run_dir / SETTINGS_FILE).write_text(settings.to_toml(), encoding="utf-8")
+    except BaseException:
+        # A folder without its settings is not a run: leave nothing half-made behind.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return run_dir
+
+
+def _claim_dir(root: Path, base: str) -> Path:
+    """Create `root/base`, else `base-2`, `base-3`, ...: the first that did not exist.
+
+    `mkdir` either creates the folder or fails, atomically, so two runs started in the
+    same second never share one (checking `exists()` first would let both pass).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        run_dir = root / (base if n == 1 else f"{base}-{n}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            n += 1
 
 
 def json_safe(value: Any) -> Any:
@@ -50,15 +72,115 @@ def event_record(event: ev.Event) -> dict[str, Any]:
     return record
 
 
+WriteFailed = Callable[[str], None]
+"""Told once, in plain words ("no space left on device: PATH"), that a record failed."""
+
+
+class LineFile:
+    """An append-only text file that receives whole lines or nothing.
+
+    Each `write` goes to the kernel at once (an O_APPEND descriptor, no buffer), so a
+    killed run keeps every line it reported. A write that fails part-way (a full disk)
+    is cut back off, so no line is left half-written; after a failure the file takes no
+    more lines (a later one would hide the gap) and `on_error` hears once what happened.
+    Writing never raises: a record must not take a run down.
+    """
+
+    def __init__(self, path: Path, on_error: WriteFailed | None = None) -> None:
+        self.path = Path(path)
+        self.on_error = on_error
+        self.failure: str | None = None
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        _cut_torn_tail(self._fd)
+
+    def write(self, text: str) -> None:
+        """Append `text` (whole lines) in one piece, or nothing if the disk refuses it."""
+        if self._fd is None or self.failure is not None:
+            return
+        fd, view = self._fd, memoryview(text.encode("utf-8"))
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            while view:
+                view = view[self._write_some(view):]
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            if not isinstance(exc, OSError):
+                raise
+            self.failure = describe_os_error(exc, self.path)
+            if self.on_error is not None:
+                self.on_error(self.failure)
+
+    def _write_some(self, data: memoryview) -> int:
+        """One `os.write`, which may write part of `data` (a seam: tests make it fail)."""
+        assert self._fd is not None
+        return os.write(self._fd, data)
+
+    def flush(self) -> None:
+        """Nothing to do: every write has reached the kernel already."""
+
+    def close(self) -> None:
+        """Close the file; later writes are ignored."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+def _cut_torn_tail(fd: int) -> None:
+    """Cut a last line with no newline (a crash mid-write) off the end of the file, so
+    that the lines appended after it stay whole."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    pos = end
+    while pos > 0:
+        start = max(pos - 4096, 0)
+        chunk = os.pread(fd, pos - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            pos = start + newline + 1
+            break
+        pos = start
+    if pos != end:
+        os.ftruncate(fd, pos)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl, oldest first.
+
+    A last line cut short (the process was killed, or the disk filled, mid-write) is
+    skipped; a damaged line anywhere else is an error.
+
+    Raises:
+        ValueError: a line before the last one is not JSON.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):  # no newline after it: the torn end of the file
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON record") from None
+    return records
+
+
 class MetricsWriter:
-    """Appends one JSON object per progress record and per evaluation to metrics.jsonl."""
+    """Appends one JSON object per progress record and per evaluation to metrics.jsonl.
+
+    A record that cannot be written (a full disk) is reported to `on_error`, never
+    raised: the session stops the run, which then fails with that message.
+    """
 
     KINDS = (ev.StepLogged, ev.PseudoLabelStats, ev.Evaluated, ev.RunStarted, ev.RunEnded,
              ev.CheckpointSaved)
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, on_error: WriteFailed | None = None) -> None:
         self.path = run_dir / METRICS_FILE
-        self._file: IO[str] = self.path.open("a", encoding="utf-8")
+        self._file = LineFile(self.path, on_error)
 
     def __call__(self, event: ev.Event) -> None:
         if not isinstance(event, self.KINDS):
@@ -67,8 +189,6 @@ class MetricsWriter:
         if isinstance(event, ev.RunStarted):
             record.pop("settings")
         self._file.write(json.dumps(record) + "\n")
-        # Flushed per record: a killed run keeps every line it reported.
-        self._file.flush()
         if isinstance(event, ev.RunEnded):
             self._file.close()
 
@@ -136,23 +256,31 @@ def describe(event: ev.Event) -> str | None:
 
 
 class PlainLog:
-    """Writes timestamped plain lines, with no carriage returns, to a text stream."""
+    """Writes timestamped plain lines, with no carriage returns, to a text stream.
 
-    def __init__(self, stream: IO[str], close: bool = False) -> None:
+    `details`: also write `Message`s of level `events.DETAIL` (tracebacks behind an
+    error already said in one line), which belong in run.log, not on the terminal.
+    """
+
+    def __init__(self, stream: IO[str] | LineFile, close: bool = False,
+                 details: bool = False) -> None:
         self.stream = stream
         self._close = close
+        self._details = details
 
     def __call__(self, event: ev.Event) -> None:
-        line = describe(event)
+        hidden = isinstance(event, ev.Message) and event.level == ev.DETAIL
+        line = None if hidden and not self._details else describe(event)
         if line is not None:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            for part in line.splitlines() or [""]:
-                self.stream.write(f"{stamp} {part}\n")
+            # Built whole, then written at once: a failed write never splits an entry.
+            self.stream.write("".join(f"{stamp} {part}\n" for part in line.splitlines() or [""]))
             self.stream.flush()
         if isinstance(event, ev.RunEnded) and self._close:
             self.stream.close()
 
 
-def log_file(run_dir: Path) -> PlainLog:
-    """A plain-line log of the run in its folder (run.log)."""
-    return PlainLog((run_dir / LOG_FILE).open("a", encoding="utf-8"), close=True)
+def log_file(run_dir: Path, on_error: WriteFailed | None = None) -> PlainLog:
+    """A plain-line log of the run in its folder (run.log), details included; a line
+    that cannot be written is reported to `on_error`, never raised."""
+    return PlainLog(LineFile(run_dir / LOG_FILE, on_error), close=True, details=True)

@@ -101,8 +101,11 @@ def open_run(
         if dataclasses.asdict(run_settings) != point.settings or not saved.exists():
             atomic_write_text(saved, run_settings.to_toml())
     trainer.checkpointer = checkpointer
-    files: list[ev.Sink] = [MetricsWriter(trainer.run_dir), log_file(trainer.run_dir),
-                            checkpointer]
+    # A record the disk refuses stops the run (saved, then "failed" with the cause); the
+    # writers themselves never raise into the training loop.
+    fail = trainer.control.fail
+    files: list[ev.Sink] = [MetricsWriter(trainer.run_dir, fail),
+                            log_file(trainer.run_dir, fail), checkpointer]
     trainer.sinks = [*sinks, *files]
     for event in early:
         for sink in files:

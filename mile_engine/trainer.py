@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mile_engine import distributed
 from mile_engine import events as ev
+from mile_engine.checkpoints import CheckpointError
 from mile_engine.config import Settings, SettingsError
 from mile_engine.control import Control
 from mile_engine.data import Batch, DataSource, build_source
@@ -250,11 +251,16 @@ class Trainer:
                 self._save("stop")
             except Exception as exc:  # a failed final save must still end the run cleanly
                 status, error = "failed", self._report(exc)
+        if self.control.failure is not None:  # a record failed (full disk): stopped, saved
+            status, error = "failed", "; ".join(filter(None, [self.control.failure, error]))
         ended = ev.RunEnded(status, self.global_step, self.elapsed_s, self.best_metrics, error)
         self._emit(ended)
         return ended
 
     def _report(self, exc: Exception) -> str:
+        if isinstance(exc, CheckpointError):  # a known condition: one line; the rest, run.log
+            self._emit(ev.Message(ev.DETAIL, traceback.format_exc()))
+            return str(exc)
         self._emit(ev.Message("error", traceback.format_exc()))
         return f"{type(exc).__name__}: {exc}"
 
@@ -486,7 +492,9 @@ class Trainer:
             # ranks reach this point at the same step).
             self._rank_data = distributed.gather_objects(self.source.state_dict(), self.dist)
         if self.checkpointer is not None:
-            self._emit(self.checkpointer.save(self, reason))
+            with self.control.saving():  # a second Ctrl-C now waits for the file
+                saved = self.checkpointer.save(self, reason)
+            self._emit(saved)
 
     def _data_state(self) -> dict[str, Any]:
         if not self.dist.enabled:

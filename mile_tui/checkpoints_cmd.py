@@ -30,6 +30,7 @@ from mile_engine.checkpoints import (
     verify_run,
 )
 from mile_engine.config import Settings
+from mile_tui.headless import exit_code_for
 from mile_tui.options import ConfigOption, SetOption
 
 checkpoints_app = typer.Typer(
@@ -163,6 +164,9 @@ def _print_runs(runs: list[RunInfo]) -> None:
                 f"  F1 {_f(m.get('real_f1')):>6s}  top-1 {_f(m.get('top1')):>6s}"
                 f"  {_size(r.size):>9s}  {_when(r.time)}  {record_marks(run, r)}"
             )
+        for name in run.unreadable:
+            typer.echo(f"  {name:34s} unreadable: damaged or not a mile-tui checkpoint "
+                       "(`checkpoints verify` says why)")
 
 
 @checkpoints_app.callback(invoke_without_command=True)
@@ -207,7 +211,8 @@ def list_cmd(
     if as_json:
         data = [
             {"run": str(r.path), "active": r.active,
-             "checkpoints": [_record_json(r, rec) for rec in r.records]}
+             "checkpoints": [_record_json(r, rec) for rec in r.records],
+             "unreadable": [str(r.path / name) for name in r.unreadable]}
             for r in runs
         ]
         typer.echo(json.dumps(data, indent=1))
@@ -244,7 +249,7 @@ def show(
     try:
         info = show_checkpoint(checkpoint, _root(ctx, config, overrides))
     except CheckpointError as exc:
-        fail(str(exc), code=1)
+        fail(str(exc), exit_code_for(exc))
     if as_json:
         typer.echo(json.dumps(info, indent=1, default=str))
         return
@@ -316,7 +321,7 @@ def prune(
         try:
             removed = prune_run(info.path, keep, keep_best, dry_run=dry_run, force=force)
         except CheckpointError as exc:
-            fail(str(exc), code=1)
+            fail(str(exc), exit_code_for(exc))
         for r in removed:
             typer.echo(f"{verb} {info.path / r.file}")
         total += len(removed)
@@ -342,7 +347,7 @@ def delete(
         _inside(path, root)
         delete_checkpoint(path.parent, path.name, force=force)
     except CheckpointError as exc:
-        fail(str(exc), code=1)
+        fail(str(exc), exit_code_for(exc))
     typer.echo(f"deleted {path}")
 
 
@@ -363,5 +368,5 @@ def export(
         path, _ = resolve_checkpoint(checkpoint, _root(ctx, config, overrides))
         export_weights(path, target)
     except CheckpointError as exc:
-        fail(str(exc), code=1)
+        fail(str(exc), exit_code_for(exc))
     typer.echo(f"exported the weights of {path} to {target}")

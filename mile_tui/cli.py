@@ -14,7 +14,13 @@ from mile_engine import events as ev
 from mile_engine.config import Settings, SettingsError, load_settings
 from mile_engine.control import Control
 from mile_engine.device import resolve_device
-from mile_tui.headless import EXIT_INTERRUPTED, EXIT_USAGE, StopSignals, console_sink
+from mile_tui.headless import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    StopSignals,
+    console_sink,
+    exit_code_for,
+)
 from mile_tui.options import ConfigOption, SetOption
 
 DEFAULT_CONFIG = Path("mile.toml")
@@ -96,8 +102,8 @@ def run(
 ) -> None:
     """Train one run with the settings; --headless for servers and batch jobs.
 
-    Exit codes: 0 finished, 1 training failed, 2 bad usage or settings,
-    130 stopped by Ctrl-C, 143 stopped by SIGTERM.
+    Exit codes: 0 finished, 1 training failed (a full disk included), 2 bad usage,
+    settings or checkpoint, 130 stopped by Ctrl-C, 143 stopped by SIGTERM.
     """
     if not headless:
         if resume is not None:
@@ -119,6 +125,7 @@ def run_headless(
     """
     from mile_engine import distributed
     from mile_engine.checkpoints import CheckpointError
+    from mile_engine.oserrors import describe_os_error
     from mile_engine.session import open_run
 
     control = Control()
@@ -132,9 +139,10 @@ def run_headless(
         distributed.setup(ctx, settings.device)
         trainer = open_run(settings, [sink], control, resume=resume,
                            overrides=overrides or [], dist=ctx)
-    except (SettingsError, CheckpointError) as exc:
+    except (SettingsError, CheckpointError, OSError) as exc:
         distributed.teardown()
-        fail(str(exc) if ctx.is_main else f"rank {ctx.rank}: {exc}")
+        text = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+        fail(text if ctx.is_main else f"rank {ctx.rank}: {text}", exit_code_for(exc))
     if ctx.enabled and ctx.is_main:
         typer.echo(
             f"torchrun: {ctx.world_size} processes, global batch {settings.batch_size} x "

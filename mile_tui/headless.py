@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -79,7 +80,7 @@ class RichRenderer:
             p.stop()
             style = {"finished": "green", "stopped": "yellow"}.get(event.status, "red")
             self.console.print(f"[{style}]{describe(event)}[/]", highlight=False)
-        elif isinstance(event, ev.Message):
+        elif isinstance(event, ev.Message) and event.level != ev.DETAIL:  # run.log's
             style = "red" if event.level == "error" else "yellow"
             self.console.print(f"[{style}]{event.level}:[/] {event.text.rstrip()}",
                                highlight=False, markup=True)
@@ -110,12 +111,29 @@ def console_sink(stream: IO[str] | None = None) -> ev.Sink:
     return PlainLog(stream)
 
 
-class StopSignals:
-    """Turns SIGINT and SIGTERM into a clean stop between steps; a second SIGINT aborts."""
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code of a command that ends on `exc` (the README's "Exit codes"): 1 when
+    it failed while doing the work (a write, the disk), 2 when what was asked for cannot
+    be used (a bad setting; a missing, damaged or unsafe checkpoint; a busy run)."""
+    from mile_engine.checkpoints import CheckpointWriteError
 
-    def __init__(self, control: Control) -> None:
+    return EXIT_FAILED if isinstance(exc, (CheckpointWriteError, OSError)) else EXIT_USAGE
+
+
+class StopSignals:
+    """Turns SIGINT and SIGTERM into a clean stop between steps; a second SIGINT aborts.
+
+    A second SIGINT that lands while a checkpoint is being written waits for the write
+    (an exception inside `torch.save` would turn into a failed run and lose that save);
+    a third one then leaves at once: the file being written is a temporary one, so every
+    completed checkpoint stays intact.
+    """
+
+    def __init__(self, control: Control, stream: IO[str] | None = None) -> None:
         self.control = control
         self.received: int | None = None
+        self.stream = stream or sys.stderr
+        self._extra_interrupts = 0
         self._previous: dict[int, Callable[..., object] | int | None] = {}
 
     def __enter__(self) -> StopSignals:
@@ -129,9 +147,26 @@ class StopSignals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            self._interrupt_again()
+            return
         self.received = signum
         self.control.stop()
+
+    def _interrupt_again(self) -> None:
+        self._extra_interrupts += 1
+        if not self.control.saving_now:
+            raise KeyboardInterrupt
+        if self._extra_interrupts == 1:
+            self._say("saving a checkpoint, please wait (Ctrl-C again to quit without it; "
+                      "the completed checkpoints stay intact)")
+            return
+        self._say("quit while saving: the newest completed checkpoint is kept")
+        # No unwinding through torch.save; its temporary file is removed by the next opener.
+        os._exit(EXIT_INTERRUPTED)
+
+    def _say(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
 
     def exit_code(self, status: str) -> int:
         """The process exit code for a run that ended with `status`."""

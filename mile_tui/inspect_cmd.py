@@ -17,9 +17,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mile_engine.checkpoints import CheckpointError, resolve_checkpoint
+from mile_engine.checkpoints import (
+    CheckpointError,
+    check_against_manifest,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 from mile_engine.config import Settings, SettingsError, parse_override, read_toml
 from mile_engine.runs import json_safe
+from mile_tui.headless import exit_code_for
 
 ConfigOption = Annotated[
     Path | None,
@@ -89,7 +95,7 @@ def _load(checkpoint: str, config: Path | None, overrides: list[str] | None) -> 
         path, _ = resolve_checkpoint(checkpoint, _root(values, overrides))
         return load_model(path, values, overrides)
     except (CheckpointError, SettingsError) as exc:
-        fail(str(exc))
+        fail(str(exc), exit_code_for(exc))
 
 
 def parse_rhos(text: str) -> list[float]:
@@ -227,8 +233,12 @@ def inspect(
     """Open the sample inspector (a Textual app) on a checkpoint's validation images."""
     try:
         path, _ = resolve_checkpoint(checkpoint, _root(None, overrides or []))
+        # A damaged or unsafe file is refused before any screen opens (a mapped load
+        # unpickles the structure, cheaply: the screen loads the weights itself).
+        check_against_manifest(path)
+        load_checkpoint(path, mmap=True)
     except CheckpointError as exc:
-        fail(str(exc))
+        fail(str(exc), exit_code_for(exc))
     from mile_tui.inspector import InspectorApp
 
     InspectorApp(path, overrides or [], index).run()

@@ -52,6 +52,16 @@ def test_list_marks_best_and_newest(tmp_path: Path) -> None:
     assert "3 checkpoint(s)" in before.output
 
 
+def test_list_shows_a_checkpoint_it_cannot_read(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, [0.5])
+    (run_dir / "step-00000099-stop.pt").write_bytes(b"PK\x03\x04 cut short")
+    plain = cli(tmp_path, "list")
+    assert plain.exit_code == 0 and "1 checkpoint(s)" in plain.output
+    assert "step-00000099-stop.pt" in plain.output and "unreadable" in plain.output
+    (run,) = json.loads(cli(tmp_path, "list", "--json").output)
+    assert run["unreadable"] == [str(run_dir / "step-00000099-stop.pt")]
+
+
 def test_show_prints_position_metrics_and_settings(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [0.5])
     (record,) = read_records(run_dir)
@@ -61,7 +71,7 @@ def test_show_prints_position_metrics_and_settings(tmp_path: Path) -> None:
         assert "real_f1 = 0.5" in result.output and "k_t = 3" in result.output
     assert cli(tmp_path, "inspect", "run-a").exit_code == 0
     missing = cli(tmp_path, "show", "nope")
-    assert missing.exit_code == 1 and "no such checkpoint" in missing.output
+    assert missing.exit_code == 2 and "no such checkpoint" in missing.output  # see test_fault_cli
 
 
 def test_verify_fails_on_a_damaged_file(tmp_path: Path) -> None:
@@ -87,7 +97,7 @@ def test_prune_dry_run_then_prune_keeps_best_and_newest(tmp_path: Path) -> None:
     assert done.exit_code == 0 and f"removed {run_dir / files[1]}" in done.output
     assert [r.file for r in read_records(run_dir)] == [files[0], files[3]]
     refused = cli(tmp_path, "delete", f"run-a/{files[0]}")
-    assert refused.exit_code == 1 and "best" in refused.output
+    assert refused.exit_code == 2 and "best" in refused.output  # a refusal: exit 2
     outside = make_run(tmp_path / "elsewhere", [0.1])
     away = cli(tmp_path / "root", "prune", str(outside))
     assert away.exit_code == 2 and "outside checkpoint_path" in away.output

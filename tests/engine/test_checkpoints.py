@@ -102,7 +102,7 @@ def test_save_that_fails_half_way_leaves_old_checkpoint_and_no_temp(
     saver = ck.RunCheckpointer(run_dir, 1)
     trainer = FakeTrainer()
     trainer.advance(10, 0.9)
-    with pytest.raises(ck.CheckpointWriteError, match="No space left"):
+    with pytest.raises(ck.CheckpointWriteError, match="^no space left on device: .*step-"):
         saver.save(trainer, "generation")  # type: ignore[arg-type]
     saver.close()
     assert not list(run_dir.glob(".tmp-*"))

@@ -134,6 +134,6 @@ def test_a_failed_save_fails_the_run_cleanly(
     recorder = Recorder()
     trainer = open_run(settings, [recorder])
     ended = trainer.train()
-    assert ended.status == "failed" and "No space left" in (ended.error or "")
+    assert ended.status == "failed" and "no space left on device" in (ended.error or "")
     assert isinstance(recorder.events[-1], ev.RunEnded)
     assert not list(trainer.run_dir.glob("*.pt")) and not list(trainer.run_dir.glob(".tmp-*"))

@@ -1,0 +1,221 @@
+"""Faults through the command line: Ctrl-C inside a save, a full disk, and one exit-code
+rule for every refusal (2: what was asked for cannot be used; 1: it failed while being
+done)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mile_engine import checkpoints as ck
+from mile_engine import runs
+from mile_engine.session import open_run
+from mile_tui.cli import app
+from tests.cli.test_checkpoints_cli import REPO, TINY
+from tests.conftest import tiny
+from tests.engine.test_checkpoints import make_run
+from tests.engine.test_faults import DiskBudget, FullAfter, flip_tensor_byte
+
+# A headless run in a child process whose stop save sends this process SIGINT from
+# inside torch.save's writes (on its 2nd, 4th, ... write), `argv[1]` times: the moment
+# a second Ctrl-C lands in the final save, made certain.
+CHILD = r"""
+import os, signal, sys
+from mile_engine import checkpoints as ck
+
+times = int(sys.argv[1])
+real = ck._write_payload
+
+
+class Interrupting:
+    def __init__(self, fh):
+        self.fh, self.writes, self.sent = fh, 0, 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes % 2 == 0 and self.sent < times:
+            self.sent += 1
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs here, inside torch.save
+        return self.fh.write(data)
+
+    def flush(self):
+        self.fh.flush()
+
+
+def payload(obj, fh):
+    real(obj, Interrupting(fh) if obj["meta"]["reason"] == "stop" else fh)
+
+
+ck._write_payload = payload
+from mile_tui.cli import main
+
+sys.argv = ["mile-tui", *sys.argv[2:]]
+main()
+"""
+
+
+def _run_child(root: Path, times: int) -> tuple[int, str]:
+    """Start a long run, Ctrl-C it once a generation is saved; its stop save then
+    interrupts itself `times` more times. Returns (exit code, output)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(times), "run", "--headless", *TINY,
+         "--set", "k_t=2", "--set", "val_size=16", "--set", "epoch_num=200",
+         "--set", f"checkpoint_path={root}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # wait for a completed save: it must survive whatever follows
+        lines.append(line)
+        if "checkpoint saved" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=300)[0]
+    return proc.returncode, "".join(lines) + out
+
+
+def test_second_ctrl_c_inside_the_final_save_waits_for_it(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    code, out = _run_child(root, times=1)
+    assert code == 130, out
+    assert "Traceback" not in out and "saving a checkpoint, please wait" in out
+    assert "run stopped" in out
+    (run_dir,) = root.iterdir()
+    newest = ck.read_records(run_dir)[-1]
+    assert newest.reason == "stop"  # the save the second Ctrl-C landed in completed
+    assert all(result.ok for _, result in ck.verify_run(run_dir))
+
+
+def test_third_ctrl_c_inside_the_final_save_quits_keeping_completed_saves(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "runs"
+    code, out = _run_child(root, times=2)
+    assert code == 130, out
+    assert "Traceback" not in out and "quit while saving" in out
+    (run_dir,) = root.iterdir()
+    records = ck.read_records(run_dir)
+    assert records and all(r.reason == "generation" for r in records)
+    assert all(result.ok for _, result in ck.verify_run(run_dir))
+    # The run resumes from its newest completed save; the abandoned temporary goes.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mile_tui", "run", "--headless", "--resume", str(run_dir),
+         "--set", "epoch_num=1"], env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert not list(run_dir.glob(".tmp-*"))
+
+
+# ------------------------------------------------------------------ a full disk
+def _only_error_line(output: str) -> str:
+    """The one line a refused command prints (and nothing else, no traceback)."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert "Traceback" not in output and len(lines) == 1, output
+    return lines[0]
+
+
+def test_a_headless_run_on_a_full_disk_exits_1_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    DiskBudget(2000, only=runs.METRICS_FILE).install(monkeypatch)
+    root = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["run", "--headless", *TINY, "--set", "k_t=2",
+                                      "--set", "val_size=16", "--set", "epoch_num=3",
+                                      "--set", f"checkpoint_path={root}"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    (run_dir,) = root.iterdir()
+    last = result.output.strip().splitlines()[-1]
+    assert "run failed" in last and last.endswith(
+        f"no space left on device: {run_dir / runs.METRICS_FILE}")
+    assert ck.read_records(run_dir)[-1].reason == "stop"  # the final save was made
+
+
+def test_export_to_a_full_disk_exits_1_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_run(tmp_path, [0.5])
+    real = ck._write_payload
+    monkeypatch.setattr(ck, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 100)))
+    out = tmp_path / "weights.pt"
+    result = CliRunner().invoke(app, ["checkpoints", "export", "run-a", str(out),
+                                      "--set", f"checkpoint_path={tmp_path}"])
+    assert result.exit_code == 1, result.output
+    assert _only_error_line(result.output) == f"error: no space left on device: {out}"
+    assert not out.exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+# ------------------------------------------------------------------ one exit-code rule
+@pytest.fixture
+def refusals(tmp_path: Path) -> dict[str, str]:
+    """Checkpoint references that cannot be used, by kind."""
+    run_dir = make_run(tmp_path, [0.3, 0.4])
+    newest = run_dir / ck.read_records(run_dir)[-1].file
+    flip_tensor_byte(newest, ck.load_checkpoint(newest)["student"]["fc.weight"])
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (print, ("this ran",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"student": Evil()}, evil)
+    return {"missing": "no-such-run", "damaged": f"run-a/{newest.name}", "unsafe": str(evil)}
+
+
+# The commands that take a checkpoint, as argument lists around it.
+COMMANDS: dict[str, Callable[[str, Path], list[str]]] = {
+    "checkpoints show": lambda ref, tmp: ["checkpoints", "show", ref],
+    "checkpoints export": lambda ref, tmp: ["checkpoints", "export", ref, str(tmp / "w.pt")],
+    "eval": lambda ref, tmp: ["eval", ref],
+    "predict": lambda ref, tmp: ["predict", ref, str(tmp / "digit.png")],
+    "inspect": lambda ref, tmp: ["inspect", ref],
+    "run --resume": lambda ref, tmp: ["run", "--headless", "--resume", ref],
+}
+WORDS = {"missing": "no-such-run", "damaged": "damaged checkpoint",
+         "unsafe": "arbitrary unpickling"}
+
+
+@pytest.mark.parametrize("kind", sorted(WORDS))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_refuses_an_unusable_checkpoint_with_exit_2(
+    tmp_path: Path, refusals: dict[str, str], command: str, kind: str
+) -> None:
+    Image.new("L", (24, 24)).save(tmp_path / "digit.png")
+    args = [*COMMANDS[command](refusals[kind], tmp_path), "--set",
+            f"checkpoint_path={tmp_path}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    line = _only_error_line(result.output)
+    assert line.startswith("error: ") and WORDS[kind] in line
+    assert "this ran" not in result.output
+
+
+def test_a_busy_run_is_refused_with_exit_2(tmp_path: Path) -> None:
+    trainer = open_run(tiny(checkpoint_path=str(tmp_path), epoch_num=1, k_t=2, k_s=2,
+                            val_size=16))
+    trainer.train()
+    newest = ck.read_records(trainer.run_dir)[-1].file
+    holder = ck.RunCheckpointer(trainer.run_dir, 3)  # another trainer lives in this folder
+    root = ["--set", f"checkpoint_path={tmp_path}"]
+    try:
+        resumed = CliRunner().invoke(app, ["run", "--headless", "--resume",
+                                           trainer.run_dir.name, *root])
+        deleted = CliRunner().invoke(app, ["checkpoints", "delete",
+                                           f"{trainer.run_dir.name}/{newest}", *root])
+    finally:
+        holder.close()
+    assert resumed.exit_code == 2
+    assert "another process is training" in _only_error_line(resumed.output)
+    assert deleted.exit_code == 2
+    assert "still training; not deleted" in _only_error_line(deleted.output)
