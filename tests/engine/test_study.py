@@ -3,14 +3,64 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
 import torch
 
 from mile_engine.data import build_source
-from mile_engine.study import make_variants, run_study, write_study
+from mile_engine.study import StudyResult, make_variants, run_study, write_study
 from tests.conftest import tiny
+
+METRICS = ("top1", "real_accuracy", "real_f1", "real_precision", "real_recall", "coverage")
+
+
+def mean_and_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+Row = tuple[str, str, list[tuple[float, float]]]  # variant, rho label, (mean, sd) per metric
+
+
+def expected_rows(result: StudyResult, when: str) -> list[Row]:
+    """The study table re-derived from the runs' evaluation records.
+
+    Per variant: softmax one "argmax" row; the sigmoid schemas a row at the shared rho and
+    one at the swept rho with the highest mean final ReaL F1. "final" takes each seed's
+    last evaluation, "best" its evaluation with the highest ReaL F1 at the shared rho (the
+    earliest on a tie).
+    """
+    shared = str(result.base["rho"])
+    rows = []
+    for variant in result.variants:
+        runs = result.histories[variant.name]
+        picked = []
+        for history in runs:
+            record = history[-1]
+            if when == "best":
+                record = history[0]
+                for r in history[1:]:
+                    if r["sweep"][shared]["real_f1"] > record["sweep"][shared]["real_f1"]:
+                        record = r
+            picked.append(record)
+        if variant.changes["schema"] == "softmax":
+            choices = [("argmax", [{k: r[k] for k in METRICS} for r in picked])]
+        else:
+            rhos = list(runs[0][-1]["sweep"])
+            finals = [mean_and_sd([h[-1]["sweep"][rho]["real_f1"] for h in runs])[0]
+                      for rho in rhos]
+            best = rhos[finals.index(max(finals))]
+            choices = [(f"{shared} (shared)", [r["sweep"][shared] for r in picked]),
+                       (f"{best} (best)", [r["sweep"][best] for r in picked])]
+        for label, metrics in choices:
+            rows.append((variant.name, label,
+                         [mean_and_sd([m[k] for m in metrics]) for k in METRICS]))
+    return rows
 
 
 def test_variants_cross_mile_knobs_and_keep_baselines_single() -> None:
@@ -45,13 +95,17 @@ def test_tiny_study_writes_table_plot_and_json(tmp_path: Path) -> None:
     table = md_path.read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and "±" in line]
     # softmax: one row; sigmoid and MILe: shared rho and best rho; final and best tables.
-    assert len(rows) == 2 * 5
-    for row in rows:
+    expected = expected_rows(result, "final") + expected_rows(result, "best")
+    assert len(rows) == len(expected) == 2 * 5
+    for row, (name, label, values) in zip(rows, expected, strict=True):
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert len(cells) == 8
-        for cell in cells[2:]:
-            mean, sd = (float(x) for x in re.findall(r"[\d.]+", cell))
-            assert 0 <= mean <= 10 and sd >= 0
+        assert cells[:2] == [name, label]
+        assert len(cells) == 2 + len(METRICS)
+        for cell, (mean, sd) in zip(cells[2:], values, strict=True):
+            shown_mean, shown_sd = (float(x) for x in re.findall(r"[\d.]+", cell))
+            # Equal to the three decimals shown.
+            assert abs(shown_mean - mean) <= 5e-4 + 1e-12, (row, cell)
+            assert abs(shown_sd - sd) <= 5e-4 + 1e-12, (row, cell)
     assert "predict every class" in table and "(best)" in table
 
     svg = svg_path.read_text()
