@@ -142,6 +142,25 @@ def test_a_headless_run_on_a_full_disk_exits_1_with_one_line(
     assert ck.read_records(run_dir)[-1].reason == "stop"  # the final save was made
 
 
+def test_a_failed_save_says_the_cause_in_one_line_and_keeps_the_detail_in_run_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ck._write_payload
+    monkeypatch.setattr(ck, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 1000)))
+    root = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["run", "--headless", *TINY, "--set", "k_t=2",
+                                      "--set", "val_size=16", "--set", "epoch_num=1",
+                                      "--set", f"checkpoint_path={root}"])
+    assert result.exit_code == 1, result.output
+    (run_dir,) = root.iterdir()
+    assert "Traceback" not in result.output and "inline_container" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert "run failed after 4 steps" in last
+    assert f": no space left on device: {run_dir}/step-00000004-generation.pt" in last
+    log = (run_dir / runs.LOG_FILE).read_text()
+    assert "inline_container" in log and "Traceback" in log  # the detail, for whoever digs
+
+
 def test_export_to_a_full_disk_exits_1_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
