@@ -217,7 +217,10 @@ def test_columns_give_way_by_priority(spec: list[tuple[int, int]], available: in
             assert widths[less.key] < widths[hidden.key]
 
 
-async def test_browser_at_80_columns_keeps_its_key_columns(tmp_path: Path) -> None:
+async def test_browser_at_80_columns_keeps_its_key_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the export below writes to a relative path
     make_run(tmp_path, [0.3, 0.5], name="20260101-120000-a-rather-long-run-name-mile")
     app = CheckpointsApp(tmp_path)
     async with app.run_test(size=SMALL) as pilot:
