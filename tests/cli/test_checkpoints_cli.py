@@ -16,6 +16,7 @@ import torchvision
 from typer.testing import CliRunner
 
 from mile_engine.checkpoints import MANIFEST_FILE, read_records
+from mile_engine.runs import read_metrics
 from mile_tui.checkpoints_cmd import expand_browse_args
 from mile_tui.cli import app, expand_resume_flag
 from tests.engine.test_checkpoints import make_run
@@ -183,7 +184,7 @@ def _wait_for(predicate, proc: subprocess.Popen[bytes], timeout: float = 120.0) 
 
 
 def _metrics(run_dir: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(run_dir)  # a SIGKILL may cut the last line short: skipped
 
 
 def test_sigkill_mid_training_then_resume_finishes(tmp_path: Path) -> None:
