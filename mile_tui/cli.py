@@ -15,6 +15,7 @@ from mile_engine.config import Settings, SettingsError, load_settings
 from mile_engine.control import Control
 from mile_engine.device import resolve_device
 from mile_tui.headless import (
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     StopSignals,
@@ -159,6 +160,9 @@ def run_headless(
         finally:
             # Ranks that finished or stopped together (they agree on stops) leave together.
             distributed.teardown(synchronize=ended is not None and ended.status != "failed")
+    if control.failure is not None and ended.status != "failed":
+        # The disk refused a record after the run had ended (its last lines): say so.
+        fail(control.failure, EXIT_FAILED)
     return signals.exit_code(ended.status)
 
 

@@ -4,6 +4,7 @@ done)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -140,6 +141,27 @@ def test_a_headless_run_on_a_full_disk_exits_1_with_one_line(
     assert "run failed" in last and last.endswith(
         f"no space left on device: {run_dir / runs.METRICS_FILE}")
     assert ck.read_records(run_dir)[-1].reason == "stop"  # the final save was made
+
+
+def test_a_full_disk_at_the_last_record_still_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = runs.LineFile._write_some
+
+    def refuse_the_end(line_file: runs.LineFile, data: memoryview) -> int:
+        if b'"RunEnded"' in bytes(data) and line_file.path.name == runs.METRICS_FILE:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(line_file, data)
+
+    monkeypatch.setattr(runs.LineFile, "_write_some", refuse_the_end)
+    root = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["run", "--headless", *TINY, "--set", "k_t=2",
+                                      "--set", "val_size=16", "--set", "epoch_num=1",
+                                      "--set", f"checkpoint_path={root}"])
+    assert result.exit_code == 1, result.output
+    (run_dir,) = root.iterdir()
+    last = result.output.strip().splitlines()[-1]
+    assert last == f"error: no space left on device: {run_dir / runs.METRICS_FILE}"
 
 
 def test_a_failed_save_says_the_cause_in_one_line_and_keeps_the_detail_in_run_log(
