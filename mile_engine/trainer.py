@@ -52,6 +52,10 @@ SWEEP_RHOS = (0.05, 0.1, 0.25, 0.5, 0.75)
 EVAL_BATCH = 512
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
+# The position shown (generation, phase, step) is never older than this: a progress record
+# is also due after this many seconds, whatever `log_every` says. One host sync a second
+# at most, never one per step.
+PROGRESS_INTERVAL_S = 1.0
 
 
 class Checkpointer(Protocol):
@@ -295,7 +299,8 @@ class Trainer:
                 self._train_step(phase, self.source.train_batch())
                 self.step += 1
                 self.global_step += 1
-                if self.step % self.settings.log_every == 0 or self.step == phase.steps:
+                due = self.step % self.settings.log_every == 0 or self.step == phase.steps
+                if due or time.perf_counter() - self._window.started >= PROGRESS_INTERVAL_S:
                     self._flush_window(phase)
             self.phase_index += 1
             self.step = 0
@@ -309,6 +314,9 @@ class Trainer:
             self._between_steps_distributed()
             return
         control = self.control
+        if control.paused or control.stop_requested:
+            # A pause or a stop reports the exact position it happened at.
+            self._flush_window(self.phase)
         if control.paused and not control.stop_requested:
             self._emit(ev.Paused(self.global_step))
             paused_at = time.perf_counter()
@@ -331,6 +339,7 @@ class Trainer:
         local = [self.control.stop_requested, self.control.take_save_request()]
         stop, save = distributed.any_rank(local, self.dist, self.device)
         if stop:
+            self._flush_window(self.phase)
             raise StopRun
         if save:
             self._save("request")
