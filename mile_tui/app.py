@@ -8,7 +8,6 @@ does not follow the step rate and the trainer never waits for the UI.
 
 from __future__ import annotations
 
-import shlex
 import threading
 import time
 import traceback
@@ -26,6 +25,7 @@ from textual.worker import Worker, WorkerState
 from mile_engine import events as ev
 from mile_engine.config import FIELDS, Settings, SettingsError
 from mile_engine.control import Control
+from mile_tui.headless import resume_command
 from mile_tui.preferences import (
     Preferences,
     load_preferences,
@@ -46,9 +46,6 @@ from mile_tui.widgets.run_view import RunView
 DRAIN_INTERVAL = 0.5
 DEFAULT_SETTINGS = Path("mile.toml")
 # How a stopped run goes on from a shell (the console resumes from its run screen).
-RESUME_COMMAND = "mile-tui run --headless --resume"
-
-
 class EventsReady(Message):
     """Posted by the trainer thread when its buffer goes from empty to non-empty."""
 
@@ -440,7 +437,7 @@ def resume_hint(view: RunView) -> str:
     if not view.checkpoints:
         return f"{where}; no checkpoint was written in {view.run_dir}."
     return (f"{where}. Newest save: {view.checkpoints[-1].path}\n"
-            f"Resume with:\n  {RESUME_COMMAND} {shlex.quote(view.run_dir)}")
+            f"Resume with:\n  {resume_command(view.run_dir)}")
 
 
 def create_app(config_path: Path, overrides: Sequence[str] = (),

@@ -18,6 +18,7 @@ from mile_tui.headless import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    SaveTracker,
     StopSignals,
     console_sink,
     exit_code_for,
@@ -135,10 +136,11 @@ def run_headless(
         # torchrun restarted the job after a failure: go on from the newest good save.
         resume = "latest"
     sink = console_sink() if ctx.is_main else rank_error_sink(ctx.rank)
+    saves = SaveTracker()
     try:
         resolve_device(settings.device)
         distributed.setup(ctx, settings.device)
-        trainer = open_run(settings, [sink], control, resume=resume,
+        trainer = open_run(settings, [sink, saves], control, resume=resume,
                            overrides=overrides or [], dist=ctx)
     except (SettingsError, CheckpointError, OSError) as exc:
         distributed.teardown()
@@ -156,14 +158,24 @@ def run_headless(
         except KeyboardInterrupt:  # a second Ctrl-C: leave at once, no final save
             typer.secho("aborted by a second Ctrl-C: the newest completed checkpoint is kept",
                         fg=typer.colors.YELLOW, err=True)
+            _print_resume_hint(saves, ctx.is_main)
             return EXIT_INTERRUPTED
         finally:
             # Ranks that finished or stopped together (they agree on stops) leave together.
             distributed.teardown(synchronize=ended is not None and ended.status != "failed")
+    if ended.status != "finished":
+        _print_resume_hint(saves, ctx.is_main)
     if control.failure is not None and ended.status != "failed":
         # The disk refused a record after the run had ended (its last lines): say so.
         fail(control.failure, EXIT_FAILED)
     return signals.exit_code(ended.status)
+
+
+def _print_resume_hint(saves: SaveTracker, is_main: bool) -> None:
+    """After a run that did not finish: where its newest save is and how to go on."""
+    hint = saves.hint()
+    if hint is not None and is_main:
+        typer.secho(hint, fg=typer.colors.YELLOW, err=True)
 
 
 def rank_error_sink(rank: int) -> Callable[[ev.Event], None]:

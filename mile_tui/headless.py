@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable
@@ -25,6 +26,33 @@ from mile_engine.control import Control
 from mile_engine.runs import PlainLog, describe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+def resume_command(run_dir: str) -> str:
+    """The exact command that continues the run in `run_dir` from its newest good save."""
+    return f"mile-tui run --headless --resume {shlex.quote(run_dir)}"
+
+
+class SaveTracker:
+    """A sink that remembers the run folder and its newest completed save."""
+
+    def __init__(self) -> None:
+        self.run_dir: str | None = None
+        self.newest: str | None = None
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.RunStarted):
+            self.run_dir = event.run_dir
+        elif isinstance(event, ev.CheckpointSaved):
+            self.newest = event.path
+
+    def hint(self) -> str | None:
+        """Where the newest save is and how to go on, for a run that did not finish."""
+        if self.run_dir is None:
+            return None
+        if self.newest is None:
+            return f"no checkpoint was written in {self.run_dir}."
+        return f"newest save: {self.newest}\nresume with: {resume_command(self.run_dir)}"
 
 
 class RichRenderer:

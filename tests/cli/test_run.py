@@ -98,6 +98,9 @@ def test_sigint_stops_cleanly_with_exit_130(tmp_path: Path) -> None:
     saves = json.loads((run_dir / "checkpoints.json").read_text())["checkpoints"]
     assert saves[-1]["reason"] == "stop"
     assert saves[-1]["global_step"] == ended["global_step"]
+    # It says where that save is and the exact command that continues the run.
+    assert f"newest save: {run_dir / saves[-1]['file']}" in out
+    assert f"resume with: mile-tui run --headless --resume {run_dir}" in out
 
 
 def test_second_sigint_aborts_without_traceback(tmp_path: Path) -> None:
