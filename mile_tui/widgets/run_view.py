@@ -207,6 +207,8 @@ class RunView:
         return {PHASE, LOG}
 
     def _on_Message(self, e: ev.Message) -> set[str]:
+        if e.level == ev.DETAIL:  # tracebacks behind a one-line error: run.log has them
+            return set()
         self.note(e.level, e.text.rstrip())
         return {LOG}
 

@@ -290,3 +290,13 @@ async def test_unreadable_preferences_are_ignored_with_a_notice(
         await pilot.pause()
         assert app.theme == default_theme
         assert any("ignored" in n and str(path) in n for n in notices(app)), notices(app)
+
+
+def test_the_log_panel_keeps_tracebacks_out_and_errors_in() -> None:
+    from mile_engine import events as ev
+    from mile_tui.widgets.run_view import RunView
+
+    view = RunView()
+    view.apply(ev.Message("error", "no space left on device: /runs/x/step-1.pt"))
+    view.apply(ev.Message(ev.DETAIL, "Traceback (most recent call last):\n  ..."))
+    assert view.log == [("error", "no space left on device: /runs/x/step-1.pt")]
