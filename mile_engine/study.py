@@ -119,17 +119,20 @@ def run_study(
             final = history[-1]
             progress(
                 f"{variant.name} seed {seed}: ReaL F1 {final['real_f1']:.4f}, coverage "
-                f"{final['coverage']:.2f} after {len(history)} generations "
+                f"{final['coverage']:.2f} after {len(history)} generation"
+                f"{'' if len(history) == 1 else 's'} "
                 f"({time.perf_counter() - t0:.0f} s)"
             )
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _mean_sd(values: Sequence[float]) -> str:
+def mean_sd_text(values: Sequence[float]) -> str:
+    """`mean ± sd` to three decimals; the mean alone for a single value."""
     mean = statistics.fmean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.3f} ± {sd:.3f}"
+    if len(values) < 2:  # one seed has no spread to report
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ± {statistics.stdev(values):.3f}"
 
 
 def _at(record: dict[str, Any], rho: str | None) -> dict[str, float]:
@@ -170,7 +173,7 @@ def summary_rows(result: StudyResult, when: str) -> list[list[str]]:
                     record = max(history, key=lambda r: _at(r, shared)["real_f1"])
                 picked.append(_at(record, rho))
             rows.append([variant.name, label] + [
-                _mean_sd([m[name] for m in picked]) for name in METRIC_NAMES
+                mean_sd_text([m[name] for m in picked]) for name in METRIC_NAMES
             ])
     return rows
 
@@ -191,7 +194,9 @@ def markdown(result: StudyResult) -> str:
         f"Reference ReaL F1: predict every class {result.reference['ref_f1_all']:.3f}; "
         f"predict the single label {result.reference['ref_f1_label']:.3f}.",
         "",
-        "Mean ± standard deviation over seeds. Every run is evaluated at several thresholds "
+        ("Mean ± standard deviation over seeds." if len(result.seeds) > 1
+         else "One seed: single runs, no spread.")
+        + " Every run is evaluated at several thresholds "
         "(prediction set: argmax plus the classes whose sigmoid exceeds rho). \"shared\": "
         "the base settings' rho for every schema, whatever rho a MILe variant trained "
         "with; \"best\": the swept threshold with the highest mean final ReaL F1 (chosen "

@@ -36,9 +36,9 @@ from mile_engine.checkpoints import (
     run_info,
     verify_run,
 )
+from mile_tui.marks import BEST, BEST_MARK, NEWEST, NEWEST_MARK
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.help import HELP_BINDING, open_help
-from mile_tui.widgets.checkpoints import BEST, BEST_MARK, NEWEST, NEWEST_MARK
 
 
 @dataclass(frozen=True)

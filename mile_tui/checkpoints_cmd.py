@@ -31,21 +31,25 @@ from mile_engine.checkpoints import (
 )
 from mile_engine.config import Settings
 from mile_tui.headless import exit_code_for
-from mile_tui.options import ConfigOption, SetOption
+from mile_tui.marks import BEST, NEWEST, plural
+from mile_tui.options import FLAG, ConfigOption, Group, SetOption, command
 
 checkpoints_app = typer.Typer(
+    cls=Group,
     help="Browse, show, verify, prune and export the checkpoints of runs.",
     no_args_is_help=False,
     add_completion=False,
 )
 
-SUBCOMMANDS = ("browse", "list", "show", "inspect", "verify", "prune", "delete", "export")
+SUBCOMMANDS = ("browse", "list", "show", "verify", "prune", "delete", "export")
 # Options of this command that take a value, for `expand_browse_args`.
 _VALUED = ("--config", "-c", "--set", "-s")
 
+JsonFlag = typer.Option("--json", metavar=FLAG, help="One JSON document.")
 RunArgument = Annotated[
     Path | None,
-    typer.Argument(help="A run folder, or a run name under checkpoint_path (default: all)."),
+    typer.Argument(metavar="RUN",
+                   help="A run folder, or a run name under checkpoint_path (default: all)."),
 ]
 
 
@@ -133,21 +137,27 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _is_best(run: RunInfo, record: Record) -> bool:
+    return run.best is not None and record.file == run.best.file
+
+
+def _is_newest(run: RunInfo, record: Record) -> bool:
+    return run.newest is not None and record.file == run.newest.file
+
+
 def record_marks(run: RunInfo, record: Record) -> str:
-    """"newest", "best", both or nothing, as the list and the browser mark a save."""
-    marks = []
-    if run.newest is not None and record.file == run.newest.file:
-        marks.append("newest")
-    if run.best is not None and record.file == run.best.file:
-        marks.append("best")
-    return ",".join(marks)
+    """"★ best", "● newest", both or nothing: the console's notation for a save."""
+    marks = [BEST] if _is_best(run, record) else []
+    if _is_newest(run, record):
+        marks.append(NEWEST)
+    return " ".join(marks)
 
 
 def _record_json(run: RunInfo, record: Record) -> dict[str, Any]:
     data = record.to_json()
     data["path"] = str(run.path / record.file)
-    data["newest"] = "newest" in record_marks(run, record)
-    data["best"] = "best" in record_marks(run, record)
+    data["newest"] = _is_newest(run, record)
+    data["best"] = _is_best(run, record)
     return data
 
 
@@ -156,7 +166,7 @@ def _print_runs(runs: list[RunInfo]) -> None:
         typer.echo("no runs")
     for run in runs:
         state = " (training)" if run.active else ""
-        typer.echo(f"{run.path}{state}: {len(run.records)} checkpoint(s)")
+        typer.echo(f"{run.path}{state}: {plural(len(run.records), 'checkpoint')}")
         for r in run.records:
             m = r.metrics or {}
             typer.echo(
@@ -178,7 +188,7 @@ def checkpoints(
         browse(ctx, None, config, overrides)
 
 
-@checkpoints_app.command()
+@command(checkpoints_app)
 def browse(
     ctx: typer.Context,
     run: RunArgument = None, config: ConfigOption = None, overrides: SetOption = None
@@ -197,11 +207,11 @@ def browse(
     CheckpointsApp(root, run_dir, keep_last=settings.max_checkpoint_num).run()
 
 
-@checkpoints_app.command("list")
+@command(checkpoints_app, "list")
 def list_cmd(
     ctx: typer.Context,
     run: RunArgument = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    as_json: Annotated[bool, JsonFlag] = False,
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -233,15 +243,17 @@ def show_checkpoint(ref: str, root: Path) -> dict[str, Any]:
         "best_metrics": state.get("best_metrics"),
         "settings": meta.get("settings"),
         "reason": meta.get("reason"),
+        "meta": {k: meta.get(k) for k in ("generation", "phase", "step")},
         "time": _when(float(meta.get("time", 0.0))),
     }
 
 
-@checkpoints_app.command("show")
+@command(checkpoints_app, "show")
 def show(
     ctx: typer.Context,
-    checkpoint: Annotated[str, typer.Argument(help="A checkpoint file, RUN/FILE, or a run.")],
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    checkpoint: Annotated[str, typer.Argument(metavar="CHECKPOINT",
+                                               help="A checkpoint file, RUN/FILE, or a run.")],
+    as_json: Annotated[bool, JsonFlag] = False,
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -254,22 +266,31 @@ def show(
         typer.echo(json.dumps(info, indent=1, default=str))
         return
     typer.echo(f"checkpoint {info['path']} ({info['reason']}, {info['time']})")
-    pos = info["position"]
-    typer.echo(
-        f"position: generation {pos['generation']} phase {pos['phase_index']} step "
-        f"{pos['step']} global step {pos['global_step']}"
-    )
+    typer.echo(f"position: {describe_position(info['meta'], info['position'])}")
     for title, values in (("metrics", info["metrics"]), ("best so far", info["best_metrics"]),
                           ("settings", info["settings"])):
         typer.echo(f"{title}:" + ("" if values else " -"))
         for key, value in (values or {}).items():
-            typer.echo(f"  {key} = {value}")
+            typer.echo(f"  {key} = {_value(value)}")
 
 
-checkpoints_app.command("inspect", help="Same as show.")(show)
+def describe_position(meta: dict[str, Any], position: dict[str, Any]) -> str:
+    """Where a save stands in its run, in words: what the manifest's phase field means."""
+    generation, phase, step = meta.get("generation"), meta.get("phase"), meta.get("step")
+    steps = f"global step {position['global_step']}"
+    if phase == "evaluated":
+        return f"end of generation {generation}, evaluated ({steps})"
+    if phase == "start":
+        return f"before the first step ({steps})"
+    return f"generation {generation}, {phase} phase, after step {step} ({steps})"
 
 
-@checkpoints_app.command()
+def _value(value: Any) -> str:
+    """A metric or setting as people read it: floats to 4 decimals, the rest as is."""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+@command(checkpoints_app)
 def verify(
     ctx: typer.Context,
     run: RunArgument = None, config: ConfigOption = None, overrides: SetOption = None
@@ -285,11 +306,12 @@ def verify(
                 failures += 1
                 typer.echo(f"FAILED  {info.path / name}: {'; '.join(result.problems)}")
     if failures:
-        typer.secho(f"{failures} checkpoint(s) failed verification", fg="red", err=True)
+        typer.secho(f"{plural(failures, 'checkpoint')} failed verification", fg="red",
+                    err=True)
         raise typer.Exit(1)
 
 
-@checkpoints_app.command()
+@command(checkpoints_app)
 def prune(
     ctx: typer.Context,
     run: RunArgument = None,
@@ -299,9 +321,12 @@ def prune(
                      "max_checkpoint_num)."),
     ] = None,
     keep_best: Annotated[int, typer.Option("--keep-best", help="Best saves to keep.")] = 1,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print, remove nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", metavar=FLAG, help="Print, remove nothing.")
+    ] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Allow removing the best and newest saves.")
+        bool, typer.Option("--force", metavar=FLAG,
+                           help="Allow removing the best and newest saves.")
     ] = False,
     config: ConfigOption = None,
     overrides: SetOption = None,
@@ -325,15 +350,20 @@ def prune(
         for r in removed:
             typer.echo(f"{verb} {info.path / r.file}")
         total += len(removed)
-    typer.echo(f"{total} checkpoint(s) {verb}")
+    if not total:
+        typer.echo("nothing to remove")
+    else:
+        typer.echo(f"{verb} {plural(total, 'checkpoint')}")
 
 
-@checkpoints_app.command()
+@command(checkpoints_app)
 def delete(
     ctx: typer.Context,
-    checkpoint: Annotated[str, typer.Argument(help="A checkpoint file or RUN/FILE.")],
+    checkpoint: Annotated[str, typer.Argument(metavar="CHECKPOINT",
+                                               help="A checkpoint file or RUN/FILE.")],
     force: Annotated[
-        bool, typer.Option("--force", help="Allow deleting the best or the newest save.")
+        bool, typer.Option("--force", metavar=FLAG,
+                           help="Allow deleting the best or the newest save.")
     ] = False,
     config: ConfigOption = None,
     overrides: SetOption = None,
@@ -351,12 +381,15 @@ def delete(
     typer.echo(f"deleted {path}")
 
 
-@checkpoints_app.command()
+@command(checkpoints_app)
 def export(
     ctx: typer.Context,
-    checkpoint: Annotated[str, typer.Argument(help="A checkpoint file, RUN/FILE, or a run.")],
-    out_arg: Annotated[Path | None, typer.Argument(metavar="[OUT]", help="Output file.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file.")] = None,
+    checkpoint: Annotated[str, typer.Argument(metavar="CHECKPOINT",
+                                               help="A checkpoint file, RUN/FILE, or a run.")],
+    out_arg: Annotated[Path | None, typer.Argument(metavar="OUT", help="Output file.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", metavar="FILE", help="Output file.")
+    ] = None,
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:

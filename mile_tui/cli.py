@@ -23,12 +23,13 @@ from mile_tui.headless import (
     console_sink,
     exit_code_for,
 )
-from mile_tui.options import ConfigOption, SetOption
+from mile_tui.options import FLAG, ConfigOption, Group, SetOption, command
 
 DEFAULT_CONFIG = Path("mile.toml")
 
 app = typer.Typer(
     name="mile-tui",
+    cls=Group,
     help="A training console for MILe (Multi-label Iterated Learning).",
     add_completion=False,
     no_args_is_help=False,
@@ -84,18 +85,19 @@ def _open_console(config: Path | None, overrides: list[str] | None, autostart: b
     run_app(config, overrides or [], autostart=autostart)  # None: the app picks the file
 
 
-@app.command()
+@command(app)
 def run(
     config: ConfigOption = None,
     overrides: SetOption = None,
     headless: Annotated[
-        bool, typer.Option("--headless", help="No console: progress on the terminal, for servers.")
+        bool, typer.Option("--headless", metavar=FLAG,
+                     help="No console: progress on the terminal, for servers.")
     ] = False,
     resume: Annotated[
         str | None,
         typer.Option(
             "--resume",
-            metavar="[RUN_DIR|CHECKPOINT]",
+            metavar="RUN_DIR|CHECKPOINT",
             help="Continue a run exactly where its last good checkpoint left it: a run "
             "folder, a checkpoint file, or alone the newest run under checkpoint_path. "
             "--set may still change epoch_num, device, precision, log_every and the like.",
@@ -163,7 +165,7 @@ def run_headless(
         finally:
             # Ranks that finished or stopped together (they agree on stops) leave together.
             distributed.teardown(synchronize=ended is not None and ended.status != "failed")
-    if ended.status != "finished":
+    if ended.status == "stopped":
         _print_resume_hint(saves, ctx.is_main)
     if control.failure is not None and ended.status != "failed":
         # The disk refused a record after the run had ended (its last lines): say so.
@@ -172,7 +174,7 @@ def run_headless(
 
 
 def _print_resume_hint(saves: SaveTracker, is_main: bool) -> None:
-    """After a run that did not finish: where its newest save is and how to go on."""
+    """After a stopped run: where its newest save is and how to go on."""
     hint = saves.hint()
     if hint is not None and is_main:
         typer.secho(hint, fg=typer.colors.YELLOW, err=True)
@@ -213,10 +215,10 @@ def _register_subcommands() -> None:
     from mile_tui.inspect_cmd import eval_checkpoint, inspect, predict
 
     app.add_typer(checkpoints_app, name="checkpoints")
-    app.command()(compare)
-    app.command(name="eval")(eval_checkpoint)
-    app.command()(predict)
-    app.command()(inspect)
+    command(app)(compare)
+    command(app, "eval")(eval_checkpoint)
+    command(app)(predict)
+    command(app)(inspect)
 
 
 _register_subcommands()

@@ -15,15 +15,18 @@ def compare(
     config: ConfigOption = None,
     overrides: SetOption = None,
     schemas: Annotated[
-        str, typer.Option(help="Comma-separated schemas to compare.")
+        str, typer.Option(metavar="NAMES", help="Comma-separated schemas to compare.")
     ] = "softmax,sigmoid,MILe",
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
+    seeds: Annotated[str, typer.Option(metavar="SEEDS", help="Comma-separated seeds.")] = "0,1,2",
     vary: Annotated[
         list[str] | None,
-        typer.Option(help="Sweep a MILe setting: --vary rho=0.1,0.25,0.5 (repeatable; "
+        typer.Option(metavar="KEY=V1,V2",
+                     help="Sweep a MILe setting: --vary rho=0.1,0.25,0.5 (repeatable; "
                      "variants are crossed)."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Folder for study.md, study.svg, study.json.")] = Path(
+    out: Annotated[
+        Path, typer.Option(metavar="FOLDER", help="Folder for study.md, study.svg, study.json.")
+    ] = Path(
         "study"
     ),
 ) -> None:

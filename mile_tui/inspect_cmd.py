@@ -26,21 +26,27 @@ from mile_engine.checkpoints import (
 from mile_engine.config import Settings, SettingsError, parse_override, read_toml
 from mile_engine.runs import json_safe
 from mile_tui.headless import exit_code_for
+from mile_tui.options import FLAG
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Settings file whose data paths and device apply "
-                 "(the model and schema stay the checkpoint's).", readable=False),
+    typer.Option("--config", "-c", metavar="FILE", readable=False,
+                 help="Settings file whose data paths and device apply "
+                 "(the model and schema stay the checkpoint's)."),
 ]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a data or device setting: --set device=cpu, "
+    typer.Option("--set", "-s", metavar="KEY=VALUE",
+                 help="Override a data or device setting: --set device=cpu, "
                  "--set val_size=500 (repeatable)."),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", metavar=FLAG, help="Print JSON, for scripts.")
+]
 CheckpointArgument = Annotated[
     str,
-    typer.Argument(help="A checkpoint file, a run folder (its newest save), or RUN or "
+    typer.Argument(metavar="CHECKPOINT",
+                   help="A checkpoint file, a run folder (its newest save), or RUN or "
                    "RUN/FILE under checkpoint_path.", show_default=False),
 ]
 METRIC_COLUMNS = (("top1", "top-1"), ("real_accuracy", "ReaL acc"), ("real_f1", "ReaL F1"),
@@ -123,7 +129,8 @@ def eval_checkpoint(
     checkpoint: CheckpointArgument,
     rho: Annotated[
         str | None,
-        typer.Option("--rho", help="Thresholds to sweep, comma-separated: one row each "
+        typer.Option("--rho", metavar="RHOS",
+                     help="Thresholds to sweep, comma-separated: one row each "
                      "(default: the run's rho)."),
     ] = None,
     config: ConfigOption = None,
@@ -177,8 +184,8 @@ def eval_checkpoint(
 
 def predict(
     checkpoint: CheckpointArgument,
-    images: Annotated[list[Path], typer.Argument(help="Image files (any format PIL reads).",
-                                                 show_default=False)],
+    images: Annotated[list[Path], typer.Argument(
+        metavar="IMAGE", help="Image files (any format PIL reads).", show_default=False)],
     rho: Annotated[
         float | None,
         typer.Option("--rho", help="Threshold on sigmoid probabilities (default: the run's)."),

@@ -6,12 +6,8 @@ from rich.text import Text
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
+from mile_tui.marks import BEST, NEWEST
 from mile_tui.widgets.run_view import CheckpointRow, RunView
-
-# One notation for the best and the newest save, in the run panel, the checkpoint
-# browser and the command line.
-BEST_MARK, NEWEST_MARK = "★", "●"
-BEST, NEWEST = f"{BEST_MARK} best", f"{NEWEST_MARK} newest"
 
 
 class CheckpointPanel(OptionList):

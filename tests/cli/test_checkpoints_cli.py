@@ -43,21 +43,26 @@ def test_list_marks_best_and_newest(tmp_path: Path) -> None:
     marks = [(c["best"], c["newest"]) for c in run["checkpoints"]]
     assert marks == [(True, False), (False, False), (False, True)]
     plain = cli(tmp_path, "list")
-    assert "3 checkpoint(s)" in plain.output and "best" in plain.output
+    assert "3 checkpoints" in plain.output
+    # The console's notation: the first save is the best, the last the newest.
+    rows = [line for line in plain.output.splitlines() if line.startswith("  step-")]
+    assert [row.endswith(mark) for row, mark in zip(rows, ("★ best", "", "● newest"),
+                                                     strict=True)] == [True, True, True]
+    assert "●" not in rows[0] and "★" not in rows[1] + rows[2]
     # Not on a terminal, the bare command (and `checkpoints RUN`) prints the list.
-    assert "3 checkpoint(s)" in cli(tmp_path).output
-    assert "3 checkpoint(s)" in cli(tmp_path, "browse", "run-a").output
+    assert "3 checkpoints" in cli(tmp_path).output
+    assert "3 checkpoints" in cli(tmp_path, "browse", "run-a").output
     # --set may also come before the subcommand.
     before = CliRunner().invoke(app, ["checkpoints", "--set", f"checkpoint_path={tmp_path}",
                                       "list"])
-    assert "3 checkpoint(s)" in before.output
+    assert "3 checkpoints" in before.output
 
 
 def test_list_shows_a_checkpoint_it_cannot_read(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [0.5])
     (run_dir / "step-00000099-stop.pt").write_bytes(b"PK\x03\x04 cut short")
     plain = cli(tmp_path, "list")
-    assert plain.exit_code == 0 and "1 checkpoint(s)" in plain.output
+    assert plain.exit_code == 0 and ": 1 checkpoint\n" in plain.output
     assert "step-00000099-stop.pt" in plain.output and "unreadable" in plain.output
     (run,) = json.loads(cli(tmp_path, "list", "--json").output)
     assert run["unreadable"] == [str(run_dir / "step-00000099-stop.pt")]
@@ -69,8 +74,10 @@ def test_show_prints_position_metrics_and_settings(tmp_path: Path) -> None:
     for ref in (f"run-a/{record.file}", str(run_dir / record.file), "run-a"):
         result = cli(tmp_path, "show", ref)
         assert result.exit_code == 0, result.output
-        assert "real_f1 = 0.5" in result.output and "k_t = 3" in result.output
-    assert cli(tmp_path, "inspect", "run-a").exit_code == 0
+        assert "real_f1 = 0.5000\n" in result.output and "k_t = 3\n" in result.output
+        assert "position: end of generation 1, evaluated (global step 5)" in result.output
+    # One name, one meaning: `inspect` is the image inspector, not an alias of show.
+    assert cli(tmp_path, "inspect", "run-a").exit_code == 2
     missing = cli(tmp_path, "show", "nope")
     assert missing.exit_code == 2 and "no such checkpoint" in missing.output  # see test_fault_cli
 
@@ -92,7 +99,7 @@ def test_prune_dry_run_then_prune_keeps_best_and_newest(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [0.9, 0.1, 0.2, 0.3])
     files = [r.file for r in read_records(run_dir)]
     dry = cli(tmp_path, "prune", "--keep-last", "1", "--dry-run")
-    assert dry.exit_code == 0 and "2 checkpoint(s) would remove" in dry.output
+    assert dry.exit_code == 0 and "would remove 2 checkpoints" in dry.output
     assert len(list(run_dir.glob("*.pt"))) == 4
     done = cli(tmp_path, "prune", "--keep", "1", "--keep-best", "0")
     assert done.exit_code == 0 and f"removed {run_dir / files[1]}" in done.output
@@ -124,7 +131,7 @@ def test_prune_keep_last_above_the_save_count_removes_nothing(tmp_path: Path) ->
     for keep in ("5", "4"):
         result = cli(tmp_path, "prune", "run-a", "--keep-last", keep)
         assert result.exit_code == 0, result.output
-        assert "0 checkpoint(s) removed" in result.output
+        assert "nothing to remove" in result.output
     assert [r.file for r in read_records(run_dir)] == before
     assert sorted(p.name for p in run_dir.glob("*.pt")) == sorted(before)
 
@@ -239,4 +246,4 @@ def test_bare_checkpoints_command_runs_as_a_script(tmp_path: Path) -> None:
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert "1 checkpoint(s)" in out.stdout
+    assert ": 1 checkpoint\n" in out.stdout

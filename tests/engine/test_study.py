@@ -126,3 +126,10 @@ def test_shared_row_reads_the_base_rho_whatever_the_variant_trained_with(
     assert shared[1] == "0.25 (shared)"
     assert shared[4].startswith(f"{final['sweep']['0.25']['real_f1']:.3f}")
     assert final["rho"] == 0.1  # the run's own metrics are at its training rho
+
+
+def test_one_seed_shows_no_spread() -> None:
+    from mile_engine.study import mean_sd_text
+
+    assert mean_sd_text([0.5]) == "0.500"
+    assert mean_sd_text([0.5, 0.7]) == "0.600 ± 0.141"
