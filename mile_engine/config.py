@@ -168,7 +168,7 @@ class Settings:
     # -- optimisation
     lr: float = _setting(
         0.01, "optim", "Learning rate of SGD (momentum 0.9, weight decay 1e-4). 0.01 trained "
-        "the digit grids better than 0.05 in our probes (README, 'Does MILe work here?'). "
+        "the digit grids better than 0.05 in our probes (docs/study.md). "
         "Below 10: a larger rate can only diverge.",
         minimum=0.0, maximum=10.0, exclusive=True,
     )

@@ -140,9 +140,9 @@ def console_sink(stream: IO[str] | None = None) -> ev.Sink:
 
 
 def exit_code_for(exc: BaseException) -> int:
-    """The exit code of a command that ends on `exc` (the README's "Exit codes"): 1 when
-    it failed while doing the work (a write, the disk), 2 when what was asked for cannot
-    be used (a bad setting; a missing, damaged or unsafe checkpoint; a busy run)."""
+    """The exit code of a command that ends on `exc` (docs/checkpoints.md, "Exit codes"):
+    1 when it failed while doing the work (a write, the disk), 2 when what was asked for
+    cannot be used (a bad setting; a missing, damaged or unsafe checkpoint; a busy run)."""
     from mile_engine.checkpoints import CheckpointWriteError
 
     return EXIT_FAILED if isinstance(exc, (CheckpointWriteError, OSError)) else EXIT_USAGE

@@ -81,8 +81,8 @@ def fit(image: torch.Tensor, width: int, height: int) -> Image.Image:
     Integer up-scaling (nearest) keeps a small grid's pixels sharp; larger images are
     averaged down. PIL does the work, not torch: this runs on the UI thread, and one
     multi-threaded torch kernel there makes the trainer's thread about a third slower
-    for the rest of the process (each thread keeps its own OpenMP team; README, "How it
-    stays fast").
+    for the rest of the process (each thread keeps its own OpenMP team; docs/console.md,
+    "How it stays fast").
     """
     h, w = int(image.shape[0]), int(image.shape[1])
     mode = "L" if image.ndim == 2 else "RGB"
