@@ -14,7 +14,13 @@ from pathlib import Path
 from mile_engine import distributed
 from mile_engine import events as ev
 from mile_engine.checkpoints import RunCheckpointer, atomic_write_text, find_resume
-from mile_engine.config import FIELDS, Settings, apply_allowed_overrides, build_settings
+from mile_engine.config import (
+    FIELDS,
+    Settings,
+    apply_allowed_overrides,
+    build_settings,
+    check_checkpoint_path,
+)
 from mile_engine.control import Control
 from mile_engine.runs import SETTINGS_FILE, MetricsWriter, create_run_dir, log_file
 from mile_engine.trainer import Trainer
@@ -81,6 +87,9 @@ def open_run(
     early: list[ev.Event] = []  # said before the run folder exists, for its log
     live = [*sinks, early.append]
     if resume is None:
+        # Every caller (console, headless, study) gets a bad folder refused before the
+        # trainer is built: nothing made, nothing spent.
+        check_checkpoint_path(settings)
         # Rank 0 tells the others what to load before any other collective (DDP's own
         # start-up broadcast happens inside Trainer), so the ranks stay in step.
         distributed.broadcast_object(None, dist)
