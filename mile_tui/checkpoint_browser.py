@@ -37,6 +37,7 @@ from mile_engine.checkpoints import (
     verify_run,
 )
 from mile_tui.marks import BEST, BEST_MARK, NEWEST, NEWEST_MARK
+from mile_tui.preferences import remember_theme
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.help import HELP_BINDING, open_help
 
@@ -504,12 +505,17 @@ class CheckpointsApp(App[None]):
     BINDINGS = [HELP_BINDING]
 
     def __init__(
-        self, root: Path, run_dir: Path | None = None, keep_last: int = 3, keep_best: int = 1
+        self, root: Path, run_dir: Path | None = None, keep_last: int = 3, keep_best: int = 1,
+        preferences: Path | None = None,
     ) -> None:
+        """Browse the runs under `root`; `preferences`: the file with the console's theme."""
         super().__init__()
         self.browser = CheckpointBrowser(root, run_dir, keep_last, keep_best)
+        self.preferences_file = preferences
 
     def on_mount(self) -> None:
+        if self.preferences_file is not None:
+            remember_theme(self, self.preferences_file)
         self.push_screen(self.browser)
 
     def action_help(self) -> None:

@@ -204,7 +204,10 @@ def browse(
     from mile_tui.checkpoint_browser import CheckpointsApp
 
     run_dir = None if run is None else (run if is_run_dir(run) else root / run)
-    CheckpointsApp(root, run_dir, keep_last=settings.max_checkpoint_num).run()
+    from mile_tui.preferences import preferences_path
+
+    CheckpointsApp(root, run_dir, keep_last=settings.max_checkpoint_num,
+                   preferences=preferences_path()).run()
 
 
 @command(checkpoints_app, "list")

@@ -247,5 +247,6 @@ def inspect(
     except CheckpointError as exc:
         fail(str(exc), exit_code_for(exc))
     from mile_tui.inspector import InspectorApp
+    from mile_tui.preferences import preferences_path
 
-    InspectorApp(path, overrides or [], index).run()
+    InspectorApp(path, overrides or [], index, preferences=preferences_path()).run()

@@ -30,6 +30,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from mile_engine.inference import Inspection, PseudoLabelTable, SampleView
+from mile_tui.preferences import remember_theme
 from mile_tui.screens.help import HELP_BINDING, open_help
 
 if TYPE_CHECKING:
@@ -346,11 +347,16 @@ class InspectorApp(App[None]):
     TITLE = "mile-tui inspect"
     BINDINGS = [HELP_BINDING]
 
-    def __init__(self, checkpoint: Path, overrides: Iterable[str] = (), index: int = 0) -> None:
+    def __init__(self, checkpoint: Path, overrides: Iterable[str] = (), index: int = 0,
+                 preferences: Path | None = None) -> None:
+        """Inspect `checkpoint`; `preferences`: the file with the console's theme."""
         super().__init__()
         self.inspector = InspectorScreen(checkpoint, overrides, index)
+        self.preferences_file = preferences
 
     def on_mount(self) -> None:
+        if self.preferences_file is not None:
+            remember_theme(self, self.preferences_file)
         self.push_screen(self.inspector)
 
     def action_help(self) -> None:

@@ -300,3 +300,17 @@ def test_the_log_panel_keeps_tracebacks_out_and_errors_in() -> None:
     view.apply(ev.Message("error", "no space left on device: /runs/x/step-1.pt"))
     view.apply(ev.Message(ev.DETAIL, "Traceback (most recent call last):\n  ..."))
     assert view.log == [("error", "no space left on device: /runs/x/step-1.pt")]
+
+
+async def test_the_checkpoint_browser_opens_in_the_remembered_theme(tmp_path: Path) -> None:
+    from mile_tui.checkpoint_browser import CheckpointsApp
+
+    path = tmp_path / "prefs.toml"
+    path.write_text('theme = "nord"\n', encoding="utf-8")
+    app = CheckpointsApp(tmp_path / "runs", preferences=path)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        assert app.theme == "nord"
+        app.theme = "gruvbox"
+        await pilot.pause()
+    assert tomlkit.parse(path.read_text(encoding="utf-8"))["theme"] == "gruvbox"
