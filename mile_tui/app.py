@@ -40,9 +40,9 @@ from mile_tui.screens.settings import SettingsScreen
 from mile_tui.screens.settings_form import SettingsForm
 from mile_tui.widgets.run_view import RunView
 
-# Seconds between two redraws of the run screen, at least. Measured with
-# benchmarks/tui_overhead.py on a 2-core CPU: redrawing 10 times a second kept 82% of
-# headless throughput, 4 times 93%, twice 97%; training panels need no more than that.
+# Seconds between two redraws of the run screen, at least: training panels need no
+# more than two redraws a second, and fewer redraws leave the cores to the trainer.
+# benchmarks/tui_overhead.py measures what the console costs (docs/speed.md).
 DRAIN_INTERVAL = 0.5
 DEFAULT_SETTINGS = Path("mile.toml")
 # How a stopped run goes on from a shell (the console resumes from its run screen).
