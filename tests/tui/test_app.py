@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.widgets import Input, Select, Static
 
 from mile_engine import events as ev
+from mile_engine.control import Control
 from mile_engine.data.tiles import GridSource
-from mile_tui.app import DRAIN_INTERVAL, MileApp, create_app
+from mile_tui.app import DRAIN_INTERVAL, EventsReady, MileApp, create_app
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.settings import SettingsScreen
 from mile_tui.widgets.run_view import RunView
@@ -51,6 +54,48 @@ async def start_and_wait(pilot, app: MileApp, steps: int) -> RunView:  # type: i
 def error_text(app: MileApp, name: str) -> str:
     """What the error line under a setting says."""
     return str(app.settings_screen.query_one(f"#error-{name}", Static).render())
+
+
+def record_events(app: MileApp, react: Callable[[ev.Event], None] = lambda e: None,
+                  ) -> list[ev.Event]:
+    """Keep every event the trainer sends the app, in order, as it sends it (in its thread);
+    `react` sees each one first, e.g. to pause the run at a known point."""
+    events: list[ev.Event] = []
+    put = app.buffer.put
+
+    def recording_put(event: ev.Event) -> None:
+        react(event)
+        events.append(event)
+        put(event)
+
+    app.buffer.put = recording_put  # type: ignore[method-assign]
+    return events
+
+
+def steps_logged(events: list[ev.Event]) -> int:
+    """The global step of the newest progress record (log_every = 1: every step)."""
+    return max((e.global_step for e in events if isinstance(e, ev.StepLogged)), default=0)
+
+
+class WatchedControl(Control):
+    """The run's Control, telling the test what the trainer did with its requests."""
+
+    def __init__(self, steps: Callable[[], int]) -> None:
+        super().__init__()
+        self._steps = steps
+        self.held = threading.Event()  # the trainer waited out a whole poll while paused
+        self.stopped_after: int | None = None  # steps taken when stop was asked
+
+    def wait_while_paused(self, timeout: float = 0.1) -> bool:
+        still_paused = super().wait_while_paused(timeout)
+        if still_paused:
+            self.held.set()
+        return still_paused
+
+    def stop(self) -> None:
+        if self.stopped_after is None:
+            self.stopped_after = self._steps()
+        super().stop()
 
 
 async def test_edit_and_save_keeps_comments(settings_file: Path) -> None:
@@ -103,18 +148,26 @@ async def test_model_dataset_mismatch_is_shown_and_blocks_start(settings_file: P
         assert app.worker is None
 
 
-async def test_run_shows_phase_change_and_finishes(
-    settings_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    slow_batches(monkeypatch, 0.25)  # each phase outlasts a redraw interval
+async def test_run_shows_phase_change_and_finishes(settings_file: Path) -> None:
     app = create_app(settings_file)
+
+    def pause_at_first_phases(event: ev.Event) -> None:
+        # Hold the trainer at the start of each phase of generation 1, so the screen is
+        # checked while that phase is on, however fast or slow the machine.
+        if isinstance(event, ev.PhaseStarted) and event.generation == 1:
+            assert app.control is not None
+            app.control.pause()
+
+    record_events(app, pause_at_first_phases)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f5")
-        head = app.run_screen.query_one("#phase-head", Static)
-        await wait_for(pilot, lambda: "interactive" in str(head.render()))
-        await wait_for(pilot, lambda: "imitation" in str(head.render()))
-        await wait_for(pilot, lambda: app.run_screen.view.status == "finished")
         view = app.run_screen.view
+        head = app.run_screen.query_one("#phase-head", Static)
+        for phase in ("interactive", "imitation"):
+            await wait_for(pilot, lambda p=phase: p in str(head.render())
+                           and view.status == "paused")
+            await pilot.press("p")
+        await wait_for(pilot, lambda: view.status == "finished")
         assert [row.generation for row in view.evals] == [1, 2]
         phases = [p.phase for p in view.losses]
         assert phases[:3] == ["interactive"] * 3 and phases[3:5] == ["imitation"] * 2
@@ -127,20 +180,42 @@ async def test_pause_stops_the_step_counter_and_stop_ends_the_worker(
 ) -> None:
     slow_batches(monkeypatch, 0.05)
     app = create_app(settings_file, ["epoch_num=100"])
+    pause_mid_generation = threading.Event()
+
+    def react(event: ev.Event) -> None:
+        # Once armed, pause after the 2nd step of a generation (k_t + k_s = 5), 3 steps
+        # before the next boundary, so a stop that waits for a boundary shows.
+        if (pause_mid_generation.is_set() and isinstance(event, ev.StepLogged)
+                and event.global_step % 5 == 2):
+            pause_mid_generation.clear()
+            control.pause()
+
+    events = record_events(app, react)
+    control = WatchedControl(lambda: steps_logged(events))
+    monkeypatch.setattr("mile_tui.app.Control", lambda: control)
     async with app.run_test(size=SIZE) as pilot:
         view = await start_and_wait(pilot, app, steps=2)
         await pilot.press("p")
         await wait_for(pilot, lambda: view.status == "paused")
-        paused_at = view.global_step
-        await pilot.pause(0.6)
+        await wait_for(pilot, control.held.is_set)  # the trainer sits in its pause
+        paused_at = steps_logged(events)
         assert view.global_step == paused_at
         await pilot.press("p")
         await wait_for(pilot, lambda: view.global_step > paused_at)
-        await pilot.press("x")
-        started = time.monotonic()
-        await wait_for(pilot, lambda: not app.running, timeout=10)
-        assert time.monotonic() - started < 5
+        kinds = [type(e).__name__ for e in events]
+        assert kinds.index("Resumed") == kinds.index("Paused") + 1  # no step while paused
+
+        control.held.clear()
+        pause_mid_generation.set()
+        await wait_for(pilot, control.held.is_set)
+        held_at = steps_logged(events)
+        await pilot.press("x")  # a stop wakes the paused trainer, which ends where it is
+        await wait_for(pilot, lambda: not app.running)
         await wait_for(pilot, lambda: view.status == "stopped")
+    (ended,) = [e for e in events if isinstance(e, ev.RunEnded)]
+    assert ended.status == "stopped"
+    assert held_at % 5 == 2 and ended.global_step == held_at
+    assert control.stopped_after == held_at
 
 
 async def test_engine_error_is_shown_and_app_stays_usable(
@@ -179,7 +254,7 @@ async def test_quit_during_a_run_asks_then_stops_cleanly(
         await pilot.press("ctrl+q")
         await pilot.pause()
         await pilot.press("y")
-        await wait_for(pilot, lambda: not app.is_running or not app.running, timeout=10)
+        await wait_for(pilot, lambda: not app.is_running or not app.running)
     assert app.worker is not None and not app.running
     run_dirs = list(Path("runs").iterdir())
     assert "stopped" in (run_dirs[0] / "run.log").read_text()
@@ -198,29 +273,73 @@ async def test_missing_file_offers_to_create_it(tmp_path: Path,
     assert "[mile]" in text and "# Allowed:" in text
 
 
-async def test_redraws_are_bounded_however_fast_events_come(settings_file: Path) -> None:
+class FakeClock:
+    """The app's `time` module with a monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+async def test_redraws_are_bounded_however_fast_events_come(
+    settings_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr("mile_tui.app.time", clock)
     app = create_app(settings_file)
+    step = ev.StepLogged(1, "interactive", 1, 3, 1, 6, 0.5, 0.05, 100.0, 0.1)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f3")
-        step = ev.StepLogged(1, "interactive", 1, 3, 1, 6, 0.5, 0.05, 100.0, 0.1)
+        # The drains the app puts off: caught here, fired by the test on the fake clock.
+        timers: list[tuple[float, Callable[[], object]]] = []
+        set_timer = app.set_timer
 
-        def flood() -> None:
-            # Far faster than any screen could follow: about 20,000 events a second.
-            end = time.monotonic() + 1.0
-            while time.monotonic() < end:
-                for _ in range(200):
-                    app.buffer.put(step)
-                time.sleep(0.01)
+        def catch_drains(delay: float, callback: Any = None, **kw: Any) -> Any:
+            if callback == app._drain:
+                timers.append((delay, callback))
+                return None
+            return set_timer(delay, callback, **kw)
 
-        started = time.monotonic()
-        thread = threading.Thread(target=flood)
-        thread.start()
-        while thread.is_alive():
-            await pilot.pause(0.02)
-        await pilot.pause(0.3)
-        elapsed = time.monotonic() - started
-        assert len(app.run_screen.view.losses) > 0
-        assert app.drains <= elapsed / DRAIN_INTERVAL + 2
+        monkeypatch.setattr(app, "set_timer", catch_drains)
+
+        def flood(count: int) -> None:
+            # From another thread, as fast as it can: far faster than a screen follows.
+            thread = threading.Thread(target=lambda: [app.buffer.put(step)
+                                                      for _ in range(count)])
+            thread.start()
+            thread.join()
+
+        flood(1)  # the first batch of events is drawn at once
+        await wait_for(pilot, lambda: app.drains == 1)
+        flood(2000)  # within the same instant: the next drawing waits a whole interval
+        await wait_for(pilot, lambda: bool(timers) or app.drains > 1)
+        for _ in range(5):
+            app.on_events_ready(EventsReady())  # more wake-ups change nothing
+        assert app.drains == 1 and len(timers) == 1
+        assert timers[0][0] == pytest.approx(DRAIN_INTERVAL)
+
+        clock.now += DRAIN_INTERVAL
+        timers.pop()[1]()
+        assert app.drains == 2 and len(app.run_screen.view.losses) > 0
+        assert app.buffer.drain() == []  # all 2,000 went into that one drawing
+
+        clock.now += 0.2  # events 0.2 s after a drawing wait out the rest of the interval
+        flood(10)
+        await wait_for(pilot, lambda: bool(timers) or app.drains > 2)
+        assert timers[0][0] == pytest.approx(DRAIN_INTERVAL - 0.2) and app.drains == 2
+        clock.now += DRAIN_INTERVAL - 0.2
+        timers.pop()[1]()
+        assert app.drains == 3
+
+        clock.now += 3 * DRAIN_INTERVAL  # after a quiet spell, drawn at once
+        flood(10)
+        await wait_for(pilot, lambda: app.drains == 4)
+        assert timers == []
 
 
 async def test_resume_from_the_selected_save(
