@@ -160,13 +160,13 @@ def _bare_imitation(trainer: Trainer, batch: Batch) -> None:
     so that the ceiling runs the same kernels as the engine.
     """
     x = batch.images
-    with torch.inference_mode(), trainer._autocast():
+    with torch.inference_mode(), trainer.autocast():
         targets = torch.sigmoid(trainer.teacher_forward(x).float()) > trainer.settings.rho
     targets = targets.clone()  # an inference-mode tensor cannot be saved for backward
     trainer.model.train()
-    with trainer._autocast():
+    with trainer.autocast():
         loss = multi_label_bce(trainer.model(x), targets)
-    trainer._optimize(loss)
+    trainer.optimize(loss)
 
 
 def main() -> None:

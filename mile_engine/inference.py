@@ -19,13 +19,16 @@ import torch
 from torch import nn
 
 from mile_engine import events as ev
+from mile_engine import placement
 from mile_engine.checkpoints import CheckpointError, load_checkpoint
 from mile_engine.config import FIELDS, Settings, apply_allowed_overrides, build_settings
 from mile_engine.data import DataSource, build_source
+from mile_engine.data.batch import SampleSource, ValSample
 from mile_engine.device import resolve_device, resolve_precision
-from mile_engine.metrics import EvalAccumulator
+from mile_engine.metrics import EvalAccumulator, prediction_sets
 from mile_engine.models import build_model
-from mile_engine.schemas import uses_sigmoid
+from mile_engine.placement import run_model
+from mile_engine.schemas import pseudo_labels, uses_sigmoid
 from mile_engine.trainer import EVAL_BATCH
 
 if TYPE_CHECKING:
@@ -100,11 +103,8 @@ def eval_settings(
 
 
 def place(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move a network to `device` the way the trainer does (channels_last on CUDA)."""
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model.eval().requires_grad_(False)
+    """Move a network to `device` the way the trainer does, frozen in `eval()` mode."""
+    return placement.place(model, device).eval().requires_grad_(False)
 
 
 def load_model(
@@ -146,24 +146,6 @@ def load_model(
         recorded=meta.get("metrics"),
         meta=meta,
     )
-
-
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager[Any]:
-    """The trainer's autocast: none in fp32, else `dtype` on `device`."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def run_model(
-    model: nn.Module, images: torch.Tensor, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    """Float32 logits of `model` for a batch of model-ready images."""
-    x = images.to(device)
-    x = x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" \
-        else x.contiguous()
-    with torch.inference_mode(), autocast(device, dtype):
-        return model(x).float()
 
 
 # ---------------------------------------------------------------------------- class names
@@ -262,11 +244,8 @@ def label_sets(
     tensor maths; only the few chosen entries are read back.
     """
     probs = torch.sigmoid(logits.float()) if sigmoid else torch.softmax(logits.float(), 1)
-    chosen = torch.zeros_like(probs, dtype=torch.bool)
-    chosen[torch.arange(len(probs), device=probs.device), logits.argmax(dim=1)] = True
-    if sigmoid:
-        chosen |= probs > rho
-    return _chosen_labels(probs, chosen, names)
+    rhos = torch.tensor([rho], dtype=probs.dtype, device=probs.device)
+    return _chosen_labels(probs, prediction_sets(logits, rhos, sigmoid)[0], names)
 
 
 def pseudo_label_sets(
@@ -274,7 +253,7 @@ def pseudo_label_sets(
 ) -> list[list[Label]]:
     """The teacher's pseudo-labels `sigmoid > rho` (possibly empty), most probable first."""
     probs = torch.sigmoid(teacher_logits.float())
-    return _chosen_labels(probs, probs > rho, names)
+    return _chosen_labels(probs, pseudo_labels(teacher_logits, rho), names)
 
 
 def _chosen_labels(
@@ -470,7 +449,7 @@ def pseudo_label_table(
     contains = torch.zeros((), dtype=torch.float64, device=device)
     images = 0
     for batch in _limited(source.val_batches(EVAL_BATCH), max_images):
-        pseudo = torch.sigmoid(run_model(teacher, batch.images, device, dtype)) > rho
+        pseudo = pseudo_labels(run_model(teacher, batch.images, device, dtype), rho)
         known = batch.labels >= 0
         one_hot = torch.zeros_like(pseudo)
         rows = torch.arange(len(pseudo), device=device)
@@ -526,30 +505,19 @@ class SampleView:
     """The teacher's pseudo-labels (MILe only)."""
 
 
-def validation_sample(source: DataSource, index: int) -> tuple[torch.Tensor, torch.Tensor,
-                                                              int, list[int]]:
-    """(display image uint8 [H, W] or [H, W, 3], model input [3, S, S], label, ReaL classes).
+def validation_sample(source: DataSource, index: int) -> ValSample:
+    """Validation image `index` of `source`, to draw and to feed the networks.
 
     Raises:
-        InferenceError: the source offers no single validation images.
+        InferenceError: the source offers no single validation images, or this one
+            cannot be decoded.
     """
-    from mile_engine.data.tiles import GridSource, to_model_input
-
-    if isinstance(source, GridSource):
-        image, label, real = source.val_sample(index)
-        return image, to_model_input(image[None], source.image_size)[0], label, real
-    data = getattr(source, "_val_data", None)
-    if data is None:
+    if not isinstance(source, SampleSource):
         raise InferenceError(f"{type(source).__name__} offers no validation samples.")
-    # ImageNet: one decoded file; its normalisation is the source's own.
-    pixels, i, _ = data[index]
-    if i < 0:
+    sample = source.validation_sample(index)
+    if sample is None:
         raise InferenceError(f"validation image {index} cannot be decoded.")
-    labels = source._val_labels  # type: ignore[attr-defined]
-    real_row = source._val_real[index]  # type: ignore[attr-defined]
-    x = source._normalise(pixels[None])[0].cpu()  # type: ignore[attr-defined]
-    real = sorted({int(r) for r in real_row.tolist() if r >= 0})
-    return pixels.permute(1, 2, 0).contiguous(), x, int(labels[index]), real
+    return sample
 
 
 def validation_size(source: DataSource) -> int:
@@ -640,7 +608,8 @@ class Inspection:
     def sample(self, index: int) -> SampleView:
         """Validation image `index` with its labels, the prediction and pseudo-labels."""
         index %= max(self.size, 1)
-        image, x, label, real = validation_sample(self.source, index)
+        shown = validation_sample(self.source, index)
+        x = shown.model_input
         rho = self.settings.rho
         logits = run_model(self.student, x[None], self.device, self.dtype)
         prediction = label_sets(logits, rho, self.sigmoid, self.class_names)[0]
@@ -648,7 +617,7 @@ class Inspection:
         if self.teacher is not None:
             t_logits = run_model(self.teacher, x[None], self.device, self.dtype)
             pseudo = pseudo_label_sets(t_logits, rho, self.class_names)[0]
-        return SampleView(index, image, label, real, prediction, pseudo)
+        return SampleView(index, shown.image, shown.label, shown.real, prediction, pseudo)
 
     def pseudo_table(self, max_images: int | None = 2048) -> PseudoLabelTable | None:
         """The per-class pseudo-label counts (MILe only) over the first validation images."""

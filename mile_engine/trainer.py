@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mile_engine import distributed
+from mile_engine import distributed, placement
 from mile_engine import events as ev
 from mile_engine.checkpoints import CheckpointError
 from mile_engine.config import Settings, SettingsError
@@ -36,6 +36,7 @@ from mile_engine.device import (
 from mile_engine.distributed import DistContext
 from mile_engine.metrics import METRIC_NAMES, EvalAccumulator
 from mile_engine.models import build_model, count_parameters
+from mile_engine.placement import model_input, place
 from mile_engine.schemas import (
     IMITATION,
     Phase,
@@ -145,8 +146,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         sigmoid = uses_sigmoid(settings.schema)
-        self.student = self._place(build_model(settings.model, sigmoid_head=sigmoid))
-        self.teacher = self._place(build_model(settings.model, sigmoid_head=sigmoid))
+        self.student = place(build_model(settings.model, sigmoid_head=sigmoid), self.device)
+        self.teacher = place(build_model(settings.model, sigmoid_head=sigmoid), self.device)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.eval().requires_grad_(False)
         # The network the optimizer steps through: the student itself, or its DDP wrapper,
@@ -194,12 +195,6 @@ class Trainer:
         self._started = time.perf_counter()
 
     # ------------------------------------------------------------------ helpers
-    def _place(self, model: nn.Module) -> nn.Module:
-        model = model.to(self.device)
-        if self.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        return model
-
     def _parallel(self, student: nn.Module) -> nn.Module:
         if not self.dist.enabled:
             if self.settings.sync_bn:
@@ -214,10 +209,9 @@ class Trainer:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(student, device_ids=ids)
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The run's autocast (none in fp32), for code that calls the networks directly."""
+        return placement.autocast(self.device, self.dtype)
 
     def _emit(self, event: ev.Event) -> None:
         for sink in self.sinks:
@@ -355,39 +349,38 @@ class Trainer:
         w.steps += 1
         w.images += len(batch.labels)
 
-    def _optimize(self, loss: torch.Tensor) -> None:
+    def optimize(self, loss: torch.Tensor) -> None:
+        """One optimizer step of the student on `loss` (scaled when the run is fp16)."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
     def _input(self, batch: Batch) -> torch.Tensor:
-        if self.device.type == "cuda":
-            return batch.images.contiguous(memory_format=torch.channels_last)
-        return batch.images.contiguous()
+        return model_input(batch.images, self.device)
 
     def interactive_step(self, batch: Batch) -> torch.Tensor:
         """One optimizer step of the student on the ground-truth single labels."""
         self.model.train()
-        with self._autocast():
+        with self.autocast():
             logits = self.model(self._input(batch))
         loss = ground_truth_loss(self.settings.schema, logits, batch.labels)
-        self._optimize(loss)
+        self.optimize(loss)
         return loss.detach()
 
     def imitation_step(self, batch: Batch) -> torch.Tensor:
         """One optimizer step of the student on the frozen teacher's pseudo-labels."""
         x = self._input(batch)
         labels = batch.labels if self.settings.gt_or else None
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast():
             targets = pseudo_labels(self.teacher_forward(x), self.settings.rho, labels)
         # An inference-mode tensor cannot be saved for backward; a clone outside it can.
         targets = targets.clone()
         self.model.train()
-        with self._autocast():
+        with self.autocast():
             logits = self.model(x)
         loss = multi_label_bce(logits, targets)
-        self._optimize(loss)
+        self.optimize(loss)
         w = self._window
         w.labels += targets.sum()
         rows = torch.arange(len(batch.labels), device=targets.device)
@@ -442,7 +435,7 @@ class Trainer:
         """
         model = model or self.student
         model.eval()
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast():
             for batch in self.source.val_batches(EVAL_BATCH, rank, world_size):
                 yield batch, model(self._input(batch)).float()
 

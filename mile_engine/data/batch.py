@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -53,4 +53,30 @@ class DataSource(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the position saved by `state_dict`."""
+        ...
+
+
+@dataclass(frozen=True)
+class ValSample:
+    """One validation image, to draw and to feed a network.
+
+    Attributes:
+        image: uint8 [H, W] (grey) or [H, W, 3] (RGB), as the dataset stores it.
+        model_input: float [3, S, S] on the CPU, as the source's validation batches hold it.
+        label: the single (original) label; -1 where unknown.
+        real: the ReaL classes, ascending.
+    """
+
+    image: torch.Tensor
+    model_input: torch.Tensor
+    label: int
+    real: list[int]
+
+
+@runtime_checkable
+class SampleSource(Protocol):
+    """A data source that hands out single validation images (for the inspector)."""
+
+    def validation_sample(self, index: int) -> ValSample | None:
+        """Validation image `index`; None when its file cannot be decoded."""
         ...

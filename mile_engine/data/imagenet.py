@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from mile_engine.config import Settings, SettingsError
-from mile_engine.data.batch import Batch
+from mile_engine.data.batch import Batch, ValSample
 from mile_engine.data.idx import Progress, cache_dir
 from mile_engine.data.image_files import (
     ImageFiles,
@@ -735,6 +735,27 @@ class ImageNetSource:
     def val_targets(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Labels [N] (-1 = unknown) and ReaL sets bool [N, 1000] of every validation file."""
         return self._val_labels.to(self.device), multi_hot(self._val_real.to(self.device))
+
+    def validation_sample(self, index: int) -> ValSample | None:
+        """Validation file `index` decoded and normalised as its validation batch is.
+
+        None when the file cannot be decoded (it is reported through `warn`).
+        """
+        item: Any = self._val_data[index]  # its type follows `decode`, as `_collate`'s
+        loaded = self._collate([item])
+        images, rows, ok = self._images(loaded, self._val_data)
+        if int(rows[0]) < 0 or not bool(ok[0]):
+            return None
+        real = sorted({int(r) for r in self._val_real[index].tolist() if r >= 0})
+        pixels = images[0].cpu()
+        if pixels.dtype != torch.uint8:  # the device decoder hands out floats 0..255
+            pixels = pixels.round().clamp(0, 255).to(torch.uint8)
+        return ValSample(
+            pixels.permute(1, 2, 0).contiguous(),
+            self._normalise(images)[0].cpu(),
+            int(self._val_labels[index]),
+            real,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """The data order: seed, epoch and batches consumed in it."""

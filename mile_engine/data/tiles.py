@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mile_engine.data.batch import Batch
+from mile_engine.data.batch import Batch, ValSample
 from mile_engine.data.grids import compose_grids
 
 # Validation grids use their own fixed seed, not the run's: every run scores the same grids.
@@ -141,6 +141,11 @@ class GridSource:
         """One validation grid as uint8 [H, W] with its label and ReaL classes."""
         real = self._val_real[index].nonzero().flatten().tolist()
         return self._val_images[index].cpu(), int(self._val_labels[index]), real
+
+    def validation_sample(self, index: int) -> ValSample:
+        """One validation grid with the model input its validation batch holds."""
+        image, label, real = self.val_sample(index)
+        return ValSample(image, to_model_input(image[None], self.image_size)[0], label, real)
 
     def state_dict(self) -> dict[str, Any]:
         """The data order: the training stream's random state, its device type, seed and draws."""

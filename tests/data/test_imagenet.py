@@ -310,6 +310,24 @@ def test_val_batches_carry_the_real_set_of_each_file(mini: Mini, layout: str,
         *([CLASSES[0]] if layout == "folders" else []), val_name(CORRUPT_VAL)))]
 
 
+@DECODERS
+def test_validation_samples_are_the_files_of_the_validation_batches(mini: Mini,
+                                                                    decode: str) -> None:
+    """The inspector's single images: each file as its batch holds it, with its labels."""
+    src = source(mini, mini.flat_loc, decode=decode)
+    rows = torch.cat([b.images for b in src.val_batches(3)])
+    decodable = [e for e in sorted(VAL_LABELS) if e != CORRUPT_VAL]
+    for index, entry in enumerate(sorted(VAL_LABELS)):
+        sample = src.validation_sample(index)
+        if entry == CORRUPT_VAL:
+            assert sample is None
+            continue
+        assert sample is not None
+        assert torch.equal(sample.model_input, rows[decodable.index(entry)])
+        assert sample.image.dtype == torch.uint8 and sample.image.shape == (SIZE, SIZE, 3)
+        assert sample.label == VAL_LABELS[entry] and sample.real == REAL[entry]
+
+
 # ---------------------------------------------------------------------- metrics
 
 
