@@ -4,6 +4,10 @@ A generation is a list of phases (MILe: interactive then imitation; the baseline
 ground-truth phase of the same length) followed by an evaluation. Its position
 (generation, phase, step) is part of the state, so a run stopped anywhere between two
 steps resumes exactly there.
+
+One module past 450 lines on purpose: the trainer declares and owns the whole training
+state (STYLE.md 3), and its steps, evaluation and state_dict read that state together;
+where and how a network runs is `placement`'s, the saving is the checkpointer's.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mile_engine import distributed, placement
 from mile_engine import events as ev
-from mile_engine.checkpoints import CheckpointError
+from mile_engine.checkpoint_files import CheckpointError
 from mile_engine.config import Settings, SettingsError
 from mile_engine.control import Control
 from mile_engine.data import Batch, DataSource, build_source

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from mile_engine import checkpoint_files as ckf
 from mile_engine import checkpoints as ck
 from mile_engine import runs
 from mile_engine.session import open_run
@@ -31,7 +32,7 @@ from tests.engine.test_faults import DiskBudget, FullAfter, flip_tensor_byte
 # a second Ctrl-C lands in the final save, made certain.
 CHILD = r"""
 import os, signal, sys
-from mile_engine import checkpoints as ck
+from mile_engine import checkpoint_files as ck
 
 times = int(sys.argv[1])
 real = ck._write_payload
@@ -167,8 +168,8 @@ def test_a_full_disk_at_the_last_record_still_exits_1(
 def test_a_failed_save_says_the_cause_in_one_line_and_keeps_the_detail_in_run_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = ck._write_payload
-    monkeypatch.setattr(ck, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 1000)))
+    real = ckf._write_payload
+    monkeypatch.setattr(ckf, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 1000)))
     root = tmp_path / "runs"
     result = CliRunner().invoke(app, ["run", "--headless", *TINY, "--set", "k_t=2",
                                       "--set", "val_size=16", "--set", "epoch_num=1",
@@ -187,8 +188,8 @@ def test_export_to_a_full_disk_exits_1_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_run(tmp_path, [0.5])
-    real = ck._write_payload
-    monkeypatch.setattr(ck, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 100)))
+    real = ckf._write_payload
+    monkeypatch.setattr(ckf, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 100)))
     out = tmp_path / "weights.pt"
     result = CliRunner().invoke(app, ["checkpoints", "export", "run-a", str(out),
                                       "--set", f"checkpoint_path={tmp_path}"])

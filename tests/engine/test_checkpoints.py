@@ -11,6 +11,7 @@ import pytest
 import torch
 import torchvision
 
+from mile_engine import checkpoint_files as ckf
 from mile_engine import checkpoints as ck
 from mile_engine.config import Settings
 from mile_engine.schemas import phases_of
@@ -98,7 +99,7 @@ def test_save_that_fails_half_way_leaves_old_checkpoint_and_no_temp(
         fh.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ck, "_write_payload", half_then_disk_full)
+    monkeypatch.setattr(ckf, "_write_payload", half_then_disk_full)
     saver = ck.RunCheckpointer(run_dir, 1)
     trainer = FakeTrainer()
     trainer.advance(10, 0.9)

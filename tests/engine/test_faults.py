@@ -17,6 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mile_engine import checkpoint_files as ckf
 from mile_engine import checkpoints as ck
 from mile_engine import events as ev
 from mile_engine import runs
@@ -158,9 +159,9 @@ def test_a_save_on_a_full_disk_leads_with_the_cause(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_dir = make_run(tmp_path, [0.3])
-    real = ck._write_payload
+    real = ckf._write_payload
     # torch.save itself meets the full disk: it reports `enforce fail at inline_container`.
-    monkeypatch.setattr(ck, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 300)))
+    monkeypatch.setattr(ckf, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 300)))
     saver = ck.RunCheckpointer(run_dir, 3)
     trainer = FakeTrainer()
     trainer.advance(4, 0.5)
@@ -196,7 +197,7 @@ def test_a_damaged_save_named_directly_is_refused(tmp_path: Path) -> None:
     path = run_dir / newest.file
     weight = ck.load_checkpoint(path)["student"]["fc.weight"]
     flip_tensor_byte(path, weight)
-    ck._load(path)  # the premise: torch alone loads it without a word
+    ck.read_checkpoint_file(path)  # the premise: torch alone loads it without a word
     with pytest.raises(ck.CorruptCheckpointError, match="damaged checkpoint") as caught:
         ck.load_checkpoint(path)
     assert str(path) in str(caught.value) and "checkpoints verify" in str(caught.value)

@@ -124,12 +124,12 @@ def test_resume_refuses_changes_that_alter_the_run() -> None:
 def test_a_failed_save_fails_the_run_cleanly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mile_engine import checkpoints
+    from mile_engine import checkpoint_files
 
     def disk_full(obj: object, fh: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoints, "_write_payload", disk_full)
+    monkeypatch.setattr(checkpoint_files, "_write_payload", disk_full)
     settings = tiny(epoch_num=1, checkpoint_path=str(tmp_path / "runs"))
     recorder = Recorder()
     trainer = open_run(settings, [recorder])
