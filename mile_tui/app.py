@@ -4,6 +4,10 @@ The trainer runs in a thread worker. Its events reach the UI only through
 `post_message`: the sink appends each event to a buffer and posts one wake-up message
 per batch, and the app drains the buffer at most twice a second, so the redraw rate
 does not follow the step rate and the trainer never waits for the UI.
+
+One module a little past 450 lines: the app's run lifecycle (start, drain, pause, stop,
+resume, quit) shares the worker, the buffer and the control; the screens and widgets
+live in `screens/` and `widgets/`.
 """
 
 from __future__ import annotations
@@ -111,7 +115,8 @@ class MileApp(App[None]):
         self.control: Control | None = None
         self.worker: Worker[None] | None = None
         self.buffer = EventBuffer(lambda: self.post_message(EventsReady()))
-        self.settings_screen = SettingsScreen(self.form)
+        # The screen calls back after a save: it never needs to know the app's class.
+        self.settings_screen = SettingsScreen(self.form, self.remember_settings_file)
         self.run_screen = RunScreen()
         self.drains = 0
         self._last_drain = 0.0

@@ -11,7 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
@@ -32,7 +32,8 @@ from mile_engine.checkpoints import (
 from mile_engine.config import Settings
 from mile_tui.headless import exit_code_for
 from mile_tui.marks import BEST, NEWEST, plural
-from mile_tui.options import FLAG, ConfigOption, Group, SetOption, command
+from mile_tui.options import FLAG, ConfigOption, Group, SetOption, command, fail
+from mile_tui.options import settings_from_cli as load
 
 checkpoints_app = typer.Typer(
     cls=Group,
@@ -85,18 +86,9 @@ def settings_from_cli(
     `--config` and `--set` may come before the subcommand (`checkpoints --set ... list`)
     or after it; the ones after it win.
     """
-    from mile_tui.cli import settings_from_cli as load
-
     group = ctx.parent.params if ctx is not None and ctx.parent is not None else {}
     config = config if config is not None else group.get("config")
     return load(config, [*(group.get("overrides") or []), *(overrides or [])])
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print a one-line error to stderr and exit with `code`."""
-    from mile_tui.cli import fail as cli_fail
-
-    cli_fail(message, code)
 
 
 def _root(ctx: typer.Context, config: Path | None, overrides: list[str] | None) -> Path:

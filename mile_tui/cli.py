@@ -6,26 +6,35 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
 from mile_engine import events as ev
-from mile_engine.config import Settings, SettingsError, load_settings
+from mile_engine.config import Settings, SettingsError
 from mile_engine.control import Control
 from mile_engine.device import resolve_device
 from mile_tui.headless import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
-    EXIT_USAGE,
     SaveTracker,
     StopSignals,
     console_sink,
     exit_code_for,
 )
-from mile_tui.options import FLAG, ConfigOption, Group, SetOption, command
+from mile_tui.options import (
+    DEFAULT_CONFIG,
+    FLAG,
+    ConfigOption,
+    Group,
+    SetOption,
+    command,
+    fail,
+    settings_from_cli,
+)
 
-DEFAULT_CONFIG = Path("mile.toml")
+__all__ = ["DEFAULT_CONFIG", "app", "expand_resume_flag", "fail", "main", "run_headless",
+           "settings_from_cli"]
 
 app = typer.Typer(
     name="mile-tui",
@@ -36,33 +45,6 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
-
-
-
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print a one-paragraph error to stderr and exit with `code`, no traceback."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def settings_from_cli(
-    config: Path | None, overrides: list[str] | None, new_run: bool = False
-) -> Settings:
-    """Load the settings the user named: --config, else ./mile.toml if any, then --set.
-
-    With `new_run`, also refuse a `checkpoint_path` where no run folder can be made,
-    before a trainer is built or a folder made. Every refusal is one line, exit 2.
-    """
-    from mile_engine.config import check_checkpoint_path
-
-    path = config if config is not None else DEFAULT_CONFIG
-    try:
-        settings = load_settings(path, overrides or (), missing_ok=config is None)
-        if new_run:
-            check_checkpoint_path(settings)
-    except SettingsError as exc:
-        fail(str(exc))
-    return settings
 
 
 @app.callback(invoke_without_command=True)
@@ -209,7 +191,7 @@ def main() -> None:
 
 
 def _register_subcommands() -> None:
-    """Sub-apps live in their own modules; imported last, they may import this one."""
+    """Sub-apps live in their own modules, imported only when the commands are registered."""
     from mile_tui.checkpoints_cmd import checkpoints_app
     from mile_tui.compare_cmd import compare
     from mile_tui.inspect_cmd import eval_checkpoint, inspect, predict

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mile_engine.config import SCHEMAS, SettingsError
-from mile_tui.options import ConfigOption, SetOption
+from mile_tui.options import ConfigOption, SetOption, fail, settings_from_cli
 
 
 def compare(
@@ -37,7 +37,6 @@ def compare(
     benchmark's reference F1s.
     """
     from mile_engine.study import make_variants, run_study, write_study
-    from mile_tui.cli import fail, settings_from_cli
 
     base = settings_from_cli(config, overrides)
     names = [s.strip() for s in schemas.split(",") if s.strip()]

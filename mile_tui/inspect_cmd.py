@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,7 +26,7 @@ from mile_engine.checkpoints import (
 from mile_engine.config import Settings, SettingsError, parse_override, read_toml
 from mile_engine.runs import json_safe
 from mile_tui.headless import exit_code_for
-from mile_tui.options import FLAG
+from mile_tui.options import FLAG, fail
 
 ConfigOption = Annotated[
     Path | None,
@@ -52,13 +52,6 @@ CheckpointArgument = Annotated[
 METRIC_COLUMNS = (("top1", "top-1"), ("real_accuracy", "ReaL acc"), ("real_f1", "ReaL F1"),
                   ("real_precision", "precision"), ("real_recall", "recall"),
                   ("coverage", "coverage"))
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """One-line error on stderr, exit `code`."""
-    from mile_tui.cli import fail as cli_fail
-
-    cli_fail(message, code)
 
 
 def _file_values(config: Path | None) -> dict[str, Any] | None:

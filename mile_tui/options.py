@@ -1,13 +1,23 @@
-"""What every command shares: the `--config` and `--set` options, and help pages that show
-a placeholder only where an option takes a value."""
+"""What every command shares: the `--config` and `--set` options, loading the settings
+they name, the one-line error exit, and help pages that show a placeholder only where an
+option takes a value.
+
+The entry point (`mile_tui.cli`) and every sub-command module import these from here, so
+no module needs to import the entry point back.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperCommand, TyperGroup
+
+from mile_engine.config import Settings, SettingsError, check_checkpoint_path, load_settings
+from mile_tui.headless import EXIT_USAGE
+
+DEFAULT_CONFIG = Path("mile.toml")
 
 # A flag takes no value: an empty placeholder keeps Typer from printing `<bool>`.
 FLAG = ""
@@ -51,3 +61,27 @@ class Group(TyperGroup):
 def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Any:
     """`app.command(...)`, with this module's help pages."""
     return app.command(name, cls=Command, **kwargs)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print a one-paragraph error to stderr and exit with `code`, no traceback."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def settings_from_cli(
+    config: Path | None, overrides: list[str] | None, new_run: bool = False
+) -> Settings:
+    """Load the settings the user named: --config, else ./mile.toml if any, then --set.
+
+    With `new_run`, also refuse a `checkpoint_path` where no run folder can be made,
+    before a trainer is built or a folder made. Every refusal is one line, exit 2.
+    """
+    path = config if config is not None else DEFAULT_CONFIG
+    try:
+        settings = load_settings(path, overrides or (), missing_ok=config is None)
+        if new_run:
+            check_checkpoint_path(settings)
+    except SettingsError as exc:
+        fail(str(exc))
+    return settings

@@ -3,13 +3,20 @@
 Every module is found with `pkgutil.walk_packages`, so a new module is covered the day it
 is added. One fresh interpreter imports them one by one and reports, after each, which UI
 modules `sys.modules` holds; the first module that pulls one in is named.
+
+And no two modules of `mile_engine` and `mile_tui` import each other, directly or round a
+loop: the import graph is read from the source files (imports inside functions and
+imports for the type checker too).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from collections.abc import Collection
+from pathlib import Path
 
 # The UI side of the boundary (DESIGN.md): the console's toolkit, the CLI's (Typer and
 # the Click it is built on), and the UI package itself. Rich is not on the list: the
@@ -53,3 +60,91 @@ def test_no_engine_module_imports_the_ui() -> None:
     assert report["start"] == []
     offenders = {name: ui for name, ui in modules.items() if ui}
     assert offenders == {}, f"first to load the UI: {next(iter(offenders))}"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("mile_engine", "mile_tui")
+
+
+def source_modules() -> dict[str, Path]:
+    """Every module of the two packages, by dotted name, found from the files."""
+    modules = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+    return modules
+
+
+def imported_modules(name: str, path: Path, modules: Collection[str]) -> set[str]:
+    """The modules of `modules` that `name` imports (not itself): at module level, inside
+    functions, and for the type checker only (a loop through those is still two modules
+    that need each other)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            # `from package import x` imports module `package.x` where there is one,
+            # else takes the name `x` from `package`.
+            found.update(f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules
+                         else module for alias in node.names)
+    return {m for m in found if m in modules and m != name}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the modules of the two packages it imports."""
+    modules = source_modules()
+    return {name: imported_modules(name, path, modules) for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import loop as [a, b, ..., a], or None: a depth-first search for a back edge."""
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state and (loop := visit(nxt)):
+                return loop
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (loop := visit(start)):
+            return loop
+    return None
+
+
+def test_import_graph_is_read_from_the_source() -> None:
+    graph = import_graph()
+    # Known edges, one of each kind: module level, inside a function, `from pkg import mod`.
+    assert "mile_engine.config" in graph["mile_engine.trainer"]
+    assert "mile_tui.app" in graph["mile_tui.cli"]  # imported inside `_open_console`
+    assert "mile_engine.events" in graph["mile_engine.trainer"]
+    assert "mile_engine.trainer" in graph["mile_engine.checkpoints"]  # for the type checker
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycles() -> None:
+    loop = find_cycle(import_graph())
+    assert loop is None, "import cycle: " + " -> ".join(loop or [])
+
+
+def test_only_the_entry_point_imports_the_cli() -> None:
+    # The sub-commands share their helpers through `mile_tui.options`, not the entry point.
+    graph = import_graph()
+    assert sorted(m for m, targets in graph.items() if "mile_tui.cli" in targets) == [
+        "mile_tui.__main__"]

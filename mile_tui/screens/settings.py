@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from rich.text import Text
 from textual import on
@@ -17,9 +18,6 @@ from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
 from mile_engine.config import FIELDS, GROUPS, SettingsError, allowed_text
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.settings_form import SettingsForm, format_value
-
-if TYPE_CHECKING:
-    from mile_tui.app import MileApp
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -51,14 +49,11 @@ class SettingsScreen(Screen[None]):
                 tooltip="browse, verify, prune and export the checkpoints"),
     ]
 
-    def __init__(self, form: SettingsForm) -> None:
+    def __init__(self, form: SettingsForm, on_saved: Callable[[], None] = lambda: None) -> None:
+        """Edit `form`; `on_saved` runs after each save that reached the file."""
         super().__init__(id="settings")
         self.form = form
-
-    @property
-    def mile_app(self) -> MileApp:
-        """The console app (typed)."""
-        return self.app  # type: ignore[return-value]
+        self.on_saved = on_saved
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -185,7 +180,7 @@ class SettingsScreen(Screen[None]):
             self.notify(str(exc), title="Not saved", severity="error")
             return
         self.refresh_marks()
-        self.mile_app.remember_settings_file()
+        self.on_saved()
         self.notify(f"Saved {self.form.path}", title="Settings")
 
     def action_reload(self) -> None:
