@@ -10,9 +10,11 @@ from pathlib import Path
 
 import torch
 
-from mile_engine.config import SettingsError, allowed_text, shown, valid_device
+from mile_engine.config import Precision, SettingsError, allowed_text, shown, valid_device
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES: dict[Precision, torch.dtype] = {
+    "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+}
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -41,7 +43,7 @@ def resolve_device(setting: str) -> torch.device:
     return device
 
 
-def resolve_precision(setting: str, device: torch.device) -> torch.dtype:
+def resolve_precision(setting: Precision, device: torch.device) -> torch.dtype:
     """The autocast dtype: `auto` is bf16 on CUDA devices that support it, else fp32."""
     if setting == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -52,7 +54,7 @@ def resolve_precision(setting: str, device: torch.device) -> torch.dtype:
     return DTYPES[setting]
 
 
-def precision_name(dtype: torch.dtype) -> str:
+def precision_name(dtype: torch.dtype) -> Precision:
     """The settings name of an autocast dtype."""
     return {v: k for k, v in DTYPES.items()}[dtype]
 

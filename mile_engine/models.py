@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
-from mile_engine.config import MODEL_CLASSES
+from mile_engine.config import MODEL_CLASSES, Model
 
 
-def build_model(name: str, sigmoid_head: bool) -> nn.Module:
+def build_model(name: Model, sigmoid_head: bool) -> nn.Module:
     """Build a backbone by its settings name.
 
     The weights are a plain torchvision state_dict: a saved model loads straight into

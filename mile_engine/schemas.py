@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final, Literal
 
 import torch
 import torch.nn.functional as F
 
-INTERACTIVE = "interactive"
-IMITATION = "imitation"
+from mile_engine.config import Schema
+
+PhaseName = Literal["interactive", "imitation"]
+INTERACTIVE: Final = "interactive"
+IMITATION: Final = "imitation"
 
 
 @dataclass(frozen=True)
 class Phase:
     """One phase of a generation: its name and its number of optimizer steps."""
 
-    name: str
+    name: PhaseName
     steps: int
 
 
-def phases_of(schema: str, k_t: int, k_s: int) -> list[Phase]:
+def phases_of(schema: Schema, k_t: int, k_s: int) -> list[Phase]:
     """The phases of one generation.
 
     MILe alternates `k_t` interactive and `k_s` imitation steps; the baselines take the
@@ -30,7 +34,7 @@ def phases_of(schema: str, k_t: int, k_s: int) -> list[Phase]:
     return [Phase(INTERACTIVE, k_t + k_s)]
 
 
-def uses_sigmoid(schema: str) -> bool:
+def uses_sigmoid(schema: Schema) -> bool:
     """Whether the schema trains (and predicts) with per-class sigmoids."""
     return schema != "softmax"
 
@@ -43,7 +47,9 @@ def multi_label_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return loss / logits.shape[0]
 
 
-def ground_truth_loss(schema: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def ground_truth_loss(
+    schema: Schema, logits: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """The loss on the single labels: cross-entropy for softmax, one-hot BCE otherwise."""
     if schema == "softmax":
         return F.cross_entropy(logits.float(), labels)
