@@ -21,7 +21,7 @@ from torch import nn
 
 from mile_engine import events as ev
 from mile_engine.config import SettingsError, build_settings
-from mile_engine.data import imagenet
+from mile_engine.data import imagenet_files
 from mile_engine.data.image_files import decode_rgb
 from mile_engine.data.imagenet import (
     MEAN,
@@ -144,7 +144,7 @@ def test_scan_train_sorted_classes_and_cached_index(mini: Mini, private_cache: P
     def no_listing(folder: Path) -> list[str]:
         raise AssertionError(f"listed {folder} again")
 
-    monkeypatch.setattr(imagenet, "_scan_folder", no_listing)
+    monkeypatch.setattr(imagenet_files, "_scan_folder", no_listing)
     cached = scan_train(mini.train, progress=lambda *r: reports.append(r))
     assert cached.paths == index.paths and torch.equal(cached.labels, index.labels)
     assert "cached" in reports[-1][0]

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from mile_engine import inference as inf
+from mile_engine import inspection
 from mile_engine.checkpoints import RunCheckpointer, read_records
 from mile_engine.config import SettingsError
 from mile_engine.data.tiles import to_model_input
@@ -148,7 +149,7 @@ def test_pseudo_label_table_matches_a_per_image_count(run: TrainedRun) -> None:
     assert loaded.teacher is not None
     source = run.trainer.source
     rho = 0.3
-    table = inf.pseudo_label_table(loaded.teacher, source, rho, loaded.device, loaded.dtype,
+    table = inspection.pseudo_label_table(loaded.teacher, source, rho, loaded.device, loaded.dtype,
                                    max_images=40)
     assert table.images == 40
     added = torch.zeros(10, dtype=torch.int64)
@@ -198,7 +199,7 @@ def test_imagenet_input_is_resized_cropped_and_normalised(tmp_path: Path) -> Non
 
 def test_live_inspection_copies_the_trainers_weights(tmp_path: Path) -> None:
     trainer = Trainer(tiny(checkpoint_path=str(tmp_path)), tmp_path)
-    view = inf.Inspection.from_trainer(trainer)
+    view = inspection.Inspection.from_trainer(trainer)
     assert view.tap is not None and view.tap in trainer.sinks
     for name, value in trainer.student.state_dict().items():
         assert torch.equal(view.student.state_dict()[name], value)
@@ -216,6 +217,6 @@ def test_live_inspection_copies_the_trainers_weights(tmp_path: Path) -> None:
 def test_checkpoint_at_start_loads_for_inspection(tmp_path: Path) -> None:
     trainer = Trainer(tiny(checkpoint_path=str(tmp_path)), tmp_path)
     saved = RunCheckpointer(tmp_path, 3).save(trainer, "request")
-    view = inf.Inspection.from_checkpoint(Path(saved.path))
+    view = inspection.Inspection.from_checkpoint(Path(saved.path))
     assert view.size == 64 and view.global_step == 0
     assert view.sample(64).index == 0  # indices wrap around
