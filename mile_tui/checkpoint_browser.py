@@ -3,6 +3,10 @@
 `CheckpointBrowser` is a screen the training console can push; `CheckpointsApp` wraps it
 for `mile-tui checkpoints`. Slow work (verification reads every byte) runs in a thread
 worker and reaches the screen only through `call_from_thread`.
+
+One module past 450 lines on purpose: the screen's table, its key actions and their
+confirmations share the screen's state; the file operations themselves are the
+engine's (`mile_engine.checkpoints`).
 """
 
 from __future__ import annotations
