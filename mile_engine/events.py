@@ -49,6 +49,20 @@ class StepLogged:
 
 
 @dataclass(frozen=True)
+class Position:
+    """Where a run is between progress records (at most a second old, and at every pause
+    and stop): counters only, so emitting it costs no host sync."""
+
+    generation: int
+    phase: str
+    step: int
+    steps: int
+    global_step: int
+    total_steps: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
 class PseudoLabelStats:
     """Pseudo-label density over the imitation steps since the last record."""
 
@@ -134,6 +148,7 @@ Event = (
     RunStarted
     | PhaseStarted
     | StepLogged
+    | Position
     | PseudoLabelStats
     | Evaluated
     | CheckpointSaved

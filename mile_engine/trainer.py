@@ -57,10 +57,9 @@ SWEEP_RHOS = (0.05, 0.1, 0.25, 0.5, 0.75)
 EVAL_BATCH = 512
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
-# The position shown (generation, phase, step) is never older than this: a progress record
-# is also due after this many seconds, whatever `log_every` says. One host sync a second
-# at most, never one per step.
-PROGRESS_INTERVAL_S = 1.0
+# The position shown (generation, phase, step) is never older than this, whatever
+# `log_every` says: a `Position` event (plain counters, no host sync) is due after it.
+POSITION_INTERVAL_S = 1.0
 
 
 class Checkpointer(Protocol):
@@ -195,6 +194,7 @@ class Trainer:
         self.reference: dict[str, float] = {}
         self.resumed_from: str | None = None
         self._window = _Window(self.device)
+        self._position_at = time.perf_counter()
         self._elapsed_before = 0.0
         self._started = time.perf_counter()
 
@@ -292,14 +292,16 @@ class Trainer:
                                 phase.steps)
             )
             self._window.reset()
+            self._position_at = time.perf_counter()
             while self.step < phase.steps:
                 self._between_steps()
                 self._train_step(phase, self.source.train_batch())
                 self.step += 1
                 self.global_step += 1
-                due = self.step % self.settings.log_every == 0 or self.step == phase.steps
-                if due or time.perf_counter() - self._window.started >= PROGRESS_INTERVAL_S:
+                if self.step % self.settings.log_every == 0 or self.step == phase.steps:
                     self._flush_window(phase)
+                elif time.perf_counter() - self._position_at >= POSITION_INTERVAL_S:
+                    self._emit_position()
             self.phase_index += 1
             self.step = 0
         self.evaluate()
@@ -313,8 +315,7 @@ class Trainer:
             return
         control = self.control
         if control.paused or control.stop_requested:
-            # A pause or a stop reports the exact position it happened at.
-            self._flush_window(self.phase)
+            self._emit_position()  # a pause or a stop shows the exact step it happened at
         if control.paused and not control.stop_requested:
             self._emit(ev.Paused(self.global_step))
             paused_at = time.perf_counter()
@@ -337,7 +338,7 @@ class Trainer:
         local = [self.control.stop_requested, self.control.take_save_request()]
         stop, save = distributed.any_rank(local, self.dist, self.device)
         if stop:
-            self._flush_window(self.phase)
+            self._emit_position()
             raise StopRun
         if save:
             self._save("request")
@@ -392,11 +393,19 @@ class Trainer:
         w.pseudo_images += len(batch.labels)
         return loss.detach()
 
+    def _emit_position(self) -> None:
+        """Say where the run is: plain counters, nothing read from the device."""
+        self._position_at = time.perf_counter()
+        phase = self.phase
+        self._emit(ev.Position(self.generation + 1, phase.name, self.step, phase.steps,
+                               self.global_step, self.total_steps, self.elapsed_s))
+
     def _flush_window(self, phase: Phase) -> None:
         """Read the device-side sums once per record: the only host sync of training."""
         w = self._window
         if not w.steps:
             return
+        self._position_at = time.perf_counter()
         loss = float(w.loss) / w.steps
         seconds = max(time.perf_counter() - w.started, 1e-9)
         self._emit(

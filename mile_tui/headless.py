@@ -102,6 +102,11 @@ class RichRenderer:
                 p.update(self.phase, completed=event.step, loss=loss, speed=speed)
             if self.total is not None:
                 p.update(self.total, completed=event.global_step, loss=loss, speed=speed)
+        elif isinstance(event, ev.Position):
+            if self.phase is not None:
+                p.update(self.phase, completed=event.step)
+            if self.total is not None:
+                p.update(self.total, completed=event.global_step)
         elif isinstance(event, ev.Evaluated):
             self._print_eval(event)
         elif isinstance(event, ev.RunEnded):

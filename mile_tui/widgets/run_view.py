@@ -169,6 +169,13 @@ class RunView:
         self.losses.append(LossPoint(e.global_step, e.phase, e.loss))
         return {PHASE, LOSS}
 
+    def _on_Position(self, e: ev.Position) -> set[str]:
+        self.generation, self.phase = e.generation, e.phase
+        self.step, self.steps = e.step, e.steps
+        self.global_step, self.total_steps = e.global_step, e.total_steps
+        self.elapsed_s = e.elapsed_s
+        return {PHASE}
+
     def _on_PseudoLabelStats(self, e: ev.PseudoLabelStats) -> set[str]:
         self.pseudo.append(e)
         return {PSEUDO}

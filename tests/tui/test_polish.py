@@ -314,3 +314,15 @@ async def test_the_checkpoint_browser_opens_in_the_remembered_theme(tmp_path: Pa
         app.theme = "gruvbox"
         await pilot.pause()
     assert tomlkit.parse(path.read_text(encoding="utf-8"))["theme"] == "gruvbox"
+
+
+def test_the_phase_panel_follows_positions_between_records() -> None:
+    from mile_engine import events as ev
+    from mile_tui.widgets.run_view import RunView
+
+    view = RunView()
+    view.apply(ev.PhaseStarted(2, 8, "imitation", 50))
+    assert view.apply(ev.Position(2, "imitation", 7, 50, 157, 1200, 30.0)) == {"phase"}
+    assert (view.generation, view.phase, view.step, view.global_step) == (2, "imitation",
+                                                                          7, 157)
+    assert not view.losses  # a position carries no loss
