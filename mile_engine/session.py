@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import torch
+
 from mile_engine import distributed
 from mile_engine import events as ev
 from mile_engine.checkpoints import RunCheckpointer, atomic_write_text, find_resume
@@ -47,6 +49,14 @@ def resume_settings(saved: dict[str, object], overrides: Iterable[str] = ()) -> 
     return apply_allowed_overrides(
         base, overrides, RESUMABLE, "the resumed run (start a new run to change it)"
     )
+
+
+def probe_memory(device: torch.device) -> bool:
+    """Whether a new run tries a step's memory before making its folder: on CUDA, where a
+    batch too large fails cleanly and the probe costs milliseconds. On the CPU memory is
+    rarely the limit, the operating system may over-commit it rather than refuse, and a
+    probe step would cost as much as a training step."""
+    return device.type == "cuda"
 
 
 def open_run(
@@ -94,6 +104,8 @@ def open_run(
         # start-up broadcast happens inside Trainer), so the ranks stay in step.
         distributed.broadcast_object(None, dist)
         trainer = Trainer(settings, Path(), sinks=live, control=control, dist=dist)
+        if probe_memory(trainer.device):
+            trainer.check_memory()  # a batch too large fails here, before any folder
         trainer.run_dir = create_run_dir(settings)
         checkpointer = RunCheckpointer(trainer.run_dir, settings.max_checkpoint_num)
     else:

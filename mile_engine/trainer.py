@@ -364,6 +364,43 @@ class Trainer:
     def _input(self, batch: Batch) -> torch.Tensor:
         return model_input(batch.images, self.device)
 
+    def check_memory(self) -> None:
+        """Take one training step's memory before anything is written: a forward and a
+        backward pass of the student on a blank batch of the run's size.
+
+        The weights, their running statistics, the gradients and the optimizer end exactly
+        as they were, and no random number is drawn.
+
+        Raises:
+            SettingsError: the batch does not fit on the device; the message names
+                batch_size and the image side, the settings that decide.
+        """
+        buffers = [(b, b.clone()) for b in self.student.buffers()]
+        images = torch.zeros((self.settings.batch_size, *self.source.input_shape),
+                             device=self.device)
+        try:
+            self.student.train()
+            with self.autocast():
+                logits = self.student(model_input(images, self.device))
+            logits.float().sum().backward()
+        except RuntimeError as exc:  # torch.OutOfMemoryError is one
+            if not _out_of_memory(exc):
+                raise
+            side = self.source.input_shape[-1]
+            raise SettingsError(
+                f"batch_size = {self.settings.batch_size} does not fit in the memory of "
+                f"{self.device} at {side}x{side} pixels ({self.settings.model}); lower "
+                "batch_size or image_size."
+            ) from None
+        finally:
+            del images
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
     def interactive_step(self, batch: Batch) -> torch.Tensor:
         """One optimizer step of the student on the ground-truth single labels."""
         self.model.train()
@@ -579,6 +616,11 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is an allocation failure: CUDA's, or the CPU allocator's."""
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
 
 
 def _python_rng_state() -> list[Any]:

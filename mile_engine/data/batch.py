@@ -30,6 +30,11 @@ class DataSource(Protocol):
     num_classes: int
     class_names: list[str]
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one model-ready image."""
+        ...
+
     def train_batch(self) -> Batch:
         """The next training batch, on the training device."""
         ...

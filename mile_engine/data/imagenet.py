@@ -306,6 +306,11 @@ class ImageNetSource:
         return images, index, ok
 
     # ------------------------------------------------------------------ DataSource
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one crop as the model sees it."""
+        return 3, self.size, self.size
+
     def train_batch(self) -> Batch:
         """The next training batch (real=None: training images have no ReaL sets)."""
         while True:

@@ -104,6 +104,11 @@ class GridSource:
         self._val_real = grids.real.to(device)
 
     @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one grid as the model sees it."""
+        return 3, self.image_size, self.image_size
+
+    @property
     def val_size(self) -> int:
         """Number of validation grids."""
         return len(self._val_labels)
