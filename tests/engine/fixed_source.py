@@ -41,6 +41,12 @@ class FixedSource:
         self.handed_out = 0
         self.evaluations = 0
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the training images."""
+        channels, height, width = self.train[0].images.shape[1:]
+        return channels, height, width
+
     def train_batch(self) -> Batch:
         """The next training batch of the cycle."""
         batch = self.train[self.handed_out % len(self.train)]

@@ -26,7 +26,7 @@ import torch
 import torchvision
 
 from mile_engine import events as ev
-from mile_engine.config import Settings
+from mile_engine.config import Schema, Settings
 from mile_engine.data import Batch
 from mile_engine.trainer import Trainer
 from tests.engine.fixed_source import FixedSource, random_batches, val_set
@@ -137,7 +137,7 @@ def reference_run(initial: State, batches: Batches, schema: str, rho: float,
 
 
 # ---------------------------------------------------------------- the engine
-def engine_run(schema: str, rho: float, gt_or: bool, batches: Batches,
+def engine_run(schema: Schema, rho: float, gt_or: bool, batches: Batches,
                tmp_path: Path) -> tuple[Trainer, State, Trace, ev.RunEnded]:
     """Run the engine on `batches`; return it, its initial student and what it did."""
     settings = Settings(
@@ -217,7 +217,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("schema", "rho", "gt_or"), CASES)
-def test_engine_trains_like_the_reference(schema: str, rho: float, gt_or: bool,
+def test_engine_trains_like_the_reference(schema: Schema, rho: float, gt_or: bool,
                                           tmp_path: Path) -> None:
     # 32-pixel images: with 16, the last blocks normalise 8 values per channel and tiny
     # float differences between two correct loops can jump to 1e-3 within 15 steps.
