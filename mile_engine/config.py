@@ -203,7 +203,9 @@ class Settings:
         choices=SCHEDULERS,
     )
     lr_patience: int = _setting(
-        3, "optim", "Generations without a better ReaL F1 before the plateau schedule acts.",
+        3, "optim", "Generations without a better ReaL F1 that the plateau schedule "
+        "tolerates: the learning rate drops tenfold at the next one without a gain, never "
+        "after a gain (PyTorch's ReduceLROnPlateau patience).",
         minimum=0,
     )
     seed: int = _setting(
