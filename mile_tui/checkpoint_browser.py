@@ -40,7 +40,7 @@ from mile_engine.checkpoints import (
     run_info,
     verify_run,
 )
-from mile_tui.marks import BEST, BEST_MARK, NEWEST, NEWEST_MARK
+from mile_tui.marks import BEST, BEST_MARK, NEWEST, NEWEST_MARK, file_size
 from mile_tui.preferences import remember_theme
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.help import HELP_BINDING, open_help
@@ -75,15 +75,6 @@ DETAIL_SETTINGS = ("model", "schema", "dataset", "lr", "batch_size", "epoch_num"
 
 def _num(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
-
-
-def _size(n: int) -> str:
-    """A file size as people write it: 512 KB, 128 MB, 1.2 GB."""
-    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if n >= scale:
-            value = n / scale
-            return f"{value:.1f} {unit}" if value < 9.95 else f"{value:.0f} {unit}"
-    return f"{n} B"
 
 
 def visible_columns(columns: Sequence[Column], widths: dict[str, int],
@@ -319,7 +310,7 @@ class CheckpointBrowser(Screen[None]):
         status = "" if check is None else ("ok" if check.ok else "FAILED")
         return {"mark": marks, "file": r.file, "gen": str(r.generation), "phase": r.phase,
                 "step": str(r.global_step), "real_f1": _num(m.get("real_f1")),
-                "top1": _num(m.get("top1")), "size": _size(r.size), "time": _when(r.time),
+                "top1": _num(m.get("top1")), "size": file_size(r.size), "time": _when(r.time),
                 "check": status}
 
     def selected(self) -> Record | None:
@@ -336,7 +327,7 @@ class CheckpointBrowser(Screen[None]):
         assert self.run is not None
         lines = [
             f"[b]{record.file}[/b]  saved for {record.reason!r} at {_when(record.time)}, "
-            f"{_size(record.size)}",
+            f"{file_size(record.size)}",
             f"generation {record.generation}, {record.phase} step {record.step}, "
             f"global step {record.global_step}",
         ]

@@ -31,7 +31,7 @@ from mile_engine.checkpoints import (
 )
 from mile_engine.config import Settings
 from mile_tui.headless import exit_code_for
-from mile_tui.marks import BEST, NEWEST, plural
+from mile_tui.marks import BEST, NEWEST, file_size, plural
 from mile_tui.options import FLAG, ConfigOption, Group, SetOption, command, fail
 from mile_tui.options import settings_from_cli as load
 
@@ -121,14 +121,6 @@ def _f(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
 def _is_best(run: RunInfo, record: Record) -> bool:
     return run.best is not None and record.file == run.best.file
 
@@ -164,7 +156,7 @@ def _print_runs(runs: list[RunInfo]) -> None:
             typer.echo(
                 f"  {r.file:34s} gen {r.generation:3d} {r.phase:11s} step {r.global_step:8d}"
                 f"  F1 {_f(m.get('real_f1')):>6s}  top-1 {_f(m.get('top1')):>6s}"
-                f"  {_size(r.size):>9s}  {_when(r.time)}  {record_marks(run, r)}"
+                f"  {file_size(r.size):>7s}  {_when(r.time)}  {record_marks(run, r)}"
             )
         for name in run.unreadable:
             typer.echo(f"  {name:34s} unreadable: damaged or not a mile-tui checkpoint "

@@ -20,9 +20,9 @@ from mile_tui.app import MileApp, choose_settings_file, create_app
 from mile_tui.checkpoint_browser import (
     CheckpointsApp,
     Column,
-    _size,
     visible_columns,
 )
+from mile_tui.marks import file_size
 from mile_tui.preferences import CONFIG_DIR_ENV, Preferences, preferences_path
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.help import HelpScreen
@@ -190,11 +190,11 @@ async def test_quitting_mid_run_says_where_the_save_is_and_how_to_resume(
 
 # ---------------------------------------------------------------------------- browser
 def test_sizes_read_as_people_write_them() -> None:
-    assert _size(134_368_983) == "128 MB"
-    assert _size(int(1.2 * 2**30)) == "1.2 GB"
-    assert _size(512 * 1024) == "512 KB"
-    assert _size(int(9.5 * 2**20)) == "9.5 MB"
-    assert _size(900) == "900 B"
+    assert file_size(134_368_983) == "128 MB"
+    assert file_size(int(1.2 * 2**30)) == "1.2 GB"
+    assert file_size(512 * 1024) == "512 KB"
+    assert file_size(int(9.5 * 2**20)) == "9.5 MB"
+    assert file_size(900) == "900 B"
 
 
 @given(
