@@ -254,8 +254,9 @@ class Settings:
     precision: Precision = _setting(
         "auto",
         "device",
-        "Arithmetic: auto (bf16 autocast on CUDA devices that support it, fp32 on the CPU), "
-        "fp32, bf16 or fp16.",
+        "Arithmetic: auto (bf16 autocast on CUDA devices that support it; on the CPU bf16 "
+        "with channels_last where the processor has bf16 matrix units (avx512_bf16 or "
+        "amx_bf16) and inputs are at least 40 px on a side, else fp32), fp32, bf16 or fp16.",
         choices=PRECISIONS,
     )
 

@@ -20,6 +20,7 @@ class RunStarted:
     global_step: int
     reference: dict[str, float]
     resumed_from: str | None = None
+    precision_reason: str = ""  # why this precision: "set", or `auto`'s rule and inputs
 
 
 @dataclass(frozen=True)

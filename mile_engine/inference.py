@@ -43,6 +43,15 @@ EVAL_KEYS = frozenset({
 })
 # Native side of a grid image (3 tiles): what a grid dataset's validation images measure.
 GRID_SIDE = {"digits": 24, "mnist": 84, "fashion-mnist": 84}
+
+
+def input_side(settings: Settings) -> int:
+    """The side of the model's inputs: `image_size`, else the dataset's own (imagenet 224).
+
+    `precision = "auto"` depends on it on the CPU, so that a checkpoint scores here in the
+    arithmetic its run chose.
+    """
+    return settings.image_size or GRID_SIDE.get(settings.dataset, 224)
 SYNSET_FILE = "LOC_synset_mapping.txt"
 
 
@@ -99,9 +108,11 @@ def eval_settings(
     return apply_allowed_overrides(base, overrides, EVAL_KEYS, "the checkpoint")
 
 
-def place(model: nn.Module, device: torch.device) -> nn.Module:
+def place(
+    model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32
+) -> nn.Module:
     """Move a network to `device` the way the trainer does, frozen in `eval()` mode."""
-    return placement.place(model, device).eval().requires_grad_(False)
+    return placement.place(model, device, dtype).eval().requires_grad_(False)
 
 
 def load_model(
@@ -120,7 +131,7 @@ def load_model(
     meta = dict(state["meta"])
     settings = eval_settings(meta.get("settings", {}), file_values, overrides)
     device = resolve_device(settings.device)
-    dtype = resolve_precision(settings.precision, device)
+    dtype = resolve_precision(settings.precision, device, input_side(settings))
     sigmoid = uses_sigmoid(settings.schema)
     student = build_model(settings.model, sigmoid_head=sigmoid)
     try:
@@ -135,8 +146,8 @@ def load_model(
     return LoadedModel(
         path=path,
         settings=settings,
-        student=place(student, device),
-        teacher=place(teacher, device) if teacher is not None else None,
+        student=place(student, device, dtype),
+        teacher=place(teacher, device, dtype) if teacher is not None else None,
         device=device,
         dtype=dtype,
         class_names=class_names(settings),

@@ -14,10 +14,19 @@ import torch
 from torch import nn
 
 
-def place(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move a network to `device`; on CUDA in channels_last, the layout cuDNN runs fastest."""
+def channels_last(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether networks and inputs run in channels_last on `device` in `dtype`.
+
+    cuDNN runs fastest in it; on the CPU, oneDNN's bf16 convolutions do (measured on an
+    AVX-512 BF16 processor: benchmarks/precision_probe.py, docs/speed.md), fp32 ones not.
+    """
+    return device.type == "cuda" or dtype == torch.bfloat16
+
+
+def place(model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Move a network to `device`, in the layout `channels_last` picks for `dtype` there."""
     model = model.to(device)
-    if device.type == "cuda":
+    if channels_last(device, dtype):
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -29,10 +38,12 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
     return torch.autocast(device.type, dtype=dtype)
 
 
-def model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+def model_input(
+    images: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """A batch of model-ready images on `device`, in the layout `place` gives the network."""
     x = images.to(device)
-    if device.type == "cuda":
+    if channels_last(device, dtype):
         return x.contiguous(memory_format=torch.channels_last)
     return x.contiguous()
 
@@ -42,4 +53,4 @@ def run_model(
 ) -> torch.Tensor:
     """Float32 logits of `model` for a batch of model-ready images, without gradients."""
     with torch.inference_mode(), autocast(device, dtype):
-        return model(model_input(images, device)).float()
+        return model(model_input(images, device, dtype)).float()

@@ -193,6 +193,12 @@ class MetricsWriter:
             self._file.close()
 
 
+def _precision_text(event: ev.RunStarted) -> str:
+    """The precision, and `auto`'s reason for it: "bf16 (auto: CPU has avx512_bf16, ...)"."""
+    reason = event.precision_reason
+    return event.precision if reason in ("", "set") else f"{event.precision} ({reason})"
+
+
 def describe(event: ev.Event) -> str | None:
     """One plain line for an event, or None for events not worth a line."""
     if isinstance(event, ev.RunStarted):
@@ -200,7 +206,7 @@ def describe(event: ev.Event) -> str | None:
         return (
             f"run {verb}: {event.settings['schema']} on {event.settings['dataset']} "
             f"({event.settings['model']}, {event.parameters:,} parameters) on {event.device} "
-            f"in {event.precision}; {event.total_steps} steps; folder {event.run_dir}; "
+            f"in {_precision_text(event)}; {event.total_steps} steps; folder {event.run_dir}; "
             f"reference F1: every class {event.reference['ref_f1_all']:.3f}, "
             f"single label {event.reference['ref_f1_label']:.3f}"
         )

@@ -33,9 +33,9 @@ from mile_engine.control import Control
 from mile_engine.data import Batch, DataSource, build_source
 from mile_engine.device import (
     check_compile,
+    choose_precision,
     precision_name,
     resolve_device,
-    resolve_precision,
 )
 from mile_engine.distributed import DistContext
 from mile_engine.metrics import METRIC_NAMES, EvalAccumulator
@@ -98,6 +98,7 @@ class Trainer:
     settings: Settings
     device: torch.device
     dtype: torch.dtype
+    precision_reason: str  # why `dtype`: "set", or the rule `auto` followed
     run_dir: Path
     dist: DistContext
     # -- networks and optimisation (one optimizer for the one trainable network)
@@ -139,7 +140,17 @@ class Trainer:
         self.device = resolve_device(settings.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per process
-        self.dtype = resolve_precision(settings.precision, self.device)
+        # The source comes before the precision: on the CPU, `auto` depends on its input side.
+        self.source = source or build_source(
+            settings,
+            self.device,
+            progress=lambda task, done, total: self._emit(ev.DataProgress(task, done, total)),
+            warn=lambda text: self._emit(ev.Message("warning", text)),
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        choice = choose_precision(settings.precision, self.device, self.source.input_shape[-1])
+        self.dtype, self.precision_reason = choice.dtype, choice.reason
         self.phases: list[Phase] = phases_of(settings.schema, settings.k_t, settings.k_s)
         self.steps_per_generation = sum(p.steps for p in self.phases)
         self.total_steps = self.steps_per_generation * settings.epoch_num
@@ -149,8 +160,10 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         sigmoid = uses_sigmoid(settings.schema)
-        self.student = place(build_model(settings.model, sigmoid_head=sigmoid), self.device)
-        self.teacher = place(build_model(settings.model, sigmoid_head=sigmoid), self.device)
+        self.student = place(build_model(settings.model, sigmoid_head=sigmoid),
+                             self.device, self.dtype)
+        self.teacher = place(build_model(settings.model, sigmoid_head=sigmoid),
+                             self.device, self.dtype)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.eval().requires_grad_(False)
         # The network the optimizer steps through: the student itself, or its DDP wrapper,
@@ -178,14 +191,6 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.dtype == torch.float16
-        )
-        self.source = source or build_source(
-            settings,
-            self.device,
-            progress=lambda task, done, total: self._emit(ev.DataProgress(task, done, total)),
-            warn=lambda text: self._emit(ev.Message("warning", text)),
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
         )
         self._rank_data: list[dict[str, Any]] | None = None
         self.generation = self.phase_index = self.step = self.global_step = 0
@@ -274,6 +279,7 @@ class Trainer:
             settings=self.settings.to_dict(),
             device=str(self.device),
             precision=precision_name(self.dtype),
+            precision_reason=self.precision_reason,
             parameters=count_parameters(self.student),
             total_steps=self.total_steps,
             global_step=self.global_step,
@@ -362,7 +368,7 @@ class Trainer:
         self.scaler.update()
 
     def _input(self, batch: Batch) -> torch.Tensor:
-        return model_input(batch.images, self.device)
+        return model_input(batch.images, self.device, self.dtype)
 
     def check_memory(self) -> None:
         """Take one training step's memory before anything is written: a forward and a
@@ -381,7 +387,7 @@ class Trainer:
         try:
             self.student.train()
             with self.autocast():
-                logits = self.student(model_input(images, self.device))
+                logits = self.student(model_input(images, self.device, self.dtype))
             logits.float().sum().backward()
         except RuntimeError as exc:  # torch.OutOfMemoryError is one
             if not _out_of_memory(exc):
