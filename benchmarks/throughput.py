@@ -16,6 +16,10 @@ each measurement are left out of its images/s but timed and reported ("warmup_s"
 
     python benchmarks/throughput.py [--config mile.toml] [--set key=value ...]
         [--windows 5] [--steps 20] [--out benchmarks/results/throughput.json]
+        [--precisions fp32,bf16]
+
+With `--precisions`, the whole measurement runs once per precision setting (one after the
+other, not interleaved) and the engine's and the ceiling's gain over the first is printed.
 """
 
 from __future__ import annotations
@@ -143,6 +147,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "precision": str(trainer.dtype),
+        "precision_reason": trainer.precision_reason,
         "interactive": interactive,
         "imitation": imitation,
         "data_images_per_s": data_rate,
@@ -169,16 +174,8 @@ def _bare_imitation(trainer: Trainer, batch: Batch) -> None:
     trainer.optimize(loss)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=Path("mile.toml"))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--windows", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    result = measure(args)
+def print_result(result: dict[str, Any], warmup: int) -> None:
+    """The table of one measurement: engine against ceiling per step, then the rest."""
     rows = [("interactive", result["interactive"]), ("imitation", result["imitation"])]
     print(f"{result['settings']} on {result['device']} ({result['device_name']}, "
           f"{result['threads']} threads, {result['precision']}), input {result['input_size']}")
@@ -188,11 +185,50 @@ def main() -> None:
         warm = r["warmup_s"]
         print(f"{name:12} {r['engine']:13,.0f} {r['ceiling']:14,.0f} {r['ratio']:6.1%} "
               f"{warm['engine']:13.2f} s {warm['ceiling']:14.2f} s")
-    print(f"warm-up: the first {args.warmup} steps of each measurement, excluded from img/s")
+    print(f"warm-up: the first {warmup} steps of each measurement, excluded from img/s")
     print(f"data alone: {result['data_images_per_s']:,.0f} img/s; "
           f"evaluation: {result['evaluation_images_per_s']:,.0f} img/s; metrics on 50,000 x "
           f"1,000 logits: {result['metrics_50k_x_1000_s']:.3f} s; peak RSS "
           f"{result['peak_rss_mib']:,.0f} MiB")
+
+
+def precision_gains(by_precision: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each precision's engine and ceiling images/s over the first precision's, per step."""
+    first = next(iter(by_precision.values()))
+    return {
+        name: {f"{step}_{side}": result[step][side] / first[step][side]
+               for step in ("interactive", "imitation") for side in ("engine", "ceiling")}
+        for name, result in by_precision.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("mile.toml"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--precisions", default="", metavar="P1,P2",
+                        help="measure each precision setting in turn (e.g. fp32,bf16) and "
+                             "report the gain of each over the first")
+    args = parser.parse_args()
+    if args.precisions:
+        base_set = list(args.set)
+        by_precision = {}
+        for name in args.precisions.split(","):
+            args.set = [*base_set, f"precision={name}"]
+            by_precision[name] = measure(args)
+            print_result(by_precision[name], args.warmup)
+        gains = precision_gains(by_precision)
+        for name, gain in gains.items():
+            print(f"{name} over {next(iter(gains))}: " + ", ".join(
+                f"{key} x{value:.2f}" for key, value in gain.items()))
+        result: dict[str, Any] = {"by_precision": by_precision, "gain": gains}
+    else:
+        result = measure(args)
+        print_result(result, args.warmup)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
