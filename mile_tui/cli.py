@@ -98,7 +98,19 @@ def run(
         _open_console(config, overrides, autostart=True)
         return
     settings = settings_from_cli(config, overrides, new_run=resume is None)
-    raise typer.Exit(run_headless(settings, resume=resume, overrides=overrides or []))
+    if not distributed_job():
+        raise typer.Exit(run_headless(settings, resume=resume, overrides=overrides or []))
+    try:
+        code = run_headless(settings, resume=resume, overrides=overrides or [])
+    except typer.Exit as exit_:
+        code = exit_.exit_code
+    # A torchrun worker ends here, skipping the interpreter's shutdown: Gloo may join its
+    # worker threads while Python is being torn down and abort the process ("terminate
+    # called without an active exception"), and torchrun then reports a finished run as
+    # failed. Everything is written and the process group has been left by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run_headless(
@@ -145,6 +157,9 @@ def run_headless(
             _print_resume_hint(saves, ctx.is_main)
             return EXIT_INTERRUPTED
         finally:
+            # The DDP wrapper inside the trainer holds the process group: let it go first,
+            # so the group's threads end now rather than at interpreter shutdown.
+            del trainer
             # Ranks that finished or stopped together (they agree on stops) leave together.
             distributed.teardown(synchronize=ended is not None and ended.status != "failed")
     if ended.status == "stopped":
@@ -153,6 +168,11 @@ def run_headless(
         # The disk refused a record after the run had ended (its last lines): say so.
         fail(control.failure, EXIT_FAILED)
     return signals.exit_code(ended.status)
+
+
+def distributed_job() -> bool:
+    """Whether this process is one of several started by torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _print_resume_hint(saves: SaveTracker, is_main: bool) -> None:

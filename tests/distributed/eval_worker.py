@@ -1,6 +1,7 @@
 """Run under torchrun by the tests: evaluate fixed weights, sharded, and print the metrics."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +24,12 @@ def main() -> None:
     if ctx.is_main:
         Path(sys.argv[1]).write_text(json.dumps({"metrics": metrics,
                                                  "sweep": trainer.history[-1]["sweep"]}))
+    del trainer
     distributed.teardown(synchronize=True)
+    # As `mile-tui run` does under torchrun: skip the interpreter's shutdown, where Gloo
+    # can abort a process that has already done its work.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
