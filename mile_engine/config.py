@@ -22,10 +22,10 @@ import reprlib
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, overload
 
 import tomlkit
 
@@ -36,14 +36,16 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 # The names a setting may take, as types: mypy catches a misspelt name where one is
 # compared or passed. The tuples the loader and the console offer are derived from them.
-Model = Literal["resnet18-10", "resnet18", "resnet50"]
+# `model` is open: the names below plus every torchvision classification model
+# (`MODELS`), checked when a value is loaded.
+LegacyModel = Literal["resnet18-10", "resnet18", "resnet50"]
 Schema = Literal["MILe", "sigmoid", "softmax"]
-Dataset = Literal["digits", "mnist", "fashion-mnist", "imagenet"]
+Dataset = Literal["digits", "mnist", "fashion-mnist", "imagenet", "folder"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Scheduler = Literal["plateau", "none"]
 Decode = Literal["auto", "workers", "device"]
 
-MODELS: tuple[Model, ...] = get_args(Model)
+LEGACY_MODELS: tuple[LegacyModel, ...] = get_args(LegacyModel)
 SCHEMAS: tuple[Schema, ...] = get_args(Schema)
 DATASETS: tuple[Dataset, ...] = get_args(Dataset)
 DEVICES = ("auto", "cpu", "cuda")  # `cuda:N` too: a pattern, not a closed set of names
@@ -51,7 +53,9 @@ PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 SCHEDULERS: tuple[Scheduler, ...] = get_args(Scheduler)
 DECODERS: tuple[Decode, ...] = get_args(Decode)
 
-MODEL_CLASSES = {"resnet18-10": 10, "resnet18": 1000, "resnet50": 1000}
+# resnet18-10 names its class count; every other model's head is sized to the data.
+MODEL_CLASSES = {"resnet18-10": 10}
+# The class counts known without reading the data ("folder" counts its sub-folders).
 DATASET_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "imagenet": 1000}
 GRID_DATASETS: tuple[Dataset, ...] = ("digits", "mnist", "fashion-mnist")
 
@@ -79,12 +83,61 @@ class SettingsError(ValueError):
     """A settings file or value that cannot be used; the message says what to fix."""
 
 
+class ModelNames(Sequence[str]):
+    """Every name `model` accepts: the legacy names, then torchvision's classification
+    models, sorted.
+
+    A sequence that imports torchvision only when first read past the legacy names, so
+    that loading settings (and starting the command line) stays fast.
+    """
+
+    def __init__(self) -> None:
+        self._names: tuple[str, ...] | None = None
+
+    def _all(self) -> tuple[str, ...]:
+        if self._names is None:
+            from torchvision import models as tv_models
+
+            found = tv_models.list_models(module=tv_models)
+            self._names = LEGACY_MODELS + tuple(n for n in found if n not in LEGACY_MODELS)
+        return self._names
+
+    def __contains__(self, value: object) -> bool:
+        return value in LEGACY_MODELS or value in self._all()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._all()[index]
+
+    def nearest(self, value: str, n: int = 3) -> list[str]:
+        """Up to `n` names close to `value`: shared prefix first, then by similarity."""
+        text = value.strip().lower()
+        names = self._all()
+        close = difflib.get_close_matches(text, names, n=n, cutoff=0.5)
+        prefixed = [m for m in names if text and m.startswith(text) and m not in close]
+        return (prefixed + close)[:n] if prefixed else close
+
+
+MODELS = ModelNames()
+
+
 def _setting(
     default: Any,
     group: str,
     doc: str,
     *,
-    choices: tuple[str, ...] | None = None,
+    choices: Sequence[str] | None = None,
     minimum: float | None = None,
     maximum: float | None = None,
     exclusive: bool = False,
@@ -106,12 +159,22 @@ class Settings:
     """Everything one run needs. Field docs are the comments of the default `mile.toml`."""
 
     # -- model and schema
-    model: Model = _setting(
+    model: str = _setting(
         "resnet18-10",
         "run",
-        "Backbone, a torchvision ResNet trained from scratch: resnet18-10 (10 classes, for the "
-        "digit and fashion grids), resnet18 or resnet50 (1000 classes, for imagenet).",
+        "Backbone: any torchvision classification model by name (resnet18, resnet50, "
+        "convnext_tiny, efficientnet_b0, vit_b_16, ...), its classifier head sized to the "
+        "dataset's classes; resnet18-10 is ResNet-18 for the 10-class grids (the original "
+        "name). See docs/models.md.",
         choices=MODELS,
+    )
+    weights: str = _setting(
+        "",
+        "run",
+        "Starting weights: empty trains from scratch; a path to a state dict or torchvision "
+        "weights file; or a torchvision weights name (ResNet50_Weights.IMAGENET1K_V2, or "
+        "DEFAULT for the model's default) already in torch's cache, never downloaded. A "
+        "head whose class count differs is replaced.",
     )
     schema: Schema = _setting(
         "MILe",
@@ -126,7 +189,8 @@ class Settings:
         "digits",
         "data",
         "digits (embedded, no download), mnist, fashion-mnist (3x3 multi-label grids of "
-        "28x28 tiles) or imagenet (with ReaL labels).",
+        "28x28 tiles), imagenet (with ReaL labels) or folder (your own images, one "
+        "sub-folder per class, in data_path and val_path).",
         choices=DATASETS,
     )
     grid_objects: int = _setting(
@@ -149,8 +213,9 @@ class Settings:
     image_size: int = _setting(
         0,
         "data",
-        "Side of the grid images fed to the model, in pixels; 0 keeps the native size "
-        "(24 for digits, 84 for mnist and fashion-mnist). 224 reproduces the original input.",
+        "Side of the images fed to the model, in pixels; 0 keeps the natural size (24 for "
+        "digits, 84 for mnist and fashion-mnist, the weights' crop size or 224 for imagenet "
+        "and folder). 224 reproduces the original input.",
         minimum=0,
         maximum=1024,
     )
@@ -160,9 +225,18 @@ class Settings:
         "Folder with the four MNIST-format IDX files (gzipped or not); for fashion-mnist an "
         "empty value also finds Debian's /usr/share/datasets/fashion-mnist.",
     )
-    data_path: str = _setting("", "data", "imagenet: the ILSVRC2012 train folder.")
+    data_path: str = _setting(
+        "", "data", "imagenet: the ILSVRC2012 train folder. folder: the training images, "
+        "one sub-folder per class (named by the folder, sorted; nested folders allowed "
+        "inside a class).",
+    )
     val_path: str = _setting(
-        "", "data", "imagenet: the validation images, in class sub-folders or flat."
+        "", "data", "imagenet: the validation images, in class sub-folders or flat. folder: "
+        "the validation images, in the same layout as data_path.",
+    )
+    val_labels_path: str = _setting(
+        "", "data", "folder: optional full label sets of the validation images, CSV "
+        "(file,label;label) or JSON; empty uses each image's single label as its set.",
     )
     real_path: str = _setting("", "data", "imagenet: ReaL's real.json.")
     num_workers: int = _setting(
@@ -276,7 +350,17 @@ class Settings:
 
     @property
     def num_classes(self) -> int:
-        """Classes of the dataset (and of the model's head)."""
+        """Classes of a built-in dataset (and of the model's head).
+
+        Raises:
+            SettingsError: for "folder", whose classes are its sub-folders: take
+                `source.num_classes` from the data source instead.
+        """
+        if self.dataset not in DATASET_CLASSES:
+            raise SettingsError(
+                f"dataset {self.dataset!r}: the number of classes is known only once the "
+                "data is read; use the data source's num_classes."
+            )
         return DATASET_CLASSES[self.dataset]
 
     def to_dict(self) -> dict[str, Any]:
@@ -311,6 +395,11 @@ def allowed_text(name: str) -> str:
     """Describe in words the values a setting allows."""
     f = FIELDS[name]
     meta = f.metadata
+    if name == "model":  # 80-odd names: say what they are, the console lists them
+        return (
+            '"resnet18-10" or a torchvision classification model name ("resnet18", '
+            '"convnext_tiny", "vit_b_16", ...; `mile-tui models` lists them)'
+        )
     if meta["choices"]:
         return "one of " + ", ".join(f'"{c}"' for c in meta["choices"])
     kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[
@@ -378,6 +467,14 @@ def validate_value(name: str, value: Any, source: str = "settings") -> Any:
         )
     if isinstance(value, str):
         _check_text(name, value, source)
+    if name == "model" and value not in MODELS:
+        near = [f'"{m}"' for m in MODELS.nearest(value)]
+        hint = (" Did you mean " + (", ".join(near[:-1]) + " or " if near[:-1] else "")
+                + near[-1] + "?") if near else ""
+        raise SettingsError(
+            f"{source}: 'model' {shown(value)} is not a torchvision classification model."
+            f"{hint} `mile-tui models` lists them all."
+        )
     if meta["choices"] and value not in meta["choices"]:
         lowered = {c.lower(): c for c in meta["choices"]}
         close = [lowered[m] for m in difflib.get_close_matches(str(value).lower(), lowered, n=1)]
@@ -582,15 +679,21 @@ def apply_allowed_overrides(
 
 def check_consistency(settings: Settings, source: str = "settings") -> None:
     """Reject combinations of values that cannot work together."""
-    model_classes = MODEL_CLASSES[settings.model]
-    if model_classes != settings.num_classes:
-        fitting = [m for m, c in MODEL_CLASSES.items() if c == settings.num_classes]
+    model_classes = MODEL_CLASSES.get(settings.model)
+    known = DATASET_CLASSES.get(settings.dataset)
+    if model_classes is not None and known is not None and model_classes != known:
         raise SettingsError(
             f"{source}: model '{settings.model}' predicts {model_classes} classes but dataset "
-            f"'{settings.dataset}' has {settings.num_classes}; use model = "
-            + " or ".join(f'"{m}"' for m in fitting)
-            + "."
+            f"'{settings.dataset}' has {known}; use model = \"resnet18\" (its head is sized "
+            "to the dataset) or another model."
         )
+    if settings.dataset == "folder":
+        missing = [k for k in ("data_path", "val_path") if not getattr(settings, k)]
+        if missing:
+            raise SettingsError(
+                f"{source}: dataset 'folder' needs {', '.join(missing)} (the training and "
+                "validation folders, one sub-folder per class)."
+            )
     if settings.dataset == "imagenet":
         missing = [k for k in ("data_path", "val_path", "real_path") if not getattr(settings, k)]
         if missing:

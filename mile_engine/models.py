@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
-from mile_engine.config import MODEL_CLASSES, Model
+from mile_engine.config import MODEL_CLASSES
 
 
-def build_model(name: Model, sigmoid_head: bool) -> nn.Module:
+def build_model(name: str, sigmoid_head: bool) -> nn.Module:
     """Build a backbone by its settings name.
 
     The weights are a plain torchvision state_dict: a saved model loads straight into
@@ -22,7 +22,7 @@ def build_model(name: Model, sigmoid_head: bool) -> nn.Module:
         sigmoid_head: start the classifier bias at -log(C), so that binary
             cross-entropy over many classes starts near its stable point.
     """
-    num_classes = MODEL_CLASSES[name]
+    num_classes = MODEL_CLASSES.get(name, 1000)  # interim, until build_model sizes heads
     factory = tv_models.resnet50 if name == "resnet50" else tv_models.resnet18
     model = factory(weights=None, num_classes=num_classes)
     if sigmoid_head:

@@ -71,7 +71,12 @@ def test_missing_default_file_is_fine_but_named_file_is_not(tmp_path: Path) -> N
         ("k_t = true\n", ["'k_t'", "an integer"]),
         ("k_t = 3\nk_s = = 2\n", ["not valid TOML", "line 2"]),
         ("[mile]\nschema = 'MILe'\n", ["'schema' belongs in the [run] table"]),
-        ('model = "resnet18"\n', ["predicts 1000 classes", "'digits' has 10", "resnet18-10"]),
+        ('dataset = "imagenet"\nmodel = "resnet18-10"\ndata_path = "a"\nval_path = "b"\n'
+         'real_path = "c"\n', ["predicts 10 classes", "'imagenet' has 1000", "resnet18"]),
+        ('model = "convnext_tinny"\n',
+         ["'model'", '"convnext_tiny"', "Did you mean", "mile-tui models"]),
+        ('model = "vit"\n', ["'model'", '"vit_b_16"', "Did you mean"]),
+        ('dataset = "folder"\ndata_path = "a"\n', ["needs val_path"]),
         ('dataset = "imagenet"\nmodel = "resnet50"\n', ["needs data_path, val_path, real_path"]),
     ],
 )

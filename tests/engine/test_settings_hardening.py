@@ -240,9 +240,10 @@ def test_every_settings_value_round_trips(values: dict[str, object]) -> None:
     # A dataset and a model that agree, and ImageNet's paths given: the rules that tie
     # settings together (test_config covers them).
     values["model"] = "resnet18" if values["dataset"] == "imagenet" else "resnet18-10"
-    if values["dataset"] == "imagenet":
-        for key in ("data_path", "val_path", "real_path"):
-            values[key] = values[key] or "x"
+    needs = {"imagenet": ("data_path", "val_path", "real_path"),
+             "folder": ("data_path", "val_path")}
+    for key in needs.get(str(values["dataset"]), ()):
+        values[key] = values[key] or "x"
     original = Settings(**values)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as folder:
         for number, text in enumerate((original.to_toml(), render_toml(original))):
