@@ -43,7 +43,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
-from mile_engine.data.jpeg import Box, centre_box, random_resized_box
+from mile_engine.data.jpeg import VAL_RESIZE, Box, random_resized_box
 
 # A training sample that cannot be decoded is replaced by the next decodable file; this
 # many failures in a row mean the data set itself is broken.
@@ -196,10 +196,19 @@ def train_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
                       T.PILToTensor()])
 
 
-def val_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
-    """The usual resize to 256/224 of the crop, then a centre crop, to uint8."""
-    return T.Compose([T.Resize(round(size * 256 / 224), antialias=True), T.CenterCrop(size),
-                      T.PILToTensor()])
+def val_transform(size: int, resize: int | None = None) -> Callable[[Image.Image], torch.Tensor]:
+    """The shorter side resized to `resize` (the usual 256/224 of the crop when None),
+    then a centre crop of `size`, to uint8."""
+    resize = resize or round(size * VAL_RESIZE)
+    return T.Compose([T.Resize(resize, antialias=True), T.CenterCrop(size), T.PILToTensor()])
+
+
+def centre_crop_box(height: int, width: int, size: int, resize: int | None) -> Box:
+    """The source region `val_transform(size, resize)` keeps (for resize None, the region
+    `jpeg.centre_box` gives)."""
+    resize = resize or round(size * VAL_RESIZE)
+    side = max(1, min(round(min(height, width) * size / resize), height, width))
+    return (height - side) // 2, (width - side) // 2, side, side
 
 
 class StringTable:
@@ -290,15 +299,18 @@ class JpegFiles(_Files[Encoded]):
 
     Crops and flips are drawn from torch's global generator, which the DataLoader seeds
     per worker, so they follow the run's seed as those of `ImageFiles` do. `transform` is
-    the PIL path's transform, used for files the device decoder does not take.
+    the PIL path's transform, used for files the device decoder does not take; `resize`
+    the side validation images are resized to before their centre crop (as in
+    `val_transform`).
     """
 
     def __init__(
         self, root: str, paths: Sequence[str], transform: Callable[[Image.Image], torch.Tensor],
-        size: int, substitute: bool, train: bool,
+        size: int, substitute: bool, train: bool, resize: int | None = None,
     ) -> None:
         super().__init__(root, paths, transform, size, substitute)
         self.train = train
+        self.resize = resize
 
     def load(self, path: str) -> Encoded:
         with open(path, "rb") as f:
@@ -310,7 +322,7 @@ class JpegFiles(_Files[Encoded]):
         if self.train:
             box, flip = random_resized_box(height, width), bool(torch.rand(()) < 0.5)
         else:
-            box, flip = centre_box(height, width, self.size), False
+            box, flip = centre_crop_box(height, width, self.size, self.resize), False
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), box, flip
 
     def failed(self) -> Encoded:

@@ -77,7 +77,7 @@ class ValIndex:
     label_source: str
 
 
-def _subfolders(root: Path, key: str) -> list[str]:
+def subfolders(root: Path, key: str) -> list[str]:
     """Sorted names of the visible sub-folders of `root` (a SettingsError if unusable)."""
     if not root.is_dir():
         what = "does not exist" if not root.exists() else "is not a folder"
@@ -95,6 +95,37 @@ def _scan_folder(folder: Path) -> list[str]:
         return sorted(e.name for e in entries if is_image_name(e.name) and e.is_file())
 
 
+def _scan_tree(folder: Path) -> tuple[list[str], dict[str, int]]:
+    """Image files at any depth under `folder`, as sorted paths relative to it, and the
+    mtime of each folder met ("" is `folder` itself), taken before it was listed.
+
+    Symbolic links to folders are followed (as torchvision's ImageFolder does), each real
+    folder once, so a link back up the tree cannot loop. Hidden entries are skipped.
+    """
+    names: list[str] = []
+    stamps: dict[str, int] = {}
+    seen: set[str] = set()
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        here = folder / rel if rel else folder
+        real = os.path.realpath(here)
+        if real in seen:
+            continue
+        seen.add(real)
+        stamps[rel] = here.stat().st_mtime_ns
+        with os.scandir(here) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                path = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_dir():
+                    pending.append(path)
+                elif is_image_name(entry.name) and entry.is_file():
+                    names.append(path)
+    return sorted(names), stamps
+
+
 def _scan_many(
     folders: Sequence[Path], what: str, progress: Progress | None
 ) -> list[list[str]]:
@@ -108,17 +139,35 @@ def _scan_many(
     return results
 
 
-def _index_cache_file(root: Path, cache: Path) -> Path:
+def _scan_many_nested(
+    folders: Sequence[Path], what: str, progress: Progress | None
+) -> tuple[list[list[str]], list[dict[str, int]]]:
+    """`_scan_many` at any depth: the files of each folder and its folders' mtimes."""
+    files: list[list[str]] = []
+    stamps: list[dict[str, int]] = []
+    with ThreadPoolExecutor(SCAN_THREADS) as pool:
+        for i, (names, times) in enumerate(pool.map(_scan_tree, folders)):
+            files.append(names)
+            stamps.append(times)
+            if progress is not None:
+                progress(what, i + 1, len(folders))
+    return files, stamps
+
+
+def _index_cache_file(root: Path, cache: Path, kind: str = "imagenet") -> Path:
     key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
-    return cache / f"imagenet-index-{key}.json"
+    return cache / f"{kind}-index-{key}.json"
 
 
-def _signature(root: Path, classes: list[str]) -> list[int]:
-    # A folder's mtime changes whenever a file is added, removed or renamed in it.
-    return [(root / c).stat().st_mtime_ns for c in classes]
+def _signature(root: Path, classes: list[str], dirs: Sequence[str] = ()) -> list[int]:
+    # A folder's mtime changes whenever a file is added, removed or renamed in it. With
+    # nested folders (`dirs`, relative to root, as the last scan found them) each folder
+    # of the tree counts: a file added two levels down changes only its own folder's
+    # mtime, and a new folder changes its parent's.
+    return [(root / c).stat().st_mtime_ns for c in [*classes, *dirs]]
 
 
-def _read_cache(path: Path, root: Path, classes: list[str], sig: list[int]) -> list[list[str]]:
+def _read_cache(path: Path, root: Path, classes: list[str]) -> list[list[str]]:
     """The cached file names per class, or [] when the cache is absent or stale."""
     try:
         with path.open(encoding="utf-8") as f:
@@ -130,8 +179,13 @@ def _read_cache(path: Path, root: Path, classes: list[str], sig: list[int]) -> l
         or cached.get("version") != INDEX_VERSION
         or cached.get("root") != str(root.resolve())
         or cached.get("classes") != classes
-        or cached.get("mtimes") != sig
     ):
+        return []
+    dirs = cached.get("dirs", [])
+    try:
+        if not isinstance(dirs, list) or cached.get("mtimes") != _signature(root, classes, dirs):
+            return []
+    except OSError:  # a cached sub-folder is gone
         return []
     files = cached.get("files")
     return files if isinstance(files, list) and len(files) == len(classes) else []
@@ -149,6 +203,50 @@ def _write_cache(path: Path, document: dict[str, Any]) -> None:
         log.warning("cannot write the file index cache %s: %s", path, exc)
 
 
+def scan_class_files(
+    root: Path, classes: list[str], cache: Path | None = None,
+    progress: Progress | None = None, nested: bool = False, kind: str = "imagenet",
+) -> list[list[str]]:
+    """The image files of each class folder of `root`, from the cached index when fresh.
+
+    Args:
+        root: the folder holding one sub-folder per class.
+        classes: the class folder names, sorted.
+        cache: where the index is cached (the user's cache folder when None).
+        progress: called as (task, done, total) while folders are scanned.
+        nested: look into sub-folders of the class folders too (paths like `a/b.png`).
+        kind: the index's family, part of its cache file name.
+
+    Returns:
+        Per class, its files' paths relative to the class folder, sorted.
+    """
+    cache_file = _index_cache_file(root, cache or cache_dir(), kind)
+    files = _read_cache(cache_file, root, classes)
+    if files:
+        if progress is not None:
+            progress(f"file index of {root} (cached)", len(classes), len(classes))
+        return files
+    log.info("scanning %d class folders of %s (cached afterwards)", len(classes), root)
+    # The signature is taken before each folder is listed: a file added meanwhile makes
+    # the cache stale rather than missing from it.
+    what = f"scanning {root}"
+    dirs: list[str] = []
+    if nested:
+        files, stamps = _scan_many_nested([root / c for c in classes], what, progress)
+        dirs = [f"{c}/{d}" for c, times in zip(classes, stamps, strict=True) for d in times if d]
+        sig = [t[""] for t in stamps] + [
+            t for times in stamps for d, t in times.items() if d]
+    else:
+        sig = _signature(root, classes)
+        files = _scan_many([root / c for c in classes], what, progress)
+    _write_cache(
+        cache_file,
+        {"version": INDEX_VERSION, "root": str(root.resolve()), "classes": classes,
+         "dirs": dirs, "mtimes": sig, "files": files},
+    )
+    return files
+
+
 def scan_train(
     root: Path, cache: Path | None = None, progress: Progress | None = None
 ) -> TrainIndex:
@@ -158,7 +256,7 @@ def scan_train(
         SettingsError: the folder is missing, has no class folders, more than 1000, or
             no images.
     """
-    classes = _subfolders(root, "data_path")
+    classes = subfolders(root, "data_path")
     if not classes:
         raise SettingsError(
             f"data_path '{root}' has no sub-folders; it must be the ILSVRC2012 train folder "
@@ -169,19 +267,7 @@ def scan_train(
             f"data_path '{root}' has {len(classes)} sub-folders; ImageNet has {NUM_CLASSES} "
             "classes, one sub-folder each."
         )
-    sig = _signature(root, classes)
-    cache_file = _index_cache_file(root, cache or cache_dir())
-    files = _read_cache(cache_file, root, classes, sig)
-    if not files:
-        log.info("scanning %d class folders of %s (cached afterwards)", len(classes), root)
-        files = _scan_many([root / c for c in classes], f"scanning {root}", progress)
-        _write_cache(
-            cache_file,
-            {"version": INDEX_VERSION, "root": str(root.resolve()), "classes": classes,
-             "mtimes": sig, "files": files},
-        )
-    elif progress is not None:
-        progress(f"file index of {root} (cached)", len(classes), len(classes))
+    files = scan_class_files(root, classes, cache, progress)
     paths = [f"{c}/{name}" for c, names in zip(classes, files, strict=True) for name in names]
     if not paths:
         raise SettingsError(f"data_path '{root}': the class folders hold no images.")
@@ -276,24 +362,24 @@ def scan_val(
             names that do not carry the ReaL entry, duplicates, or a bad label file.
     """
     class_of = {c: i for i, c in enumerate(classes)}
-    subfolders = _subfolders(root, "val_path")
+    class_dirs = subfolders(root, "val_path")
     flat = _scan_folder(root)
-    if subfolders and flat:
+    if class_dirs and flat:
         raise SettingsError(
             f"val_path '{root}' holds both sub-folders and {len(flat)} images directly; "
             "use one layout: all images flat, or all in class sub-folders."
         )
-    if subfolders:
-        unknown = [s for s in subfolders if s not in class_of]
+    if class_dirs:
+        unknown = [s for s in class_dirs if s not in class_of]
         if unknown:
             raise SettingsError(
                 f"val_path '{root}': sub-folder(s) {', '.join(unknown[:3])} are not class "
                 "folders of data_path; class sub-folders must use the train folder's names."
             )
-        names = _scan_many([root / s for s in subfolders], f"scanning {root}", progress)
+        names = _scan_many([root / s for s in class_dirs], f"scanning {root}", progress)
         files = [
             (root / s / n, class_of[s])
-            for s, ns in zip(subfolders, names, strict=True)
+            for s, ns in zip(class_dirs, names, strict=True)
             for n in ns
         ]
         source = "class sub-folders"
@@ -316,7 +402,7 @@ def scan_val(
             f"val_path '{root}': ILSVRC2012_val_{repeated[0] + 1:08d} appears more than once."
         )
     labels = [label for _, label in files]
-    if not subfolders:
+    if not class_dirs:
         label_file = find_label_file(root)
         if label_file is not None:
             reader = dict(LABEL_FILES)[label_file.name]
