@@ -1,0 +1,323 @@
+"""The compare screen: two or more runs side by side.
+
+ReaL F1 and label coverage per generation and the loss against the global step, one
+curve a run (textual-plotext charts with axes; our own legend under each, so that long
+run names never hide a curve), and tables of each run's best evaluation and of the
+settings in which the runs differ. The data comes from `mile_engine.comparison`.
+
+At 80 columns each chart has a tab of its own; from `WIDE` columns on, the F1 and
+coverage charts share one tab, side by side.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.geometry import Size
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+from textual_plotext import PlotextPlot
+
+from mile_engine.comparison import Comparison, RunData, Series, compare, load_run
+from mile_tui.checkpoint_browser import wrap_name
+
+WIDE = 120
+"""From this many columns the F1 and coverage charts share a tab."""
+
+PALETTE: list[tuple[int, int, int]] = [
+    (66, 135, 245), (245, 145, 40), (60, 180, 75), (230, 60, 60), (160, 110, 220),
+    (150, 100, 80), (235, 110, 190), (140, 140, 140), (190, 190, 40), (40, 190, 210),
+]
+"""One colour a run (then again from the first): readable on dark and light themes."""
+
+BEST_COLUMNS = ("run", "F1", "gen", "top-1", "acc", "prec", "recall", "steps")
+"""The best table's columns: F1, acc, prec and recall are ReaL metrics (its title says)."""
+CELL_PADDING = 1  # DataTable's default, on each side of a cell
+SCROLLBAR = 2
+MIN_NAME = 12
+
+
+def colour(index: int) -> tuple[int, int, int]:
+    """Run `index`'s colour in every chart and table."""
+    return PALETTE[index % len(PALETTE)]
+
+
+def swatch(index: int) -> Text:
+    """A coloured block and the run's number: how the tables and legends name a run."""
+    r, g, b = colour(index)
+    text = Text("■ ", style=f"rgb({r},{g},{b})")
+    text.append(str(index + 1), "bold")
+    return text
+
+
+def legend_entries(names: list[str], empty: set[int], empty_note: str) -> list[Text]:
+    """Every run's swatch and name; runs without a point get `empty_note` after them."""
+    entries = []
+    for index, name in enumerate(names):
+        entry = swatch(index)
+        entry.append(f" {name}")
+        if index in empty:
+            entry.append(f" ({empty_note})", "dim")
+        entries.append(entry)
+    return entries
+
+
+class Legend(Widget):
+    """A chart's legend under it: entries side by side, a new line where the next one
+    would not fit, so that a run's number never parts from its name."""
+
+    DEFAULT_CSS = """
+    Legend { height: auto; padding: 0 1; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.entries: list[Text] = []
+
+    def show(self, entries: list[Text]) -> None:
+        """Take new entries and lay them out again."""
+        self.entries = entries
+        self.refresh(layout=True)
+
+    def lines(self, width: int) -> list[Text]:
+        """The entries in lines of at most `width` cells (a longer entry alone on its line)."""
+        lines: list[Text] = []
+        for entry in self.entries:
+            if lines and lines[-1].cell_len + 3 + entry.cell_len <= width:
+                lines[-1].append("   ")
+                lines[-1].append_text(entry)
+            else:
+                lines.append(entry.copy())
+        return lines
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return max(1, sum(max(1, -(-line.cell_len // max(width, 1)))
+                          for line in self.lines(width)))
+
+    def render(self) -> Text:
+        return Text("\n").join(self.lines(self.content_size.width))
+
+
+def step_ticks(low: float, high: float, count: int = 5) -> list[int]:
+    """Whole-number ticks 1, 2 or 5 times a power of ten apart, about `count` of them
+    between `low` and `high` (global steps are counts: 8.2 would read as nonsense)."""
+    span = max(high - low, 1.0)
+    raw = span / max(count - 1, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    gap = next((m * power for m in (1, 2, 5, 10) if m * power >= raw), 10 * power)
+    gap = max(1, round(gap))
+    first = math.ceil(low / gap) * gap
+    return list(range(int(first), int(high) + 1, int(gap)))
+
+
+def draw(plot: PlotextPlot, series: list[Series], title: str, xlabel: str,
+         per_generation: bool) -> None:
+    """Redraw `plot` with one curve a run in the run's colour."""
+    plt = plot.plt
+    plt.clear_data()
+    plt.title(title)
+    plt.xlabel(xlabel)
+    xs: list[float] = []
+    for index, run in enumerate(series):
+        if not run.xs:
+            continue
+        plt.plot(run.xs, run.ys, marker="hd", color=colour(index))
+        if per_generation:
+            # A dot on each evaluation: a generation is a point, not a stretch of line.
+            plt.scatter(run.xs, run.ys, marker="●", color=colour(index))
+        xs.extend(run.xs)
+    if xs:
+        if per_generation:
+            last = int(max(xs))
+            every = max(1, -(-last // 12))  # at most about a dozen ticks
+            plt.xticks([float(g) for g in range(1, last + 1, every)])
+        else:
+            ticks = step_ticks(min(xs), max(xs))
+            plt.xticks([float(t) for t in ticks], [f"{t:,}" for t in ticks])
+    plot.refresh()
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+class CompareScreen(Screen[None]):
+    """ReaL F1, coverage and loss of several runs overlaid; their best metrics and the
+    settings in which they differ."""
+
+    DEFAULT_CSS = """
+    CompareScreen TabbedContent { height: 1fr; }
+    CompareScreen TabPane { padding: 0; }
+    CompareScreen .chart-box { height: 1fr; width: 1fr; }
+    CompareScreen #coverage-beside { display: none; }
+    CompareScreen.-wide #coverage-beside { display: block; }
+    CompareScreen .table-title { height: 1; padding: 0 1; color: $text-accent;
+                                 text-style: bold; }
+    CompareScreen DataTable { height: auto; max-height: 100%; }
+    CompareScreen #status { height: auto; padding: 0 1; color: $text-warning; }
+    """
+    BINDING_GROUP_TITLE = "Compare runs"
+    BINDINGS = [
+        Binding("escape,q", "close", "Close"),
+        Binding("1", "tab('generations')", "F1", tooltip="ReaL F1 per generation"),
+        Binding("2", "tab('coverage')", "Coverage", tooltip="label coverage per generation"),
+        Binding("3", "tab('loss')", "Loss", tooltip="training loss against the global step"),
+        Binding("4", "tab('tables')", "Tables",
+                tooltip="best metrics per run and the settings that differ"),
+    ]
+
+    def __init__(self, run_dirs: list[Path]) -> None:
+        """Compare the runs in `run_dirs` (two or more run folders)."""
+        super().__init__()
+        self.run_dirs = [Path(d) for d in run_dirs]
+        self.comparison: Comparison | None = None
+        self.errors: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        with TabbedContent(initial="generations"):
+            with TabPane("ReaL F1", id="generations"), Horizontal():
+                with Vertical(classes="chart-box"):
+                    yield PlotextPlot(id="f1-chart")
+                    yield Legend(id="f1-legend")
+                with Vertical(classes="chart-box", id="coverage-beside"):
+                    yield PlotextPlot(id="coverage-chart-beside")
+                    yield Legend(id="coverage-legend-beside")
+            with TabPane("Coverage", id="coverage"), Vertical(classes="chart-box"):
+                yield PlotextPlot(id="coverage-chart")
+                yield Legend(id="coverage-legend")
+            with TabPane("Loss", id="loss"), Vertical(classes="chart-box"):
+                yield PlotextPlot(id="loss-chart")
+                yield Legend(id="loss-legend")
+            with TabPane("Tables", id="tables"), VerticalScroll():
+                yield Static("Best generation by ReaL F1 (F1, acc, prec, recall: ReaL)",
+                             classes="table-title")
+                yield DataTable(id="best", cursor_type="row", zebra_stripes=True)
+                yield Static("Settings that differ", classes="table-title",
+                             id="settings-title")
+                yield DataTable(id="settings", cursor_type="row", zebra_stripes=True)
+        yield Static(id="status")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.title = "mile-tui"
+        self.sub_title = f"compare {len(self.run_dirs)} runs"
+        self.query_one("#status", Static).update(Text("reading the runs…", "dim"))
+        self.load()
+
+    def on_resize(self) -> None:
+        self._layout()
+        self.call_after_refresh(self._fill_tables)
+
+    # ------------------------------------------------------------------ data
+    @work(thread=True, exclusive=True)
+    def load(self) -> None:
+        """Read every run's history in a thread: a long run's metrics take a while."""
+        runs: list[RunData] = []
+        errors: list[str] = []
+        for run_dir in self.run_dirs:
+            try:
+                runs.append(load_run(run_dir))
+            except (OSError, ValueError) as exc:
+                errors.append(f"{run_dir.name}: {exc}")
+        result = compare(runs)
+        self.app.call_from_thread(self.show, result, errors)
+
+    def show(self, comparison: Comparison, errors: list[str] | None = None) -> None:
+        """Draw `comparison`; `errors`: one line per run that could not be read."""
+        self.comparison = comparison
+        self.errors = list(errors or [])
+        status = self.query_one("#status", Static)
+        status.update("\n".join(f"not shown: {line}" for line in self.errors))
+        status.display = bool(self.errors)
+        names = comparison.names
+        no_eval = {i for i, s in enumerate(comparison.f1) if not s.xs}
+        no_loss = {i for i, s in enumerate(comparison.loss) if not s.xs}
+        draw(self.query_one("#f1-chart", PlotextPlot), comparison.f1, "ReaL F1",
+             "generation", True)
+        for suffix in ("", "-beside"):
+            draw(self.query_one(f"#coverage-chart{suffix}", PlotextPlot), comparison.coverage,
+                 "label coverage (labels predicted per image)", "generation", True)
+            self.query_one(f"#coverage-legend{suffix}", Legend).show(
+                legend_entries(names, no_eval, "no evaluation yet"))
+        self.query_one("#f1-legend", Legend).show(
+            legend_entries(names, no_eval, "no evaluation yet"))
+        draw(self.query_one("#loss-chart", PlotextPlot), comparison.loss, "training loss",
+             "global step", False)
+        self.query_one("#loss-legend", Legend).show(
+            legend_entries(names, no_loss, "no steps yet"))
+        self._layout()
+        self._fill_tables()
+
+    def _layout(self) -> None:
+        """Side by side when wide; a tab each when narrow."""
+        wide = self.size.width >= WIDE
+        self.set_class(wide, "-wide")
+        tabs = self.query_one(TabbedContent)
+        tabs.get_tab("generations").label = "ReaL F1 · coverage" if wide else "ReaL F1"
+        if wide:
+            if tabs.active == "coverage":
+                tabs.active = "generations"
+            tabs.hide_tab("coverage")
+        else:
+            tabs.show_tab("coverage")
+
+    def _fill_tables(self) -> None:
+        """The best-metrics and differing-settings tables, names wrapped to the width."""
+        if self.comparison is None:
+            return
+        comparison = self.comparison
+        rows: list[list[str]] = []
+        for row in comparison.best:
+            rows.append([
+                percent(row.best_f1),
+                str(row.best_generation) if row.best_generation is not None else "–",
+                percent(row.top1), percent(row.real_accuracy), percent(row.precision),
+                percent(row.recall),
+                f"{row.global_step:,}/{row.total_steps:,}" if row.total_steps else "–"])
+        # The name takes what the other columns leave: each of them as wide as its
+        # widest cell, and every column has a cell's padding on each side.
+        others = sum(max(len(label), *(len(r[i]) for r in rows)) + 2 * CELL_PADDING
+                     for i, label in enumerate(BEST_COLUMNS[1:]))
+        width = max(MIN_NAME, self.size.width - others - 2 * CELL_PADDING - SCROLLBAR - 4)
+        best = self.query_one("#best", DataTable)
+        best.clear(columns=True)
+        best.add_column(BEST_COLUMNS[0], key="run", width=width + 4)
+        for label in BEST_COLUMNS[1:]:
+            best.add_column(Text(label, justify="right"), key=label)
+        for index, (summary, cells) in enumerate(zip(comparison.best, rows, strict=True)):
+            name = swatch(index)
+            name.append(" ")
+            name.append(wrap_name(summary.name, width).replace("\n", "\n    "))
+            best.add_row(name, *(Text(c, justify="right") for c in cells), height=None)
+        settings = self.query_one("#settings", DataTable)
+        settings.clear(columns=True)
+        title = self.query_one("#settings-title", Static)
+        if not comparison.differing:
+            title.update("Settings that differ: none, the runs have the same settings")
+            settings.display = False
+            return
+        title.update("Settings that differ")
+        settings.display = True
+        settings.add_column("setting", key="setting")
+        for index in range(len(comparison.names)):
+            settings.add_column(swatch(index), key=str(index))
+        for key, values in comparison.differing:
+            settings.add_row(key, *values)
+
+    # ------------------------------------------------------------------ actions
+    def action_tab(self, tab: str) -> None:
+        """Show a tab (the coverage tab is the F1 tab's right half when wide)."""
+        if tab == "coverage" and self.has_class("-wide"):
+            tab = "generations"
+        self.query_one(TabbedContent).active = tab
+
+    def action_close(self) -> None:
+        """Back to the screen beneath (the runs list)."""
+        self.dismiss(None)
