@@ -32,6 +32,7 @@ from mile_tui.options import (
     fail,
     settings_from_cli,
 )
+from mile_tui.watch_cmd import RunsOption
 
 __all__ = ["DEFAULT_CONFIG", "app", "expand_resume_flag", "fail", "main", "run_headless",
            "settings_from_cli"]
@@ -52,19 +53,22 @@ def console(
     ctx: typer.Context,
     config: ConfigOption = None,
     overrides: SetOption = None,
+    runs: RunsOption = None,
 ) -> None:
     """With no command, open the training console (a Textual app)."""
     if ctx.invoked_subcommand is not None:
         return
-    _open_console(config, overrides, autostart=False)
+    _open_console(config, overrides, autostart=False, runs=runs)
 
 
-def _open_console(config: Path | None, overrides: list[str] | None, autostart: bool) -> None:
+def _open_console(config: Path | None, overrides: list[str] | None, autostart: bool,
+                  runs: list[Path] | None = None) -> None:
     # A bad file is reported before the screen opens.
     settings_from_cli(config, overrides, new_run=autostart)
     from mile_tui.app import run_app
 
-    run_app(config, overrides or [], autostart=autostart)  # None: the app picks the file
+    # None: the app picks the file
+    run_app(config, overrides or [], autostart=autostart, runs=runs or [])
 
 
 @command(app)
@@ -215,12 +219,14 @@ def _register_subcommands() -> None:
     from mile_tui.checkpoints_cmd import checkpoints_app
     from mile_tui.compare_cmd import compare
     from mile_tui.inspect_cmd import eval_checkpoint, inspect, predict
+    from mile_tui.watch_cmd import watch
 
     app.add_typer(checkpoints_app, name="checkpoints")
     command(app)(compare)
     command(app, "eval")(eval_checkpoint)
     command(app)(predict)
     command(app)(inspect)
+    command(app)(watch)
 
 
 _register_subcommands()
