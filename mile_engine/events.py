@@ -113,6 +113,28 @@ class Resumed:
 
 
 @dataclass(frozen=True)
+class Steered:
+    """The trainer acted on a steering request from its run folder (`mile_engine.steering`):
+    "pause", "resume", "stop" or "save", at `global_step`."""
+
+    request: str
+    global_step: int
+
+
+@dataclass(frozen=True)
+class SystemStats:
+    """The training process's load at a log interval: CPU (percent of one core, since the
+    last record), resident memory, and the GPU's use where the run is on CUDA (else None)."""
+
+    global_step: int
+    cpu_percent: float
+    rss_bytes: int
+    gpu_util_percent: float | None
+    gpu_memory_bytes: int | None
+    gpu_memory_total_bytes: int | None
+
+
+@dataclass(frozen=True)
 class DataProgress:
     """Progress of long data work before training (downloads, scanning folders)."""
 
@@ -155,6 +177,8 @@ Event = (
     | CheckpointSaved
     | Paused
     | Resumed
+    | Steered
+    | SystemStats
     | DataProgress
     | Message
     | RunEnded

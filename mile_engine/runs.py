@@ -169,14 +169,21 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 class MetricsWriter:
-    """Appends one JSON object per progress record and per evaluation to metrics.jsonl.
+    """Appends one JSON object per event worth replaying to metrics.jsonl.
+
+    The file is the run's event stream on disk (DESIGN.md, "Runs as event streams"):
+    every event the console's panels need, so that replaying it rebuilds the run
+    screen. Left out: `Position` (sub-second, superseded by the next record),
+    `DataProgress` (before training) and info/detail `Message`s (run.log has them).
 
     A record that cannot be written (a full disk) is reported to `on_error`, never
     raised: the session stops the run, which then fails with that message.
     """
 
-    KINDS = (ev.StepLogged, ev.PseudoLabelStats, ev.Evaluated, ev.RunStarted, ev.RunEnded,
-             ev.CheckpointSaved)
+    KINDS = (ev.RunStarted, ev.PhaseStarted, ev.StepLogged, ev.PseudoLabelStats,
+             ev.Evaluated, ev.CheckpointSaved, ev.Paused, ev.Resumed, ev.Steered,
+             ev.SystemStats, ev.Message, ev.RunEnded)
+    MESSAGE_LEVELS = ("warning", "error")
 
     def __init__(self, run_dir: Path, on_error: WriteFailed | None = None) -> None:
         self.path = run_dir / METRICS_FILE
@@ -184,6 +191,8 @@ class MetricsWriter:
 
     def __call__(self, event: ev.Event) -> None:
         if not isinstance(event, self.KINDS):
+            return
+        if isinstance(event, ev.Message) and event.level not in self.MESSAGE_LEVELS:
             return
         record = event_record(event)
         if isinstance(event, ev.RunStarted):
@@ -240,6 +249,8 @@ def describe(event: ev.Event) -> str | None:
         return f"paused at step {event.global_step}"
     if isinstance(event, ev.Resumed):
         return f"resumed at step {event.global_step}"
+    if isinstance(event, ev.Steered):
+        return f"steered from the run folder: {event.request} at step {event.global_step}"
     if isinstance(event, ev.DataProgress):
         # One line per tenth of the work is enough for a log.
         step = max(event.total // 10, 1)

@@ -1,0 +1,211 @@
+"""A run's history from its folder: metrics.jsonl read back as the events it recorded.
+
+`load_history` replays a whole file (a run opened later shows everything it did);
+`MetricsFollower` follows a live run started elsewhere, reading only the bytes appended
+since its last call and keeping a torn last line until its newline arrives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+from mile_engine import events as ev
+from mile_engine.config import SettingsError, read_toml
+from mile_engine.runs import METRICS_FILE, SETTINGS_FILE
+
+# Every event class, by the name event_record writes into "event".
+EVENT_CLASSES: dict[str, type] = {cls.__name__: cls for cls in typing.get_args(ev.Event)}
+
+# How many bytes the follower reads at once: a 100 MB file opens in pieces, so no
+# single read holds it whole twice (bytes and lines).
+READ_CHUNK = 8 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """How to build one event class from a record."""
+
+    cls: type
+    required: frozenset[str]
+    names: tuple[str, ...]
+    floats: frozenset[str]  # fields typed plain `float`: JSON null (NaN written) -> NaN
+
+
+def _shape(cls: type) -> _Shape:
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    required = frozenset(
+        f.name for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    floats = frozenset(f.name for f in fields if hints[f.name] is float)
+    return _Shape(cls, required, tuple(f.name for f in fields), floats)
+
+
+_SHAPES = {name: _shape(cls) for name, cls in EVENT_CLASSES.items()}
+
+
+def event_from_record(record: dict[str, Any]) -> ev.Event | None:
+    """The event a metrics.jsonl record was written from (the inverse of
+    `mile_engine.runs.event_record`).
+
+    None for a record of an unknown kind (written by a newer version) or one that lacks a
+    field its kind needs. Keys the event does not know are ignored. A float written as
+    null (NaN or infinite; JSON has neither) comes back as NaN. A `RunStarted` gets empty
+    settings when the record has none (metrics.jsonl leaves them out; `load_history` and
+    `MetricsFollower` fill them in from settings.toml).
+    """
+    shape = _SHAPES.get(str(record.get("event")))
+    if shape is None:
+        return None
+    kwargs = {name: record[name] for name in shape.names if name in record}
+    if shape.cls is ev.RunStarted:
+        kwargs.setdefault("settings", {})
+    if not shape.required <= kwargs.keys():
+        return None
+    for name in shape.floats:
+        if kwargs.get(name, 0.0) is None:
+            kwargs[name] = math.nan
+    try:
+        event: ev.Event = shape.cls(**kwargs)
+    except TypeError:
+        return None
+    return event
+
+
+def read_run_settings(run_dir: Path) -> dict[str, Any]:
+    """The run's flat settings from its settings.toml; {} when missing or unreadable."""
+    path = Path(run_dir) / SETTINGS_FILE
+    try:
+        return read_toml(path) if path.is_file() else {}
+    except SettingsError:
+        return {}
+
+
+def _parse_lines(data: bytes) -> list[dict[str, Any]]:
+    """The records in `data` (whole lines): one JSON parse for all of them, line by line
+    only when some line is damaged (then that line alone is skipped)."""
+    lines = [line for line in data.split(b"\n") if line.strip()]
+    if not lines:
+        return []
+    try:
+        records = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    return [r for r in records if isinstance(r, dict)]
+
+
+class _Replay:
+    """Turns records into events, giving each `RunStarted` the run's settings."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._settings: dict[str, Any] | None = None
+
+    def events(self, records: list[dict[str, Any]]) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        for record in records:
+            event = event_from_record(record)
+            if event is None:
+                continue
+            if isinstance(event, ev.RunStarted) and not event.settings:
+                if self._settings is None:
+                    self._settings = read_run_settings(self.run_dir)
+                event = dataclasses.replace(event, settings=dict(self._settings))
+            out.append(event)
+        return out
+
+
+def load_history(run_dir: Path) -> list[ev.Event]:
+    """Every event of a run's metrics.jsonl, oldest first ([] when there is no file).
+
+    A resumed run appended to the same file, so this is its whole history. A torn last
+    line (a run killed mid-write) and damaged lines are skipped.
+    """
+    follower = MetricsFollower(run_dir)
+    return follower.read_new()
+
+
+class MetricsFollower:
+    """Reads a run's metrics.jsonl incrementally: only bytes appended since the last call.
+
+    A torn last line is kept until its newline arrives. A writer that cut a torn tail off
+    before appending (a resumed run does) is followed without starting over; a file that
+    shrank further, or was replaced, is read again from the start (`restarted` then says
+    so for that call). A missing file gives [].
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / METRICS_FILE
+        self._offset = 0  # bytes consumed, the pending torn line included
+        self._pending = b""  # a last line without its newline yet
+        self._inode: int | None = None
+        self._ended = False
+        self._replay = _Replay(self.run_dir)
+        self.restarted = False
+
+    @property
+    def ended(self) -> bool:
+        """Whether the newest lifecycle record read is a `RunEnded` (a resumed run's
+        `RunStarted` after it makes this False again)."""
+        return self._ended
+
+    @property
+    def offset(self) -> int:
+        """Bytes of the file consumed so far (a pending torn line included)."""
+        return self._offset
+
+    def _reset(self) -> None:
+        self._offset, self._pending, self._ended = 0, b"", False
+        self.restarted = True
+
+    def read_new(self) -> list[ev.Event]:
+        """The events of the whole lines appended since the last call, oldest first."""
+        self.restarted = False
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return []
+        try:
+            st = os.fstat(fd)
+            if self._inode is not None and st.st_ino != self._inode:
+                self._reset()  # replaced by another file
+            self._inode = st.st_ino
+            if st.st_size < self._offset:
+                torn_start = self._offset - len(self._pending)
+                if self._pending and st.st_size >= torn_start:
+                    # The writer cut our torn line off (LineFile does on reopening).
+                    self._offset, self._pending = torn_start, b""
+                else:
+                    self._reset()
+            records: list[dict[str, Any]] = []
+            while self._offset < st.st_size:
+                data = os.pread(fd, min(READ_CHUNK, st.st_size - self._offset), self._offset)
+                if not data:
+                    break
+                self._offset += len(data)
+                data = self._pending + data
+                cut = data.rfind(b"\n")
+                self._pending = data[cut + 1:]
+                records.extend(_parse_lines(data[:cut + 1]))
+        finally:
+            os.close(fd)
+        events = self._replay.events(records)
+        for event in events:
+            if isinstance(event, ev.RunEnded):
+                self._ended = True
+            elif isinstance(event, ev.RunStarted):
+                self._ended = False
+        return events

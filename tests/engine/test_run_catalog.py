@@ -1,0 +1,255 @@
+"""The runs list: each status from a real run folder, progress and best from its records."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mile_engine import events as ev
+from mile_engine import run_catalog
+from mile_engine.config import Settings
+from mile_engine.control import Control
+from mile_engine.run_catalog import list_runs, newest_live_run, summarize_run
+from mile_engine.runs import read_metrics
+from mile_engine.session import open_run
+from tests.conftest import tiny
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--set", "batch_size=8", "--set", "val_size=64", "--set", "k_t=3", "--set", "k_s=2",
+        "--set", "log_every=1", "--set", "device=cpu", "--set", "num_workers=0"]
+
+
+# ------------------------------------------------------------------ helpers shared by tests
+def start_headless(root: Path, *extra: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """`python -m mile_tui run --headless` with tiny settings; its output goes to a file
+    (a pipe nobody reads would fill and block a long run), read with `output_of`."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    root.parent.mkdir(parents=True, exist_ok=True)
+    out_path = root.parent / f"out-{time.monotonic_ns()}.txt"
+    with out_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mile_tui", "run", "--headless", *TINY,
+             "--set", f"checkpoint_path={root}", *extra],
+            cwd=cwd or root.parent, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    proc.out_path = out_path  # type: ignore[attr-defined]
+    return proc
+
+
+def output_of(proc: subprocess.Popen[bytes]) -> str:
+    """What a `start_headless` process printed so far."""
+    path: Path = proc.out_path  # type: ignore[attr-defined]
+    return path.read_text(errors="replace")
+
+
+def wait_for(predicate: Callable[[], bool], proc: subprocess.Popen[bytes] | None = None,
+             timeout: float = 180.0) -> None:
+    """Poll `predicate` until it holds; fail if `proc` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None:
+            assert proc.poll() is None, f"process ended ({proc.returncode}): " + (
+                output_of(proc) if hasattr(proc, "out_path") else "")
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def only_run(root: Path) -> Path | None:
+    """The one run folder under root, once it exists."""
+    runs = list(root.iterdir()) if root.is_dir() else []
+    return runs[0] if len(runs) == 1 else None
+
+
+def records_of(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl as records (a torn last line skipped)."""
+    return read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+
+
+class StopAt:
+    """A sink that calls `act` once the run reaches `step`."""
+
+    def __init__(self, step: int, act: Callable[[], None]) -> None:
+        self.step, self.act = step, act
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.StepLogged) and event.global_step == self.step:
+            self.act()
+
+
+def _trained(settings: Settings, step: int | None = None,
+             how: Callable[[Control], None] = Control.stop) -> Path:
+    control = Control()
+    sinks = [StopAt(step, lambda: how(control))] if step is not None else []
+    trainer = open_run(settings, sinks, control)
+    trainer.train()
+    return trainer.run_dir
+
+
+# ------------------------------------------------------------------ statuses
+def test_finished_run(tmp_path: Path) -> None:
+    run_dir = _trained(tiny(checkpoint_path=str(tmp_path / "runs")))
+    s = summarize_run(run_dir)
+    records = records_of(run_dir)
+    evals = [r for r in records if r["event"] == "Evaluated"]
+    assert s.status == "finished" and s.holder is None
+    assert (s.generation, s.generations) == (2, 2)
+    assert (s.global_step, s.total_steps) == (10, 10)
+    best = max(evals, key=lambda r: r["metrics"]["real_f1"])
+    assert s.best_f1 == best["metrics"]["real_f1"]
+    assert s.best_generation == best["generation"]
+    assert (s.schema, s.dataset, s.model) == ("MILe", "digits", "resnet18-10")
+    assert s.settings["k_t"] == 3 and s.name == run_dir.name
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert s.disk_bytes == sum(p.stat().st_size for p in files)
+    assert s.last_activity == max(p.stat().st_mtime for p in files)
+
+
+def test_stopped_run(tmp_path: Path) -> None:
+    run_dir = _trained(tiny(checkpoint_path=str(tmp_path / "runs")), step=7)
+    s = summarize_run(run_dir)
+    assert s.status == "stopped"
+    assert (s.generation, s.global_step) == (2, 7)  # stopped in generation 2's 2nd step
+    evals = [r for r in records_of(run_dir) if r["event"] == "Evaluated"]
+    assert s.best_f1 == evals[0]["metrics"]["real_f1"] and s.best_generation == 1
+
+
+def test_failed_run(tmp_path: Path) -> None:
+    run_dir = _trained(tiny(checkpoint_path=str(tmp_path / "runs")), step=2,
+                       how=lambda c: c.fail("disk said no"))
+    s = summarize_run(run_dir)
+    assert s.status == "failed"
+    assert (s.generation, s.global_step, s.best_f1, s.best_generation) == (1, 2, None, None)
+
+
+def test_running_elsewhere_then_interrupted_by_sigkill(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    proc = start_headless(root, "--set", "epoch_num=500")
+    try:
+        def stepped() -> bool:
+            run = only_run(root)
+            return run is not None and any(r["event"] == "StepLogged" for r in records_of(run))
+
+        wait_for(stepped, proc)
+        run_dir = only_run(root)
+        assert run_dir is not None
+        s = summarize_run(run_dir)
+        assert s.status == "running"
+        assert s.holder == run_catalog.LockHolder(socket.gethostname(), proc.pid)
+        assert not s.holder.is_this_process() and s.holder.is_this_host()
+        assert str(s.holder) == f"{socket.gethostname()} pid {proc.pid}"
+        live = newest_live_run([root])
+        assert live is not None and live.path == run_dir
+        assert s.generations == 500 and s.total_steps == 2500
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    s = summarize_run(run_dir)
+    assert s.status == "interrupted" and s.holder is None
+    steps = [r["global_step"] for r in records_of(run_dir) if "global_step" in r]
+    assert s.global_step == steps[-1]
+    assert newest_live_run([root]) is None
+
+
+def test_a_run_folder_without_records_is_interrupted_and_an_empty_folder_no_run(
+        tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    with pytest.raises(ValueError, match="not a run folder"):
+        summarize_run(run_dir)
+    (run_dir / "settings.toml").write_text(
+        tiny(schema="sigmoid", epoch_num=4, k_t=2, k_s=3).to_toml())
+    s = summarize_run(run_dir)
+    assert (s.status, s.schema, s.generation, s.generations, s.total_steps) == (
+        "interrupted", "sigmoid", 0, 4, 20)
+    assert (s.best_f1, s.global_step) == (None, 0)
+
+
+# ------------------------------------------------------------------ the best of a live run
+def _evaluated(generation: int, f1: float, best: bool) -> dict[str, Any]:
+    return {"event": "Evaluated", "time": 1.0, "generation": generation,
+            "global_step": generation * 5, "metrics": {"real_f1": f1, "top1": 0.5},
+            "best": best, "images_per_s": 10.0, "sweep": {"0.1": {"real_f1": f1}}}
+
+
+def _step(global_step: int, padding: int) -> dict[str, Any]:
+    return {"event": "StepLogged", "time": 1.0, "generation": 1, "phase": "interactive",
+            "step": 1, "steps": 5, "global_step": global_step, "total_steps": 99,
+            "loss": 0.5, "lr": 0.1, "images_per_s": 1.0, "elapsed_s": 1.0,
+            "note": "x" * padding}
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    f1s=st.lists(st.floats(0, 1), min_size=0, max_size=8),
+    padding=st.integers(0, 300),
+    chunk=st.sampled_from([16, 64, 257, 4096]),
+    cut=st.integers(0, 8),
+)
+def test_best_of_an_unended_run_is_the_highest_f1(
+        tmp_path_factory: pytest.TempPathFactory, f1s: list[float], padding: int, chunk: int,
+        cut: int) -> None:
+    # Tiny chunks make the backward search cross chunk boundaries inside lines; the
+    # oracle is the plain maximum, not the best flags the search looks for.
+    run_catalog.CHUNK_BYTES = chunk
+    try:
+        run_dir = tmp_path_factory.mktemp("live")
+        path = run_dir / "metrics.jsonl"
+        lines, top = [], None
+        for g, f1 in enumerate(f1s, 1):
+            lines += [json.dumps(_step(g * 5 - k, padding)) for k in (2, 1)]
+            lines.append(json.dumps(_evaluated(g, f1, top is None or f1 > top)))
+            top = f1 if top is None or f1 > top else top
+        half = lines[:cut]
+        path.write_text("".join(x + "\n" for x in half))
+        summarize_run(run_dir)  # fills the cache with the first part
+        path.write_text("".join(x + "\n" for x in lines) + '{"event": "Evalu')  # torn
+        s = summarize_run(run_dir)
+        assert s.status == "interrupted"
+        assert s.best_f1 == top
+        if top is not None:
+            assert s.best_generation == f1s.index(top) + 1  # the first to reach it
+        # Fresh, without the cache, the same answer.
+        run_catalog._best_cache.clear()
+        assert summarize_run(run_dir).best_f1 == top
+    finally:
+        run_catalog.CHUNK_BYTES = 1 << 20
+
+
+# ------------------------------------------------------------------ the list
+def _fake_run(root: Path, name: str, mtime: float) -> Path:
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "settings.toml").write_text('[run]\nschema = "MILe"\n')
+    (run_dir / "metrics.jsonl").write_text(json.dumps(
+        {"event": "RunEnded", "status": "finished", "global_step": 3, "elapsed_s": 1.0,
+         "best": None}) + "\n")
+    for p in run_dir.iterdir():
+        os.utime(p, (mtime, mtime))
+    return run_dir
+
+
+def test_list_runs_newest_first_over_roots(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    old = _fake_run(a, "old", 1_000_000)
+    new = _fake_run(a, "new", 3_000_000)
+    mid = _fake_run(b, "mid", 2_000_000)
+    (a / "not-a-run").mkdir()
+    (a / "stray.txt").write_text("x")
+    runs = list_runs([a, mid, a / "missing", new])  # a run folder as a root counts, once
+    assert [r.path for r in runs] == [new, mid, old]
+    assert all(r.status == "finished" for r in runs)
+    assert newest_live_run([a, b]) is None
+    assert list_runs([]) == []
