@@ -27,6 +27,7 @@ from textual_plotext import PlotextPlot
 
 from mile_engine.comparison import Comparison, RunData, Series, compare, load_run
 from mile_tui.checkpoint_browser import wrap_name
+from mile_tui.marks import BEST_MARK
 
 WIDE = 120
 """From this many columns the F1 and coverage charts share a tab."""
@@ -144,7 +145,8 @@ def draw(plot: PlotextPlot, series: list[Series], title: str, xlabel: str,
     plot.refresh()
 
 
-def percent(value: float | None) -> str:
+def metric_text(value: float | None) -> str:
+    """A metric with three decimals, "–" where there is none yet."""
     return "–" if value is None else f"{value:.3f}"
 
 
@@ -274,18 +276,24 @@ class CompareScreen(Screen[None]):
             return
         comparison = self.comparison
         rows: list[list[str]] = []
-        for row in comparison.best:
+        scores = [row.best_f1 for row in comparison.best]
+        known = [f1 for f1 in scores if f1 is not None]
+        top = scores.index(max(known)) if known else -1
+        for index, row in enumerate(comparison.best):
             rows.append([
-                percent(row.best_f1),
+                # The best run of all gets the star the evaluation table gives its best.
+                (f"{BEST_MARK} " if index == top else "") + metric_text(row.best_f1),
                 str(row.best_generation) if row.best_generation is not None else "–",
-                percent(row.top1), percent(row.real_accuracy), percent(row.precision),
-                percent(row.recall),
+                metric_text(row.top1), metric_text(row.real_accuracy), metric_text(row.precision),
+                metric_text(row.recall),
                 f"{row.global_step:,}/{row.total_steps:,}" if row.total_steps else "–"])
         # The name takes what the other columns leave: each of them as wide as its
         # widest cell, and every column has a cell's padding on each side.
-        others = sum(max(len(label), *(len(r[i]) for r in rows)) + 2 * CELL_PADDING
+        others = sum(max([len(label), *(len(r[i]) for r in rows)]) + 2 * CELL_PADDING
                      for i, label in enumerate(BEST_COLUMNS[1:]))
-        width = max(MIN_NAME, self.size.width - others - 2 * CELL_PADDING - SCROLLBAR - 4)
+        budget = self.size.width - others - 2 * CELL_PADDING - SCROLLBAR - 4
+        longest = max((len(row.name) for row in comparison.best), default=MIN_NAME)
+        width = max(MIN_NAME, min(longest, budget))
         best = self.query_one("#best", DataTable)
         best.clear(columns=True)
         best.add_column(BEST_COLUMNS[0], key="run", width=width + 4)

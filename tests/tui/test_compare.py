@@ -1,0 +1,249 @@
+"""The compare screen over run folders written here (settings.toml and metrics.jsonl from
+real events): charts' data, the best and settings tables, layout at 80 and 120 columns,
+unreadable runs, Escape; SVG snapshots at 80×24 and 120×36.
+
+Update the snapshots after an intended change with:
+pytest tests/tui/test_compare.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.app import App
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Static, TabbedContent
+
+from mile_engine import events as ev
+from mile_engine.config import Settings
+from mile_engine.runs import METRICS_FILE, SETTINGS_FILE, event_record
+from mile_tui.screens.compare import CompareScreen, Legend
+from tests.tui.conftest import wait_for
+
+SMALL = (80, 24)
+LARGE = (120, 36)
+SIZES = pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "120x36"])
+TOTAL = 30
+
+
+def write_run(root: Path, name: str, events: list[ev.Event], **settings: Any) -> Path:
+    """A run folder as a trainer leaves it: its settings and its metrics records."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    values = dataclasses.replace(Settings(), **settings)
+    (run_dir / SETTINGS_FILE).write_text(values.to_toml(), encoding="utf-8")
+    lines = []
+    for event in events:
+        record = event_record(event)
+        if isinstance(event, ev.RunStarted):
+            record.pop("settings")  # as MetricsWriter writes it: settings.toml holds them
+        lines.append(json.dumps(record))
+    (run_dir / METRICS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return run_dir
+
+
+def started(global_step: int = 0) -> ev.RunStarted:
+    return ev.RunStarted("runs/x", {}, "cpu", "fp32", 1000, TOTAL, global_step, {},
+                         resumed_from=None if global_step == 0 else "runs/x/save.pt")
+
+
+def steps(generation: int, first: int, last: int, scale: float) -> list[ev.Event]:
+    """Progress records `first`..`last` with a loss falling at a rate set by `scale`."""
+    return [ev.StepLogged(generation, "interactive", s, 10, s, TOTAL,
+                          round(1.5 / (1 + 0.1 * s * scale), 4), 0.01, 100.0, float(s))
+            for s in range(first, last + 1)]
+
+
+def evaluated(generation: int, step: int, f1: float, coverage: float,
+              top1: float) -> ev.Evaluated:
+    return ev.Evaluated(generation, step, {"top1": top1, "real_accuracy": 0.7,
+                                           "real_f1": f1, "real_precision": 0.6,
+                                           "real_recall": 0.5 + 0.05 * generation,
+                                           "coverage": coverage}, False, 100.0)
+
+
+def demo_runs(root: Path) -> list[Path]:
+    """Three runs: a finished MILe run, a softmax run resumed from its save at step 10
+    after being killed at 15 (two RunStarted records), and a run not yet evaluated."""
+    finished = [started(),
+                *steps(1, 1, 10, 1.0), evaluated(1, 10, 0.45, 1.4, 0.52),
+                *steps(2, 11, 20, 1.0), evaluated(2, 20, 0.55, 1.8, 0.56),
+                *steps(3, 21, 30, 1.0), evaluated(3, 30, 0.52, 2.1, 0.58),
+                ev.RunEnded("finished", 30, 60.0, None)]
+    resumed = [started(),
+               *steps(1, 1, 10, 0.6), evaluated(1, 10, 0.40, 1.0, 0.50),
+               *steps(2, 11, 15, 0.6),  # killed here: these five records are rewound
+               started(10),
+               *steps(2, 11, 20, 0.7), evaluated(2, 20, 0.47, 1.0, 0.54)]
+    fresh = [started(), *steps(1, 1, 4, 0.8)]
+    return [
+        write_run(root, "20260101-120000-digits-mile", finished, seed=0),
+        write_run(root, "20260102-093000-digits-softmax", resumed, schema="softmax", seed=0),
+        write_run(root, "20260103-080000-digits-mile", fresh, seed=1, rho=0.5),
+    ]
+
+
+class CompareApp(App[None]):
+    """The compare screen over a base screen, as the Runs screen opens it."""
+
+    def __init__(self, run_dirs: list[Path]) -> None:
+        super().__init__()
+        self.run_dirs = run_dirs
+
+    def on_mount(self) -> None:
+        self.push_screen(CompareScreen(self.run_dirs))
+
+
+async def loaded(pilot: Pilot[None]) -> CompareScreen:
+    """The compare screen once its runs are read and drawn."""
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, CompareScreen)
+                   and pilot.app.screen.comparison is not None)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    screen = pilot.app.screen
+    assert isinstance(screen, CompareScreen)
+    return screen
+
+
+def cells(table: DataTable[Any]) -> list[list[str]]:
+    """Every row of `table` as plain strings."""
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def test_compare_three_runs(tmp_path: Path) -> None:
+    app = CompareApp(demo_runs(tmp_path))
+    async with app.run_test(size=SMALL) as pilot:
+        screen = await loaded(pilot)
+        result = screen.comparison
+        assert result is not None
+        assert result.names == ["20260101-120000-digits-mile",
+                                "20260102-093000-digits-softmax",
+                                "20260103-080000-digits-mile"]
+        assert [s.ys for s in result.f1] == [[0.45, 0.55, 0.52], [0.40, 0.47], []]
+        assert [s.ys for s in result.coverage] == [[1.4, 1.8, 2.1], [1.0, 1.0], []]
+        # The resumed run's loss: steps 1..20 once each, 11..15 from the second session.
+        resumed = result.loss[1]
+        assert resumed.xs == [float(s) for s in range(1, 21)]
+        assert resumed.ys[12] == round(1.5 / (1 + 0.1 * 13 * 0.7), 4)
+        assert len(result.loss[2].xs) == 4
+
+        best = cells(screen.query_one("#best", DataTable))
+        assert [row[1:] for row in best] == [
+            ["★ 0.550", "2", "0.560", "0.700", "0.600", "0.600", "30/30"],
+            ["0.470", "2", "0.540", "0.700", "0.600", "0.600", "20/30"],
+            ["–", "–", "–", "–", "–", "–", "4/30"],
+        ]
+        assert [row[0].replace("\n    ", "") for row in best] == [
+            f"■ {i + 1} {name}" for i, name in enumerate(result.names)]
+        # Only the keys the test changed differ; the rest of settings.toml is the same.
+        assert cells(screen.query_one("#settings", DataTable)) == [
+            ["schema", "MILe", "softmax", "MILe"],
+            ["seed", "0", "0", "1"],
+            ["rho", "0.1", "0.1", "0.5"],
+        ]
+        legend = str(screen.query_one("#f1-legend", Legend).render())
+        assert "3 20260103-080000-digits-mile (no evaluation yet)" in legend
+        assert "no evaluation" not in legend.split("■ 3")[0]
+        assert not screen.query_one("#status", Static).display
+
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, CompareScreen)
+
+
+async def test_tabs_at_80_and_120_columns(tmp_path: Path) -> None:
+    app = CompareApp(demo_runs(tmp_path))
+    async with app.run_test(size=SMALL) as pilot:
+        screen = await loaded(pilot)
+        tabs = screen.query_one(TabbedContent)
+        assert tabs.active == "generations"
+        assert not screen.query_one("#coverage-beside").display
+        await pilot.press("2")
+        assert tabs.active == "coverage"
+        await pilot.press("3")
+        assert tabs.active == "loss"
+        await pilot.press("4")
+        assert tabs.active == "tables"
+
+        await pilot.resize_terminal(*LARGE)
+        await pilot.pause()
+        # Wide: coverage sits beside F1, and its own tab is gone.
+        assert screen.query_one("#coverage-beside").display
+        assert not tabs.get_tab("coverage").display
+        await pilot.press("2")
+        assert tabs.active == "generations"
+
+        await pilot.resize_terminal(*SMALL)
+        await pilot.pause()
+        assert tabs.get_tab("coverage").display
+        assert not screen.query_one("#coverage-beside").display
+
+
+async def test_unreadable_run_is_named_and_the_rest_compared(tmp_path: Path) -> None:
+    good = demo_runs(tmp_path)[:2]
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    app = CompareApp([good[0], empty, good[1]])
+    async with app.run_test(size=SMALL) as pilot:
+        screen = await loaded(pilot)
+        assert screen.comparison is not None
+        assert screen.comparison.names == [good[0].name, good[1].name]
+        status = screen.query_one("#status", Static)
+        assert status.display
+        text = str(status.render())
+        assert text.startswith("not shown: not-a-run: ") and "\n" not in text
+        assert "Traceback" not in text
+
+
+async def test_no_readable_run(tmp_path: Path) -> None:
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:
+        folder.mkdir()
+    app = CompareApp(folders)
+    async with app.run_test(size=SMALL) as pilot:
+        screen = await loaded(pilot)
+        lines = str(screen.query_one("#status", Static).render()).split("\n")
+        assert [line.split(":")[0] for line in lines] == ["not shown", "not shown"]
+        assert screen.query_one("#best", DataTable).row_count == 0
+
+
+async def test_same_settings_say_so(tmp_path: Path) -> None:
+    runs = [write_run(tmp_path, f"run-{i}", [started(), *steps(1, 1, 3, 1.0)])
+            for i in range(2)]
+    app = CompareApp(runs)
+    async with app.run_test(size=SMALL) as pilot:
+        screen = await loaded(pilot)
+        assert not screen.query_one("#settings", DataTable).display
+        title = str(screen.query_one("#settings-title", Static).render())
+        assert "none" in title
+
+
+# ---------------------------------------------------------------------------- snapshots
+async def settle(pilot: Pilot[None]) -> None:
+    await loaded(pilot)
+    await pilot.pause()
+
+
+@SIZES
+def test_compare_charts_snapshot(snap_compare: Any, settings_file: Path,
+                                 size: tuple[int, int]) -> None:
+    # settings_file: a fresh working folder, so the run paths are relative and fixed.
+    app = CompareApp(demo_runs(Path("runs")))
+    assert snap_compare(app, terminal_size=size, run_before=settle)
+
+
+@SIZES
+def test_compare_tables_snapshot(snap_compare: Any, settings_file: Path,
+                                 size: tuple[int, int]) -> None:
+    app = CompareApp(demo_runs(Path("runs")))
+
+    async def tables(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        await pilot.press("4")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=tables)
