@@ -50,6 +50,8 @@ from mile_engine.schemas import (
     pseudo_labels,
     uses_sigmoid,
 )
+from mile_engine.steering import RequestPoller
+from mile_engine.system_stats import SystemSampler
 
 # Extra thresholds evaluated after every generation, so that schemas can be compared
 # at their best operating point as well as at the shared `rho`.
@@ -60,6 +62,8 @@ WEIGHT_DECAY = 1e-4
 # The position shown (generation, phase, step) is never older than this, whatever
 # `log_every` says: a `Position` event (plain counters, no host sync) is due after it.
 POSITION_INTERVAL_S = 1.0
+# How often a paused run (under torchrun: every rank, together) looks for a resume.
+PAUSE_POLL_S = 0.1
 
 
 class Checkpointer(Protocol):
@@ -199,6 +203,8 @@ class Trainer:
         self.reference: dict[str, float] = {}
         self.resumed_from: str | None = None
         self._window = _Window(self.device)
+        self._requests: RequestPoller | None = None  # the run folder's steering requests
+        self._system: SystemSampler | None = None
         self._position_at = time.perf_counter()
         self._elapsed_before = 0.0
         self._started = time.perf_counter()
@@ -245,6 +251,9 @@ class Trainer:
         """
         self._started = time.perf_counter()
         status, error = "finished", None
+        if self.dist.is_main and self.checkpointer is not None:  # a run with its folder
+            self._requests = RequestPoller(self.run_dir)
+            self._system = SystemSampler(self.device)
         try:
             self._emit(self._run_started())
             while self.generation < self.settings.epoch_num:
@@ -320,34 +329,71 @@ class Trainer:
             self._between_steps_distributed()
             return
         control = self.control
+        self._take_requests()
         if control.paused or control.stop_requested:
             self._emit_position()  # a pause or a stop shows the exact step it happened at
         if control.paused and not control.stop_requested:
             self._emit(ev.Paused(self.global_step))
             paused_at = time.perf_counter()
-            while control.wait_while_paused():
-                pass
-            # Time spent paused is neither training time nor part of images/s.
-            self._started += time.perf_counter() - paused_at
-            self._window.started += time.perf_counter() - paused_at
-            self._emit(ev.Resumed(self.global_step))
+            while control.wait_while_paused(PAUSE_POLL_S):
+                self._take_requests()  # the run folder may ask for a resume, stop or save
+                if control.take_save_request():
+                    self._save("request")
+            self._resumed_after(paused_at)
         if control.stop_requested:
             raise StopRun
         if control.take_save_request():
             self._save("request")
 
+    def _take_requests(self) -> None:
+        """Apply the run folder's steering requests to the control, acknowledging each."""
+        if self._requests is None:
+            return
+        for request in self._requests.poll():
+            {"pause": self.control.pause, "resume": self.control.resume,
+             "stop": self.control.stop, "save": self.control.save_now}[request]()
+            self._emit(ev.Steered(request, self.global_step))
+
+    def _resumed_after(self, paused_at: float) -> None:
+        # Time spent paused is neither training time nor part of images/s.
+        self._started += time.perf_counter() - paused_at
+        self._window.started += time.perf_counter() - paused_at
+        self._emit(ev.Resumed(self.global_step))
+
     def _between_steps_distributed(self) -> None:
-        """Ranks agree on stop and save-now at every log interval, so that all of them
-        stop (and save) at the same step; a lone rank leaving would hang the others."""
+        """Ranks agree on stop, save-now and pause at every log interval, so that all of
+        them stop, save and pause at the same step; a lone rank leaving would hang the
+        others. Only rank 0 reads the run folder's requests."""
         if self.global_step % self.settings.log_every:
             return
-        local = [self.control.stop_requested, self.control.take_save_request()]
-        stop, save = distributed.any_rank(local, self.dist, self.device)
+        self._take_requests()
+        stop, save, pause = self._agree()
+        if pause and not stop:
+            self._emit_position()
+            self._emit(ev.Paused(self.global_step))
+            paused_at = time.perf_counter()
+            while pause and not stop:
+                # Every rank waits here and asks again together: a collective every
+                # PAUSE_POLL_S keeps the ranks in step (and within the group's timeout).
+                self.control.wait_while_paused(PAUSE_POLL_S)
+                self._take_requests()
+                stop, save, pause = self._agree()
+                if save:
+                    self._save("request")
+                    save = False
+            self._resumed_after(paused_at)
         if stop:
             self._emit_position()
             raise StopRun
         if save:
             self._save("request")
+
+    def _agree(self) -> tuple[bool, bool, bool]:
+        """(stop, save, pause) as any rank asks for them (one collective)."""
+        control = self.control
+        local = [control.stop_requested, control.take_save_request(), control.paused]
+        stop, save, pause = distributed.any_rank(local, self.dist, self.device)
+        return stop, save, pause
 
     # ------------------------------------------------------------------ steps
     def _train_step(self, phase: Phase, batch: Batch) -> None:
@@ -475,6 +521,8 @@ class Trainer:
                     contains_label=float(w.contains) / w.pseudo_images,
                 )
             )
+        if self._system is not None:
+            self._emit(self._system.sample(self.global_step))
         w.reset()
 
     # ------------------------------------------------------------------ evaluation
@@ -590,6 +638,9 @@ class Trainer:
             "reference": self.reference,
             "elapsed_s": self.elapsed_s,
             "data": self._data_state(),
+            # The label names, so that predict / eval / the inspector name classes without
+            # reading the data again (a folder's classes are its sub-folders).
+            "class_names": list(getattr(self.source, "class_names", [])),
             "rng": {
                 "python": _python_rng_state(),
                 "torch": torch.get_rng_state(),
