@@ -117,7 +117,7 @@ class RichRenderer:
             style = "red" if event.level == "error" else "yellow"
             self.console.print(f"[{style}]{event.level}:[/] {event.text.rstrip()}",
                                highlight=False, markup=True)
-        elif isinstance(event, (ev.CheckpointSaved, ev.Paused, ev.Resumed)):
+        elif isinstance(event, (ev.CheckpointSaved, ev.Paused, ev.Resumed, ev.Steered)):
             self.console.print(describe(event), highlight=False)
 
     def _print_eval(self, event: ev.Evaluated) -> None:
