@@ -1,0 +1,288 @@
+"""dataset = "folder" on generated folders: layout, label sets, decoding of awkward
+files (CMYK, grey, RGBA, odd sizes, corrupt), the cached index, and each error.
+
+Validation images are solid colours whose red level encodes their number, so a batch
+row can be traced back to its file and checked against the label set written for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from mile_engine.config import SettingsError
+from mile_engine.data import imagenet_files
+from mile_engine.data.file_source import MEAN, STD
+from mile_engine.data.folder import FolderSource, check_images, survey_folders
+
+CPU = torch.device("cpu")
+SIZE = 32
+CLASSES = ["ant", "bee", "cow"]
+# Training images per class, relative to the class folder, with how each is written.
+TRAIN = {
+    "ant": {"a.png": "png", "deep/er/b.jpg": "jpeg", "c.JPEG": "cmyk"},
+    "bee": {"a.jpg": "grey", "b.png": "rgba", "sub/c.png": "png", "d.jpeg": "corrupt"},
+    "cow": {"x/a.webp": "png", "b.bmp": "png"},  # a PNG named .webp: the content decides
+}
+# Validation images: class -> names; image k (in index order) has red level 20k + 15.
+VAL = {"ant": ["v0.png", "n/v1.png"], "bee": ["v2.jpg"], "cow": ["v3.png", "v4.png"]}
+VAL_ORDER = ["ant/n/v1.png", "ant/v0.png", "bee/v2.jpg", "cow/v3.png", "cow/v4.png"]
+SETS = {"ant/v0.png": ["ant", "cow"], "v1.png": [1], "v2.jpg": [], "cow/v3.png": ["cow"]}
+
+
+def write_image(path: Path, kind: str, colour: tuple[int, int, int] = (90, 160, 30),
+                size: tuple[int, int] = (37, 23)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "corrupt":
+        path.write_bytes(b"\xff\xd8\xff\xe0 not a JPEG at all")
+        return
+    image = Image.new("RGB", size, colour)
+    if kind == "cmyk":
+        image.convert("CMYK").save(path, format="JPEG")
+    elif kind == "grey":
+        image.convert("L").save(path, format="JPEG")
+    elif kind == "rgba":
+        image.convert("RGBA").save(path, format="PNG")
+    else:
+        image.save(path, format="JPEG" if kind == "jpeg" else "PNG", quality=95)
+
+
+def red(k: int) -> int:
+    return 20 * k + 15
+
+
+@dataclasses.dataclass(frozen=True)
+class Tree:
+    train: Path
+    val: Path
+    labels: Path
+
+
+def make_tree(root: Path) -> Tree:
+    train, val = root / "train", root / "val"
+    for c, files in TRAIN.items():
+        for name, kind in files.items():
+            write_image(train / c / name, kind, size=(29 + len(name), 41))
+    (train / "ant" / "notes.txt").write_text("not an image")
+    write_image(train / "bee" / ".hidden.png", "png")
+    for c, names in VAL.items():
+        for name in names:
+            k = VAL_ORDER.index(f"{c}/{name}")
+            write_image(val / c / name, "jpeg" if name.endswith(".jpg") else "png",
+                        (red(k), 128, 64), size=(40, 30))
+    labels = root / "labels.json"
+    labels.write_text(json.dumps(SETS))
+    return Tree(train, val, labels)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Tree:
+    return make_tree(tmp_path / "data")
+
+
+def source(tree: Tree, labels: Path | None = None, **changes: object) -> FolderSource:
+    options: dict[str, object] = {"batch_size": 4, "num_workers": 0, "device": CPU,
+                                  "seed": 0, "warn": lambda text: None, "decode": "workers"}
+    options.update(changes)
+    options.setdefault("spec", _Spec(SIZE, SIZE, MEAN, STD))
+    return FolderSource(tree.train, tree.val, labels, **options)  # type: ignore[arg-type]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    image_size: int
+    resize_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+# ---------------------------------------------------------------------- the layout
+
+
+def test_survey_finds_classes_nested_files_and_labels(tree: Tree) -> None:
+    survey = survey_folders(tree.train, tree.val, tree.labels)
+    assert survey.errors == []
+    assert survey.classes == CLASSES
+    expected = sorted(f"{c}/{n}" for c, files in TRAIN.items() for n in files)
+    assert survey.train_paths == expected  # hidden and .txt files left out
+    assert survey.labels(survey.train_files).tolist() == [
+        CLASSES.index(p.split("/")[0]) for p in expected]
+    assert survey.val_paths == VAL_ORDER
+    # Sets by hand: names and indices (1 = bee), an empty set, a missing entry (v4).
+    assert survey.val_sets() == [[1], [0, 2], [], [2], [2]]
+    assert any("1 of 5 validation images have no entry (cow/v4.png)" in w
+               for w in survey.warnings)
+
+
+def test_without_a_label_file_the_single_label_is_the_set(tree: Tree) -> None:
+    notes: list[str] = []
+    src = source(tree, warn=notes.append)
+    assert src.survey.val_sets() == [[0], [0], [1], [2], [2]]
+    assert any("val_labels_path is empty" in n and "single label" in n for n in notes)
+    _, real = src.val_targets()
+    assert real.int().tolist() == [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]]
+
+
+def test_counted_warnings(tree: Tree) -> None:
+    (tree.train / "dry").mkdir()            # an empty class
+    write_image(tree.train / "loose.png", "png")   # outside every class folder
+    labels = tree.labels.parent / "more.json"
+    labels.write_text(json.dumps({**SETS, "lost.png": ["ant"], "gone/x.png": []}))
+    survey = survey_folders(tree.train, tree.val, labels)
+    assert survey.errors == [] and survey.classes == ["ant", "bee", "cow", "dry"]
+    text = "\n".join(survey.warnings)
+    assert "1 class folder(s) hold no images (dry)" in text
+    assert "1 class(es) have no validation images (dry)" in text
+    assert "data_path: 1 image(s) directly in" in text
+    assert "2 entries name no image of val_path (lost.png, gone/x.png)" in text
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("val-only class", r"class folder\(s\) yak are not in data_path"),
+    ("no classes", r"has no sub-folders; put each class's images"),
+    ("empty train", r"the class folders hold no images"),
+    ("empty val", r"holds no images in class sub-folders"),
+    ("missing val", r"val_path '.*' does not exist"),
+    ("unknown class in labels", r"'gnu' is not a class of data_path"),
+])
+def test_errors_are_settings_errors(tmp_path: Path, damage: str, message: str) -> None:
+    tree = make_tree(tmp_path / "d")
+    if damage == "val-only class":
+        write_image(tree.val / "yak" / "y.png", "png")
+    elif damage == "no classes":
+        tree = dataclasses.replace(tree, train=tmp_path / "flat")
+        write_image(tree.train / "a.png", "png")
+    elif damage == "empty train":
+        tree = dataclasses.replace(tree, train=tmp_path / "hollow")
+        (tree.train / "ant").mkdir(parents=True)
+    elif damage == "empty val":
+        tree = dataclasses.replace(tree, val=tmp_path / "hollow")
+        (tree.val / "ant").mkdir(parents=True)
+    elif damage == "missing val":
+        tree = dataclasses.replace(tree, val=tmp_path / "nowhere")
+    else:
+        tree.labels.write_text(json.dumps({"v2.jpg": ["gnu"]}))
+    with pytest.raises(SettingsError, match=message) as error:
+        source(tree, tree.labels)
+    assert "\n" not in str(error.value)
+
+
+def test_fewer_images_than_a_batch(tree: Tree) -> None:
+    with pytest.raises(SettingsError, match="holds 9 images, fewer than batch_size = 16"):
+        source(tree, batch_size=16)
+
+
+def test_every_problem_is_listed_and_the_source_names_the_first(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "d")
+    write_image(tree.val / "yak" / "y.png", "png")
+    tree.labels.write_text("not json, and v2.jpg,gnu\n")
+    survey = survey_folders(tree.train, tree.val, tree.labels)
+    assert len(survey.errors) == 2
+    with pytest.raises(SettingsError, match=r"1 more problem\(s\): `mile-tui data check`"):
+        source(tree, tree.labels)
+
+
+# ---------------------------------------------------------------------- the index cache
+
+
+def test_the_index_is_cached_and_a_nested_change_invalidates_it(
+    tree: Tree, monkeypatch: pytest.MonkeyPatch, private_cache: Path
+) -> None:
+    first = survey_folders(tree.train, tree.val)
+    assert len(list((private_cache / "mile-tui").glob("folder-index-*.json"))) == 2
+    real_scan = imagenet_files._scan_tree
+
+    def no_listing(folder: Path) -> object:
+        raise AssertionError(f"listed {folder} again")
+
+    monkeypatch.setattr(imagenet_files, "_scan_tree", no_listing)
+    assert survey_folders(tree.train, tree.val).train_paths == first.train_paths
+    # A file added two levels down changes only that folder's mtime.
+    monkeypatch.setattr(imagenet_files, "_scan_tree", real_scan)
+    folder = tree.train / "ant" / "deep" / "er"
+    write_image(folder / "new.png", "png")
+    stat = folder.stat()  # a coarse clock must not hide the change
+    os.utime(folder, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    again = survey_folders(tree.train, tree.val)
+    assert "ant/deep/er/new.png" in again.train_paths
+    assert len(again.train_paths) == len(first.train_paths) + 1
+
+
+# ---------------------------------------------------------------------- batches
+
+
+DECODERS = pytest.mark.parametrize("decode", ["workers", "device"])
+
+
+@DECODERS
+def test_training_batches_decode_every_format_and_skip_the_corrupt_file(
+    tree: Tree, decode: str
+) -> None:
+    notes: list[str] = []
+    src = source(tree, batch_size=9, warn=notes.append, decode=decode)
+    assert src.num_classes == 3 and src.class_names == CLASSES
+    batch = src.train_batch()  # the whole epoch in one batch
+    assert batch.images.shape == (9, 3, SIZE, SIZE) and batch.real is None
+    # 3 ants, 4 bees (the corrupt one replaced by a neighbour, of any class), 2 cows.
+    counts = batch.labels.bincount(minlength=3).tolist()
+    assert sum(counts) == 9 and counts[0] >= 3 and counts[2] >= 2
+    corrupt = str(tree.train / "bee" / "d.jpeg")
+    assert list(src.skipped_files) == [corrupt]
+    assert any(corrupt in n and "1 so far" in n for n in notes)
+    assert bool(torch.isfinite(batch.images).all())
+
+
+def entries_of(images: torch.Tensor, mean: float = MEAN[0], std: float = STD[0]) -> list[int]:
+    """Each validation row's image number, from its red level."""
+    level = (images[:, 0].mean(dim=(1, 2)) * std + mean) * 255
+    return ((level - 15) / 20).round().long().tolist()
+
+
+@DECODERS
+def test_validation_batches_carry_each_files_set(tree: Tree, decode: str) -> None:
+    src = source(tree, tree.labels, decode=decode)
+    batches = list(src.val_batches(2))
+    images = torch.cat([b.images for b in batches])
+    assert entries_of(images) == [0, 1, 2, 3, 4]
+    assert torch.cat([b.labels for b in batches]).tolist() == [0, 0, 1, 2, 2]
+    real = torch.cat([b.real for b in batches if b.real is not None])
+    assert real.shape == (5, 3)
+    by_hand = [[1], [0, 2], [], [2], [2]]  # from SETS; v4 has no entry: its folder's
+    assert [r.nonzero().flatten().tolist() for r in real] == by_hand
+
+
+def test_the_input_spec_sets_size_resize_and_normalisation(tree: Tree) -> None:
+    """A 40x30 image resized to a short side of 48, centre-cropped to 24, normalised
+    with the spec's mean and std: a solid colour stays that colour."""
+    mean, std = (0.5, 0.25, 0.0), (0.5, 0.5, 1.0)
+    src = source(tree, spec=_Spec(24, 48, mean, std))
+    assert src.input_shape == (3, 24, 24)
+    images = next(iter(src.val_batches(5))).images
+    assert images.shape == (5, 3, 24, 24)
+    assert entries_of(images, mean[0], std[0]) == [0, 1, 2, 3, 4]
+    green = images[:, 1] * std[1] + mean[1]
+    assert torch.allclose(green, torch.full_like(green, 128 / 255), atol=3 / 255)
+
+
+def test_validation_samples_name_their_sets(tree: Tree) -> None:
+    src = source(tree, tree.labels)
+    sample = src.validation_sample(1)
+    assert sample is not None and sample.label == 0 and sample.real == [0, 2]
+    assert sample.image.shape == (SIZE, SIZE, 3) and sample.image.dtype == torch.uint8
+
+
+# ---------------------------------------------------------------------- data check
+
+
+def test_check_images_counts_formats_and_lists_the_corrupt_file(tree: Tree) -> None:
+    survey = survey_folders(tree.train, tree.val)
+    check = check_images(tree.train, survey.train_paths)
+    assert check.formats == {"PNG RGB": 4, "JPEG RGB": 1, "JPEG CMYK": 1, "JPEG L": 1,
+                             "PNG RGBA": 1}
+    assert [p for p, _ in check.unreadable] == [str(tree.train / "bee" / "d.jpeg")]
