@@ -164,9 +164,16 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         sigmoid = uses_sigmoid(settings.schema)
-        self.student = place(build_model(settings.model, sigmoid_head=sigmoid),
-                             self.device, self.dtype)
-        self.teacher = place(build_model(settings.model, sigmoid_head=sigmoid),
+        # Both networks draw their random initialisation (the teacher's is overwritten
+        # below, but keeps the run's random stream what it always was); only the student
+        # loads `weights`, and says what it loaded in the run's first lines.
+        classes, side = self.source.num_classes, self.source.input_shape[-1]
+        self.student = place(
+            build_model(settings.model, classes, sigmoid, settings.weights,
+                        report=lambda text: self._emit(ev.Message("info", text)),
+                        image_size=side),
+            self.device, self.dtype)
+        self.teacher = place(build_model(settings.model, classes, sigmoid, image_size=side),
                              self.device, self.dtype)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.eval().requires_grad_(False)
