@@ -1,34 +1,407 @@
-"""Backbones: torchvision's ResNet definitions, trained from scratch (no weight download)."""
+"""Backbones: any torchvision classification model, its head sized to the data's classes.
+
+A model is built by its settings name (`resnet18-10` or a torchvision name), from scratch
+or from weights on disk: a state dict file, or a torchvision weights enum whose file is
+already in torch's hub cache. Nothing is ever downloaded here: a training run that
+quietly fetches hundreds of megabytes, or hangs offline, is worse than a clear error.
+
+The weights stay plain torchvision state dicts: a saved student loads straight into
+`torchvision.models.get_model(name, num_classes=C)`.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
-from torchvision import models as tv_models
 
-from mile_engine.config import MODEL_CLASSES
+from mile_engine.config import MODELS, Settings, SettingsError, shown_path
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
+# Settings names that are not torchvision's own: the network they stand for.
+ALIASES = {"resnet18-10": "resnet18"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# ImageNet's evaluation recipe: resize the short side to 256, centre-crop 224.
+DEFAULT_CROP, DEFAULT_RESIZE = 224, 256
+# Auxiliary classifiers (GoogLeNet, Inception v3) are off: MILe trains one head. A
+# torchvision weights file holds them; they are skipped, not an error.
+AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
+# Wrappers a saved state dict may sit in: this project's checkpoints ("student"), common
+# training scripts ("state_dict", "model").
+WRAPPER_KEYS = ("student", "state_dict", "model")
+# Prefixes that DistributedDataParallel and torch.compile add to every key.
+KEY_PREFIXES = ("module.", "_orig_mod.")
+# DenseNet files from torchvision use pre-1.0 names ("norm.1"); torchvision renames them
+# when it loads them, so must we.
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+# torchvision weights enum names: "ResNet50_Weights.IMAGENET1K_V2", or a member name
+# alone ("DEFAULT", "IMAGENET1K_V1") for the model's own enum.
+_ENUM_NAME = re.compile(r"(?:[A-Za-z][A-Za-z0-9_]*_Weights\.)?[A-Z][A-Z0-9_]*")
+
+# The smallest input side each family takes (measured: one image, eval mode); below it a
+# pooling or convolution has nothing left to work on. Families absent take any side.
+MIN_SIDE = {
+    "alexnet": 63, "convnext": 32, "densenet": 29, "googlenet": 15, "inception_v3": 75,
+    "squeezenet1_0": 21, "squeezenet1_1": 17, "swin": 4, "vgg": 32,
+}
+# MaxViT partitions its four stages' maps (side / 4 ... side / 32) into 7x7 windows.
+MAXVIT_MULTIPLE = 224
+
+Report = Callable[[str], None]
 
 
-def build_model(name: str, sigmoid_head: bool) -> nn.Module:
-    """Build a backbone by its settings name.
+@dataclass(frozen=True)
+class InputSpec:
+    """How images become model inputs: crop side, resize side (of the short edge), and
+    the per-channel normalisation."""
 
-    The weights are a plain torchvision state_dict: a saved model loads straight into
-    `torchvision.models.resnet18(num_classes=10)` (or the matching model).
+    image_size: int
+    resize_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def torchvision_name(name: str) -> str:
+    """The torchvision model a settings name builds (`resnet18-10` -> `resnet18`).
+
+    Raises:
+        SettingsError: not a torchvision classification model, with the nearest names.
+    """
+    if name not in MODELS:
+        near = MODELS.nearest(name)
+        hint = f" Did you mean {', '.join(near)}?" if near else ""
+        raise SettingsError(f"model {name!r} is not a torchvision classification model.{hint}")
+    return ALIASES.get(name, name)
+
+
+def model_names() -> list[str]:
+    """Every name the `model` setting accepts, the legacy names first."""
+    return list(MODELS)
+
+
+# ---------------------------------------------------------------------------- weights
+def is_enum_name(weights: str) -> bool:
+    """Whether `weights` names a torchvision weights enum rather than a file."""
+    return bool(_ENUM_NAME.fullmatch(weights)) and not os.path.exists(weights)
+
+
+def resolve_enum(weights: str, model: str) -> WeightsEnum:
+    """The torchvision weights enum member `weights` names, for model `model`.
+
+    Raises:
+        SettingsError: unknown enum or member, or weights of another model.
+    """
+    from torchvision import models as tv_models
+
+    arch = torchvision_name(model)
+    own = tv_models.get_model_weights(arch)
+    if "." not in weights:
+        member = getattr(own, weights, None)
+        if member is None:
+            names = ", ".join(["DEFAULT", *(m.name for m in own)])
+            raise SettingsError(
+                f"weights {weights!r}: {own.__name__} has no such member; known: {names}."
+            )
+        return member
+    try:
+        member = tv_models.get_weight(weights)
+    except (ValueError, KeyError, AttributeError):
+        raise SettingsError(
+            f"weights {weights!r}: not a torchvision weights name (for {arch}: "
+            f"{', '.join(f'{own.__name__}.{m.name}' for m in own)})."
+        ) from None
+    if type(member) is not own:
+        raise SettingsError(
+            f"weights {weights!r} are for another model; {arch} takes "
+            f"{', '.join(f'{own.__name__}.{m.name}' for m in own)}."
+        )
+    return member
+
+
+def cache_file(member: WeightsEnum) -> Path:
+    """Where torch's hub cache keeps the file of a weights enum member ($TORCH_HOME)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(member.url).path)
+
+
+def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """A flat name -> tensor mapping from a weights file, unwrapped and de-prefixed."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SettingsError(f"{what}: no such file.") from None
+    except IsADirectoryError:
+        raise SettingsError(f"{what}: is a folder; give a state dict file.") from None
+    except OSError as exc:
+        raise SettingsError(f"{what}: cannot be read ({exc.strerror}).") from None
+    except Exception as exc:  # pickle errors, unsafe globals, truncated zip archives
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SettingsError(f"{what}: not a readable state dict ({first[:160]}).") from None
+    state: Any = raw
+    for key in WRAPPER_KEYS:
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not state or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise SettingsError(f"{what}: holds no state dict (a mapping of names to tensors).")
+    flat: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for prefix in KEY_PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        match = _DENSENET_OLD_KEY.match(key)
+        flat[match.group(1) + match.group(2) if match else key] = value
+    return flat
+
+
+# ---------------------------------------------------------------------------- the head
+def find_head(model: nn.Module) -> tuple[str, nn.Module]:
+    """The classifier head: the last Linear (or 1x1 Conv2d, SqueezeNet) of the network.
+
+    torchvision registers every classification model's final layer last among its
+    Linear and Conv2d modules (fc, classifier[-1], heads.head, head); auxiliary heads,
+    which are registered before it, are turned off here anyway.
+    """
+    head: tuple[str, nn.Module] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) or (
+            isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)
+        ):
+            head = (name, module)
+    if head is None:
+        raise SettingsError(f"{type(model).__name__}: no classifier layer found.")
+    return head
+
+
+def head_classes(module: nn.Module) -> int:
+    """The number of outputs of a head layer."""
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.Conv2d):
+        return module.out_channels
+    raise TypeError(f"not a head layer: {type(module).__name__}")
+
+
+# ---------------------------------------------------------------------------- building
+def _architecture_kwargs(
+    arch: str, image_size: int, member: WeightsEnum | None
+) -> dict[str, Any]:
+    """Constructor arguments beyond num_classes: those torchvision sets for its weights,
+    and the input side of the models whose shape depends on it."""
+    kwargs: dict[str, Any] = {}
+    if arch in ("googlenet", "inception_v3"):
+        # init_weights=True: torchvision's future default, stated to silence its warning.
+        kwargs.update(aux_logits=False, init_weights=member is None)
+        if member is not None:
+            # torchvision's weights expect the inputs re-normalised inside the network.
+            kwargs["transform_input"] = True
+    fixed = member.meta["min_size"][0] if member is not None else 0
+    if arch.startswith("vit_") or arch == "maxvit_t":
+        side = image_size or fixed or DEFAULT_CROP
+        if fixed and side != fixed:
+            raise SettingsError(
+                f"{arch} with {member}: inputs must be {fixed}x{fixed} (its position "
+                f"embeddings are fixed); set image_size = 0 or {fixed}."
+            )
+        if arch.startswith("vit_"):
+            patch = int(arch.rsplit("_", 1)[1])
+            if side % patch:
+                raise SettingsError(
+                    f"{arch}: the input side must be a multiple of its {patch}-pixel patches "
+                    f"(got {side}); set image_size to a multiple of {patch}, e.g. "
+                    f"{max(patch, side // patch * patch)}."
+                )
+            kwargs["image_size"] = side
+        else:
+            if side % MAXVIT_MULTIPLE:
+                raise SettingsError(
+                    f"{arch}: the input side must be a multiple of {MAXVIT_MULTIPLE} (its "
+                    f"7x7 windows at 1/32 scale), got {side}; set image_size = 224."
+                )
+            kwargs["input_size"] = (side, side)
+    minimum = min_side(arch)
+    if image_size and image_size < minimum:
+        raise SettingsError(
+            f"{arch} needs inputs of at least {minimum}x{minimum} pixels, got {image_size}; "
+            f"set image_size = {minimum} or more."
+        )
+    return kwargs
+
+
+def min_side(arch: str) -> int:
+    """The smallest input side a torchvision model takes (1 when any side works)."""
+    for prefix, side in MIN_SIDE.items():
+        if arch.startswith(prefix):
+            return side
+    return 1
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    sigmoid_head: bool,
+    weights: str = "",
+    report: Report | None = None,
+    image_size: int = 0,
+) -> nn.Module:
+    """Build a backbone by its settings name, its head sized to `num_classes`.
+
+    `resnet18-10`, `resnet18` and `resnet50` from scratch are exactly
+    `torchvision.models.<net>(weights=None, num_classes=C)` (same random draws), with the
+    sigmoid bias below.
 
     Args:
-        name: "resnet18-10", "resnet18" or "resnet50".
-        sigmoid_head: start the classifier bias at -log(C), so that binary
-            cross-entropy over many classes starts near its stable point.
+        name: a settings model name (`resnet18-10` or any torchvision classifier).
+        num_classes: C, the classes of the data source.
+        sigmoid_head: start a fresh head's bias at -log(C), so that binary cross-entropy
+            over many classes starts near its stable point.
+        weights: "" (from scratch), a state dict file, or a torchvision weights enum name
+            whose file is in torch's hub cache. A head of another class count starts
+            fresh; every other tensor must fit.
+        report: receives one line per fact worth a run's first lines (what was loaded
+            and from where, which layers start fresh).
+        image_size: the input side, for the models whose layers depend on it (ViT,
+            MaxViT); 0 takes their default (the weights' size, else 224).
+
+    Raises:
+        SettingsError: unknown model, missing or unfitting weights, an input side the
+            model cannot take.
     """
-    num_classes = MODEL_CLASSES.get(name, 1000)  # interim, until build_model sizes heads
-    factory = tv_models.resnet50 if name == "resnet50" else tv_models.resnet18
-    model = factory(weights=None, num_classes=num_classes)
-    if sigmoid_head:
-        with torch.no_grad():
-            model.fc.bias.fill_(-math.log(num_classes))
+    from torchvision import models as tv_models
+
+    if num_classes < 1:
+        raise SettingsError(f"model {name!r}: needs at least one class, got {num_classes}.")
+    arch = torchvision_name(name)
+    member = resolve_enum(weights, name) if weights and is_enum_name(weights) else None
+    kwargs = _architecture_kwargs(arch, image_size, member)
+    model = tv_models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+    head_name, head = find_head(model)
+    if head_classes(head) != num_classes:  # a torchvision change this code does not know
+        raise SettingsError(f"{arch}: its last layer {head_name!r} is not the classifier.")
+    fresh_head = True
+    if weights:
+        if member is not None:
+            path = cache_file(member)
+            if not path.is_file():
+                raise SettingsError(
+                    f"weights {weights!r}: {shown_path(path)} is not in torch's cache, and "
+                    "runs never download; fetch it first (python -c \"import torchvision; "
+                    f"torchvision.models.get_model('{arch}', weights='{member}')\") or set "
+                    "TORCH_HOME to the cache that holds it."
+                )
+            what = f"weights {member} ({shown_path(path)})"
+        else:
+            path = Path(weights).expanduser()
+            what = f"weights {shown_path(path)}"
+        fresh_head = _load_weights(model, _read_state_dict(path, what), head_name, what,
+                                   report)
+    if sigmoid_head and fresh_head:
+        bias = getattr(head, "bias", None)
+        if bias is not None:
+            with torch.no_grad():
+                bias.fill_(-math.log(num_classes))
     return model
+
+
+def _load_weights(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    head_name: str,
+    what: str,
+    report: Report | None,
+) -> bool:
+    """Load `state` into `model`; every tensor must fit but the head's and aux heads'.
+
+    Returns:
+        Whether the head starts fresh (its tensors were absent or of another shape).
+
+    Raises:
+        SettingsError: tensors of the model missing from the file, or file tensors the
+            model has no place for, named (the first three) and counted.
+    """
+    own = model.state_dict()
+    head_keys = {k for k in own if k.startswith(head_name + ".")}
+    loaded: dict[str, torch.Tensor] = {}
+    head_file_shape: tuple[int, ...] | None = None
+    aux = unexpected = 0
+    misfits: list[str] = []
+    for key, value in state.items():
+        if key in own and own[key].shape == value.shape:
+            loaded[key] = value
+        elif key in head_keys:
+            head_file_shape = tuple(value.shape) if key.endswith("weight") else head_file_shape
+        elif key.startswith(AUX_PREFIXES) and key not in own:
+            aux += 1
+        else:
+            unexpected += 1
+            misfits.append(key if key not in own else
+                           f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}")
+    # Batch-norm step counters are absent from older files; they only matter with
+    # momentum=None, which torchvision never uses.
+    missing = [k for k in own if k not in loaded and k not in head_keys
+               and not k.endswith("num_batches_tracked")]
+    if missing or misfits:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of the model's tensors missing ({_first(missing)})")
+        if misfits:
+            parts.append(f"{unexpected} tensors that fit nowhere ({_first(misfits)})")
+        raise SettingsError(f"{what} do not fit model {type(model).__name__}: "
+                            + "; ".join(parts) + ".")
+    model.load_state_dict(loaded, strict=False)
+    fresh = any(k not in loaded for k in head_keys)
+    if report is not None:
+        body = sum(1 for k in loaded if k not in head_keys)
+        report(f"{what}: {body} tensors loaded"
+               + (f", {aux} of auxiliary heads skipped" if aux else "") + ".")
+        if fresh and head_file_shape is not None:
+            report(f"head {head_name!r} starts fresh: the file's has {head_file_shape[0]} "
+                   f"classes, this data {head_classes(dict(model.named_modules())[head_name])}.")
+        elif fresh:
+            report(f"head {head_name!r} starts fresh: the file has none.")
+        else:
+            report(f"head {head_name!r} loaded from the file too.")
+    return fresh
+
+
+def _first(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+# ---------------------------------------------------------------------------- inputs
+def input_spec(settings: Settings) -> InputSpec:
+    """How a run's images are sized and normalised: from the weights' metadata when
+    they are a torchvision enum, else ImageNet's (224 crop of a 256 resize, ImageNet
+    mean and std); `image_size` > 0 sets the crop, the resize keeping its ratio.
+
+    Raises:
+        SettingsError: `weights` names an unknown enum member.
+    """
+    crop, resize = DEFAULT_CROP, DEFAULT_RESIZE
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if settings.weights and is_enum_name(settings.weights):
+        preset = resolve_enum(settings.weights, settings.model).transforms()
+        crop, resize = int(preset.crop_size[0]), int(preset.resize_size[0])
+        mean = (float(preset.mean[0]), float(preset.mean[1]), float(preset.mean[2]))
+        std = (float(preset.std[0]), float(preset.std[1]), float(preset.std[2]))
+    if settings.image_size:
+        resize = max(settings.image_size, round(settings.image_size * resize / crop))
+        crop = settings.image_size
+    return InputSpec(image_size=crop, resize_size=resize, mean=mean, std=std)
 
 
 def count_parameters(model: nn.Module) -> int:
