@@ -218,12 +218,14 @@ def _register_subcommands() -> None:
     """Sub-apps live in their own modules, imported only when the commands are registered."""
     from mile_tui.checkpoints_cmd import checkpoints_app
     from mile_tui.compare_cmd import compare
+    from mile_tui.data_cmd import data_app
     from mile_tui.inspect_cmd import eval_checkpoint, inspect, predict
     from mile_tui.runs_cmd import runs_app
     from mile_tui.watch_cmd import watch
 
     app.add_typer(checkpoints_app, name="checkpoints")
     app.add_typer(runs_app, name="runs")
+    app.add_typer(data_app, name="data")
     command(app)(compare)
     command(app, "eval")(eval_checkpoint)
     command(app)(predict)
