@@ -106,13 +106,15 @@ class Legend(Widget):
         return Text("\n").join(self.lines(self.content_size.width))
 
 
-def step_ticks(low: float, high: float, count: int = 5) -> list[int]:
+def step_ticks(low: float, high: float, count: int = 6) -> list[int]:
     """Whole-number ticks 1, 2 or 5 times a power of ten apart, about `count` of them
     between `low` and `high` (global steps are counts: 8.2 would read as nonsense)."""
     span = max(high - low, 1.0)
     raw = span / max(count - 1, 1)
     power = 10 ** math.floor(math.log10(raw))
-    gap = next((m * power for m in (1, 2, 5, 10) if m * power >= raw), 10 * power)
+    # 2.5 only where it makes whole numbers (25, 250, ...).
+    multiples = (1, 2, 2.5, 5, 10) if power >= 10 else (1, 2, 5, 10)
+    gap = next((m * power for m in multiples if m * power >= raw), 10 * power)
     gap = max(1, round(gap))
     first = math.ceil(low / gap) * gap
     return list(range(int(first), int(high) + 1, int(gap)))
@@ -141,7 +143,8 @@ def draw(plot: PlotextPlot, series: list[Series], title: str, xlabel: str,
             plt.xticks([float(g) for g in range(1, last + 1, every)])
         else:
             ticks = step_ticks(min(xs), max(xs))
-            plt.xticks([float(t) for t in ticks], [f"{t:,}" for t in ticks])
+            if ticks:  # else plotext's own
+                plt.xticks([float(t) for t in ticks], [f"{t:,}" for t in ticks])
     plot.refresh()
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static, TabbedContent
@@ -21,7 +23,7 @@ from textual.widgets import DataTable, Static, TabbedContent
 from mile_engine import events as ev
 from mile_engine.config import Settings
 from mile_engine.runs import METRICS_FILE, SETTINGS_FILE, event_record
-from mile_tui.screens.compare import CompareScreen, Legend
+from mile_tui.screens.compare import CompareScreen, Legend, step_ticks
 from tests.tui.conftest import wait_for
 
 SMALL = (80, 24)
@@ -220,6 +222,27 @@ async def test_same_settings_say_so(tmp_path: Path) -> None:
         assert not screen.query_one("#settings", DataTable).display
         title = str(screen.query_one("#settings-title", Static).render())
         assert "none" in title
+
+
+def test_step_ticks_examples() -> None:
+    assert step_ticks(1, 10) == [2, 4, 6, 8, 10]
+    assert step_ticks(0, 120_000) == [0, 25_000, 50_000, 75_000, 100_000]
+    assert step_ticks(5, 5) == [5]
+
+
+@given(st.integers(0, 10**7), st.integers(0, 10**7))
+def test_step_ticks_are_round_and_inside(a: int, b: int) -> None:
+    low, high = min(a, b), max(a, b)
+    ticks = step_ticks(low, high)
+    assert 1 <= len(ticks) <= 12
+    assert all(low <= t <= high for t in ticks)
+    gaps = {later - earlier for earlier, later in zip(ticks, ticks[1:], strict=False)}
+    assert len(gaps) <= 1  # evenly spaced
+    for gap in gaps:
+        # 1, 2, 2.5 or 5 times a power of ten
+        digits = str(gap).rstrip("0")
+        assert digits in ("1", "2", "25", "5"), gap
+        assert all(t % gap == 0 for t in ticks)
 
 
 # ---------------------------------------------------------------------------- snapshots
