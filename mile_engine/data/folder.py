@@ -180,8 +180,8 @@ def survey_folders(
     survey.label_sets = sets
     if sets.unknown_files:
         survey.warnings.append(
-            f"val_labels_path: {_count(len(sets.unknown_files), 'entry', 'entries')} name "
-            f"no image of val_path ({_some(sets.unknown_files)}); ignored.")
+            f"val_labels_path: {_count(len(sets.unknown_files), 'entry names', 'entries name')}"
+            f" no image of val_path ({_some(sets.unknown_files)}); ignored.")
     missing = len(sets.sets) - sets.covered
     if missing:
         nameless = [p for p, s in zip(survey.val_paths, sets.sets, strict=True) if s is None]

@@ -1,0 +1,80 @@
+"""`mile-tui data check` on generated folders, through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mile_tui.cli import app
+from tests.data.test_folder import TRAIN, VAL, make_tree, write_image
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """File indexes go to a temporary cache folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def check(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["data", "check", "--set", "batch_size=4", *args])
+    return result.exit_code, result.output
+
+
+def test_a_trainable_folder_is_reported_in_full(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "d")
+    code, text = check("--set", f"data_path={tree.train}", "--set", f"val_path={tree.val}",
+                       "--set", f"val_labels_path={tree.labels}")
+    assert code == 0, text
+    assert "3 classes, 9 training and 5 validation images" in text
+    # bee: 4 files (one corrupt), 1 validation image.
+    assert re.search(r"^ +bee +4 +1$", text, re.MULTILINE), text
+    assert "JPEG CMYK 1" in text and "PNG RGBA 1" in text
+    assert "unreadable 1" in text and "d.jpeg" in text
+    # Sets by hand: v0 {ant, cow}, v1 {bee}, v2 {}, v3 {cow}; v4 has none.
+    assert "4 of 5 validation images have a set, 1.00 labels on average (1 empty)" in text
+    assert "trainable: yes" in text
+
+
+def test_json_counts_every_class(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "d")
+    code, text = check("--json", "--set", f"data_path={tree.train}",
+                       "--set", f"val_path={tree.val}")
+    report = json.loads(text)
+    assert code == 0 and report["trainable"] is True
+    assert report["classes"] == [{"name": c, "train": len(TRAIN[c]), "val": len(VAL[c])}
+                                 for c in sorted(TRAIN)]
+    assert sum(report["formats"].values()) == 8 + 5  # every readable file
+    assert [u["path"].endswith("d.jpeg") for u in report["unreadable"]] == [True]
+    assert "label_sets" not in report and any("val_labels_path is empty" in w
+                                               for w in report["warnings"])
+
+
+def test_an_untrainable_folder_exits_2_with_its_reasons(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "d")
+    write_image(tree.val / "yak" / "y.png", "png")
+    tree.labels.write_text('{"v2.jpg": ["gnu"]}')
+    code, text = check("--no-decode", "--set", f"data_path={tree.train}",
+                       "--set", f"val_path={tree.val}", "--set", f"val_labels_path={tree.labels}")
+    assert code == 2
+    assert "class folder(s) yak are not in data_path" in text
+    assert "'gnu' is not a class of data_path" in text
+    assert "trainable: no" in text and "Traceback" not in text and "formats" not in text
+
+
+def test_too_few_readable_images_for_a_batch(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "d")
+    code, text = check("--set", f"data_path={tree.train}", "--set", f"val_path={tree.val}",
+                       "--set", "batch_size=9")
+    assert code == 2 and "8 readable training image(s), fewer than batch_size = 9" in text
+
+
+def test_paths_are_required() -> None:
+    result = runner.invoke(app, ["data", "check", "--set", "val_path=somewhere"])
+    assert result.exit_code == 2
+    assert "data check needs data_path" in result.output
