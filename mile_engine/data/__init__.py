@@ -1,8 +1,10 @@
-"""Datasets: the embedded digits grids, MNIST-format grids and ImageNet with ReaL labels."""
+"""Datasets: the embedded digits grids, MNIST-format grids, ImageNet with ReaL labels and
+the user's own class-per-sub-folder images ("folder")."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -10,6 +12,9 @@ from mile_engine.config import Settings, SettingsError
 from mile_engine.data.batch import Batch, DataSource
 from mile_engine.data.idx import IDX_DATASETS, IdxError, Progress, load_idx_tiles
 from mile_engine.data.tiles import GridSource, TileBank
+
+if TYPE_CHECKING:  # file_source imports torchvision and PIL, needed for image files only
+    from mile_engine.data.file_source import InputSpecLike
 
 RANK_SEED_STRIDE = 1_000_003
 
@@ -53,6 +58,7 @@ def build_source(
     warn: Callable[[str], None] | None = None,
     rank: int = 0,
     world_size: int = 1,
+    spec: InputSpecLike | None = None,
 ) -> DataSource:
     """Build the data source the settings describe, on `device`.
 
@@ -63,13 +69,19 @@ def build_source(
         warn: receives notes (a grid stream resumed on another device type; ImageNet's
             data notes) and ImageNet's skipped-file reports; None logs them as warnings.
         rank, world_size: this process's place in a torchrun job. Grid streams are
-            seeded per rank; ImageNet ranks read disjoint shards of one permutation.
+            seeded per rank; image-file ranks read disjoint shards of one permutation.
+        spec: image files' crop, resize and normalisation; None takes the model's
+            (`mile_engine.models.input_spec`). The grids ignore it.
     """
-    if settings.dataset == "imagenet":
-        # Imported here: torchvision transforms and PIL are only needed for ImageNet.
+    if settings.dataset in ("imagenet", "folder"):
+        # Imported here: torchvision transforms and PIL are only needed for image files.
+        from mile_engine.data.folder import FolderSource
         from mile_engine.data.imagenet import ImageNetSource
+        from mile_engine.models import input_spec
 
-        return ImageNetSource.from_settings(settings, device, progress, warn, rank, world_size)
+        kind = ImageNetSource if settings.dataset == "imagenet" else FolderSource
+        return kind.from_settings(settings, device, progress, warn, rank, world_size,
+                                  spec or input_spec(settings))
     train, val = load_tiles(settings, progress)
     return GridSource(
         train,
