@@ -33,7 +33,7 @@ VARIANTS = ("fp32", "bf16", "bf16_channels_last")
 def step_fn(variant: str, side: int, batch: int) -> Callable[[], None]:
     """One SGD step of a fresh ResNet-18 in `variant` arithmetic on a fixed batch."""
     torch.manual_seed(0)
-    model = build_model("resnet18-10", sigmoid_head=False)
+    model = build_model("resnet18-10", 10, sigmoid_head=False)
     x = torch.randn(batch, 3, side, side)
     y = torch.randint(10, (batch,))
     if variant == "bf16_channels_last":

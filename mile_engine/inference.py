@@ -24,7 +24,7 @@ from mile_engine.config import FIELDS, Settings, apply_allowed_overrides, build_
 from mile_engine.data import DataSource, build_source
 from mile_engine.device import resolve_device, resolve_precision
 from mile_engine.metrics import EvalAccumulator, prediction_sets
-from mile_engine.models import build_model
+from mile_engine.models import build_model, find_head, input_spec
 from mile_engine.placement import run_model
 from mile_engine.schemas import pseudo_labels, uses_sigmoid
 from mile_engine.trainer import EVAL_BATCH
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 # hyper-parameters belong to the checkpoint.
 EVAL_KEYS = frozenset({
     "dataset", "grid_objects", "val_size", "image_size", "rho",
-    "data_path", "val_path", "real_path", "mnist_path", "num_workers", "decode",
+    "data_path", "val_path", "val_labels_path", "real_path", "mnist_path", "num_workers",
+    "decode",
     "device", "precision", "checkpoint_path",
 })
 # Native side of a grid image (3 tiles): what a grid dataset's validation images measure.
@@ -46,12 +47,15 @@ GRID_SIDE = {"digits": 24, "mnist": 84, "fashion-mnist": 84}
 
 
 def input_side(settings: Settings) -> int:
-    """The side of the model's inputs: `image_size`, else the dataset's own (imagenet 224).
+    """The side of the model's inputs: `image_size`, else the dataset's own (the grids'
+    native side; for image files the weights' crop, else 224).
 
     `precision = "auto"` depends on it on the CPU, so that a checkpoint scores here in the
-    arithmetic its run chose.
+    arithmetic its run chose; ViT and MaxViT are built for it.
     """
-    return settings.image_size or GRID_SIDE.get(settings.dataset, 224)
+    if settings.dataset in GRID_SIDE:
+        return settings.image_size or GRID_SIDE[settings.dataset]
+    return input_spec(settings).image_size
 SYNSET_FILE = "LOC_synset_mapping.txt"
 
 
@@ -131,14 +135,17 @@ def load_model(
     meta = dict(state["meta"])
     settings = eval_settings(meta.get("settings", {}), file_values, overrides)
     device = resolve_device(settings.device)
-    dtype = resolve_precision(settings.precision, device, input_side(settings))
+    side = input_side(settings)
+    dtype = resolve_precision(settings.precision, device, side)
     sigmoid = uses_sigmoid(settings.schema)
-    student = build_model(settings.model, sigmoid_head=sigmoid)
+    names = checkpoint_class_names(state, settings, path)
+    # The checkpoint holds every tensor: `weights` (the run's starting point) is not read.
+    student = build_model(settings.model, len(names), sigmoid, image_size=side)
     try:
         student.load_state_dict(state["student"])
         teacher = None
         if settings.schema == "MILe":
-            teacher = build_model(settings.model, sigmoid_head=sigmoid)
+            teacher = build_model(settings.model, len(names), sigmoid, image_size=side)
             teacher.load_state_dict(state["teacher"])
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{path}: the weights do not fit model "
@@ -150,13 +157,39 @@ def load_model(
         teacher=place(teacher, device, dtype) if teacher is not None else None,
         device=device,
         dtype=dtype,
-        class_names=class_names(settings),
+        class_names=names,
         recorded=meta.get("metrics"),
         meta=meta,
     )
 
 
 # ---------------------------------------------------------------------------- class names
+def checkpoint_class_names(state: Mapping[str, Any], settings: Settings, path: Path) -> list[str]:
+    """The class names of a checkpoint: those its run recorded, else the dataset's.
+
+    Checkpoints written before class names were recorded name the built-in datasets'
+    classes from the settings; a folder run's count then comes from its head's weights.
+
+    Raises:
+        CheckpointError: the recorded names are not a list of strings, or the head of a
+            folder run without names cannot be found.
+    """
+    recorded = state.get("class_names")
+    if recorded:
+        if not isinstance(recorded, list) or not all(isinstance(n, str) for n in recorded):
+            raise CheckpointError(f"{path}: its class names are not a list of names.")
+        return list(recorded)
+    if settings.dataset != "folder":
+        return class_names(settings)
+    student = state.get("student")
+    probe = build_model(settings.model, 1, False, image_size=input_side(settings))
+    weight = student.get(find_head(probe)[0] + ".weight") if isinstance(student, Mapping) \
+        else None
+    if not isinstance(weight, torch.Tensor):
+        raise CheckpointError(f"{path}: records no class names and its model has no head.")
+    return [f"class-{i}" for i in range(weight.shape[0])]
+
+
 def class_names(settings: Settings) -> list[str]:
     """Names of the dataset's classes: digits, Fashion-MNIST's ten, ImageNet wnids.
 
@@ -342,7 +375,8 @@ def image_input(path: Path, settings: Settings) -> torch.Tensor:
     """Read an image file (any format PIL reads) as the model's input [3, S, S].
 
     Grid datasets: grey, resized to the grid's native side, then the training pipeline
-    (`to_model_input`); ImageNet: RGB, resize 256 / centre crop 224, normalised. High
+    (`to_model_input`); ImageNet and folders: RGB, resized and centre-cropped, normalised
+    as the model's `input_spec` says (256 / 224 and ImageNet's statistics by default). High
     bit depths are scaled to 8 bits first, as in training (`read_image`).
 
     Raises:
@@ -350,14 +384,14 @@ def image_input(path: Path, settings: Settings) -> torch.Tensor:
     """
     from PIL import Image
 
-    if settings.dataset == "imagenet":
+    if settings.dataset not in GRID_SIDE:
         from mile_engine.data.image_files import val_transform
-        from mile_engine.data.imagenet import DEFAULT_SIZE, MEAN, STD
 
+        spec = input_spec(settings)
         rgb = read_image(path, "RGB")
-        pixels = val_transform(settings.image_size or DEFAULT_SIZE)(rgb).float()
-        mean = torch.tensor(MEAN).view(3, 1, 1) * 255
-        std = torch.tensor(STD).view(3, 1, 1) * 255
+        pixels = val_transform(spec.image_size, spec.resize_size)(rgb).float()
+        mean = torch.tensor(spec.mean).view(3, 1, 1) * 255
+        std = torch.tensor(spec.std).view(3, 1, 1) * 255
         return (pixels - mean) / std
     from mile_engine.data.tiles import to_model_input
 

@@ -230,9 +230,12 @@ class Inspection:
         """Inspect a live trainer: private copies of its networks, its validation set."""
         s = trainer.settings
         sigmoid = uses_sigmoid(s.schema)
-        student = place(build_model(s.model, sigmoid_head=sigmoid), trainer.device)
-        teacher = place(build_model(s.model, sigmoid_head=sigmoid), trainer.device) \
-            if s.schema == "MILe" else None
+        # Shaped like the trainer's networks; refresh() copies their weights in.
+        classes, side = trainer.source.num_classes, trainer.source.input_shape[-1]
+        student = place(build_model(s.model, classes, sigmoid, image_size=side),
+                        trainer.device)
+        teacher = place(build_model(s.model, classes, sigmoid, image_size=side),
+                        trainer.device) if s.schema == "MILe" else None
         view = cls(s, trainer.source, student, teacher, trainer.device, trainer.dtype,
                    list(trainer.source.class_names), trainer)
         view.refresh()

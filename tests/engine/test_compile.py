@@ -97,7 +97,7 @@ def test_compiled_run_matches_eager_saves_plain_weights_and_resumes(tmp_path: Pa
     state = load_checkpoint(trainer.run_dir / newest.file)
     for name in ("student", "teacher"):
         assert not [k for k in state[name] if "_orig_mod" in k], name
-        plain = build_model(settings.model, sigmoid_head=True)
+        plain = build_model(settings.model, 10, sigmoid_head=True)
         plain.load_state_dict(state[name])  # strict: every key present, none extra
     for key, value in plain.state_dict().items():
         assert torch.equal(value, trainer.teacher.state_dict()[key]), key

@@ -52,7 +52,7 @@ def test_losses() -> None:
 
 
 def test_sigmoid_head_bias_starts_at_minus_log_c() -> None:
-    model = build_model("resnet18-10", sigmoid_head=True)
+    model = build_model("resnet18-10", 10, sigmoid_head=True)
     assert torch.allclose(model.fc.bias, torch.full((10,), -math.log(10)))
-    plain = build_model("resnet18-10", sigmoid_head=False)
+    plain = build_model("resnet18-10", 10, sigmoid_head=False)
     assert not torch.allclose(plain.fc.bias, torch.full((10,), -math.log(10)))
