@@ -1,0 +1,111 @@
+"""`mile-tui runs`: the list, and steering a real headless run in another process."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from mile_engine.checkpoints import read_records
+from mile_engine.run_catalog import summarize_run
+from mile_tui.cli import app
+from mile_tui.headless import EXIT_INTERRUPTED
+from tests.engine.test_run_catalog import (
+    only_run,
+    output_of,
+    records_of,
+    start_headless,
+    wait_for,
+)
+
+
+def runs(root: Path, *args: str) -> Any:
+    """`mile-tui runs ARGS` in-process with checkpoint_path = root."""
+    return CliRunner().invoke(app, ["runs", *args, "--set", f"checkpoint_path={root}"])
+
+
+def _newest(records: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    return next((r for r in reversed(records) if r["event"] == kind), None)
+
+
+def test_pause_save_resume_stop_a_headless_run(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    proc = start_headless(root, "--set", "epoch_num=500")
+    try:
+        def stepped() -> bool:
+            run = only_run(root)
+            return run is not None and _newest(records_of(run), "StepLogged") is not None
+
+        wait_for(stepped, proc)
+        run_dir = only_run(root)
+        assert run_dir is not None
+
+        listed = runs(root, "list", "--json")
+        assert listed.exit_code == 0, listed.output
+        (row,) = json.loads(listed.output)
+        assert row["status"] == "running" and row["path"] == str(run_dir)
+        assert row["holder"] == {"host": socket.gethostname(), "pid": proc.pid}
+        plain = runs(root, "list")
+        assert f"running ({socket.gethostname()} pid {proc.pid})" in plain.output
+
+        # Pause (by the run's name under checkpoint_path): acknowledged, then it waits.
+        paused = runs(root, "pause", run_dir.name)
+        assert paused.exit_code == 0 and "pause requested" in paused.output
+        wait_for(lambda: _newest(records_of(run_dir), "Paused") is not None, proc)
+        at = _newest(records_of(run_dir), "Paused")
+        assert at is not None
+        # A save while paused proves the paused trainer is alive and listening, and that
+        # it took no step meanwhile: the save is at the step it paused at.
+        assert runs(root, "save", str(run_dir)).exit_code == 0
+        wait_for(lambda: _newest(records_of(run_dir), "CheckpointSaved") is not None and
+                 _newest(records_of(run_dir), "CheckpointSaved")["reason"] == "request", proc)
+        records = records_of(run_dir)
+        saved = _newest(records, "CheckpointSaved")
+        assert saved is not None and saved["global_step"] == at["global_step"]
+        assert Path(saved["path"]).is_file()
+        last_step = _newest(records, "StepLogged")
+        assert last_step is not None and last_step["global_step"] <= at["global_step"]
+        steered = [(r["request"], r["global_step"]) for r in records if r["event"] == "Steered"]
+        assert steered == [("pause", at["global_step"]), ("save", at["global_step"])]
+
+        # Resume: it advances past the pause again.
+        assert runs(root, "resume", str(run_dir)).exit_code == 0
+
+        def advanced() -> bool:
+            step = _newest(records_of(run_dir), "StepLogged")
+            return step is not None and step["global_step"] > at["global_step"]
+
+        wait_for(advanced, proc)
+        assert _newest(records_of(run_dir), "Resumed") is not None
+
+        # Stop: a final save, status "stopped", exit 130 as after Ctrl-C.
+        assert runs(root, "stop", str(run_dir)).exit_code == 0
+        assert proc.wait(timeout=180) == EXIT_INTERRUPTED, output_of(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    records = records_of(run_dir)
+    ended = records[-1]
+    assert ended["event"] == "RunEnded" and ended["status"] == "stopped"
+    newest = read_records(run_dir)[-1]
+    assert newest.reason == "stop" and newest.global_step == ended["global_step"]
+    assert "resume with: mile-tui run --headless --resume" in output_of(proc)
+    assert summarize_run(run_dir).status == "stopped"
+    # A run that is over cannot be steered: one line, exit 2.
+    late = runs(root, "stop", run_dir.name)
+    assert late.exit_code == 2 and "not running" in late.output
+    assert len(late.output.strip().splitlines()) == 1
+
+
+def test_errors_are_one_line_exit_2(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    missing = runs(root, "pause", "nope")
+    assert missing.exit_code == 2 and "nope: no such run folder" in missing.output
+    assert runs(root, "list").output.strip() == "no runs"
+    assert json.loads(runs(root, "list", "--json").output) == []
+    bad = runs(root, "wobble", "x")
+    assert bad.exit_code == 2
