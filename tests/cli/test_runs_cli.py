@@ -60,8 +60,11 @@ def test_pause_save_resume_stop_a_headless_run(tmp_path: Path) -> None:
         # A save while paused proves the paused trainer is alive and listening, and that
         # it took no step meanwhile: the save is at the step it paused at.
         assert runs(root, "save", str(run_dir)).exit_code == 0
-        wait_for(lambda: _newest(records_of(run_dir), "CheckpointSaved") is not None and
-                 _newest(records_of(run_dir), "CheckpointSaved")["reason"] == "request", proc)
+        def saved_on_request() -> bool:
+            saved = _newest(records_of(run_dir), "CheckpointSaved")
+            return saved is not None and saved["reason"] == "request"
+
+        wait_for(saved_on_request, proc)
         records = records_of(run_dir)
         saved = _newest(records, "CheckpointSaved")
         assert saved is not None and saved["global_step"] == at["global_step"]
