@@ -22,7 +22,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.geometry import Size
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
 from mile_engine.comparison import Comparison, RunData, Series, compare, load_run
@@ -161,12 +161,12 @@ class CompareScreen(Screen[None]):
     CompareScreen TabbedContent { height: 1fr; }
     CompareScreen TabPane { padding: 0; }
     CompareScreen .chart-box { height: 1fr; width: 1fr; }
-    CompareScreen #coverage-beside { display: none; }
-    CompareScreen.-wide #coverage-beside { display: block; }
+    CompareScreen #cmp-coverage-beside { display: none; }
+    CompareScreen.-wide #cmp-coverage-beside { display: block; }
     CompareScreen .table-title { height: 1; padding: 0 1; color: $text-accent;
                                  text-style: bold; }
     CompareScreen DataTable { height: auto; max-height: 100%; }
-    CompareScreen #status { height: auto; padding: 0 1; color: $text-warning; }
+    CompareScreen #cmp-status { height: auto; padding: 0 1; color: $text-warning; }
     """
     BINDING_GROUP_TITLE = "Compare runs"
     BINDINGS = [
@@ -186,34 +186,35 @@ class CompareScreen(Screen[None]):
         self.errors: list[str] = []
 
     def compose(self) -> ComposeResult:
-        with TabbedContent(initial="generations"):
-            with TabPane("ReaL F1", id="generations"), Horizontal():
+        yield Header()
+        with TabbedContent(initial="cmp-generations"):
+            with TabPane("ReaL F1", id="cmp-generations"), Horizontal():
                 with Vertical(classes="chart-box"):
-                    yield PlotextPlot(id="f1-chart")
-                    yield Legend(id="f1-legend")
-                with Vertical(classes="chart-box", id="coverage-beside"):
-                    yield PlotextPlot(id="coverage-chart-beside")
-                    yield Legend(id="coverage-legend-beside")
-            with TabPane("Coverage", id="coverage"), Vertical(classes="chart-box"):
-                yield PlotextPlot(id="coverage-chart")
-                yield Legend(id="coverage-legend")
-            with TabPane("Loss", id="loss"), Vertical(classes="chart-box"):
-                yield PlotextPlot(id="loss-chart")
-                yield Legend(id="loss-legend")
-            with TabPane("Tables", id="tables"), VerticalScroll():
+                    yield PlotextPlot(id="cmp-f1-chart")
+                    yield Legend(id="cmp-f1-legend")
+                with Vertical(classes="chart-box", id="cmp-coverage-beside"):
+                    yield PlotextPlot(id="cmp-coverage-chart-beside")
+                    yield Legend(id="cmp-coverage-legend-beside")
+            with TabPane("Coverage", id="cmp-coverage"), Vertical(classes="chart-box"):
+                yield PlotextPlot(id="cmp-coverage-chart")
+                yield Legend(id="cmp-coverage-legend")
+            with TabPane("Loss", id="cmp-loss"), Vertical(classes="chart-box"):
+                yield PlotextPlot(id="cmp-loss-chart")
+                yield Legend(id="cmp-loss-legend")
+            with TabPane("Tables", id="cmp-tables"), VerticalScroll():
                 yield Static("Best generation by ReaL F1 (F1, acc, prec, recall: ReaL)",
                              classes="table-title")
-                yield DataTable(id="best", cursor_type="row", zebra_stripes=True)
+                yield DataTable(id="cmp-best", cursor_type="row", zebra_stripes=True)
                 yield Static("Settings that differ", classes="table-title",
-                             id="settings-title")
-                yield DataTable(id="settings", cursor_type="row", zebra_stripes=True)
-        yield Static(id="status")
+                             id="cmp-settings-title")
+                yield DataTable(id="cmp-settings", cursor_type="row", zebra_stripes=True)
+        yield Static(id="cmp-status")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = "mile-tui"
         self.sub_title = f"compare {len(self.run_dirs)} runs"
-        self.query_one("#status", Static).update(Text("reading the runs…", "dim"))
+        self.query_one("#cmp-status", Static).update(Text("reading the runs…", "dim"))
         self.load()
 
     def on_resize(self) -> None:
@@ -238,24 +239,24 @@ class CompareScreen(Screen[None]):
         """Draw `comparison`; `errors`: one line per run that could not be read."""
         self.comparison = comparison
         self.errors = list(errors or [])
-        status = self.query_one("#status", Static)
+        status = self.query_one("#cmp-status", Static)
         status.update("\n".join(f"not shown: {line}" for line in self.errors))
         status.display = bool(self.errors)
         names = comparison.names
         no_eval = {i for i, s in enumerate(comparison.f1) if not s.xs}
         no_loss = {i for i, s in enumerate(comparison.loss) if not s.xs}
-        draw(self.query_one("#f1-chart", PlotextPlot), comparison.f1, "ReaL F1",
+        draw(self.query_one("#cmp-f1-chart", PlotextPlot), comparison.f1, "ReaL F1",
              "generation", True)
         for suffix in ("", "-beside"):
-            draw(self.query_one(f"#coverage-chart{suffix}", PlotextPlot), comparison.coverage,
+            draw(self.query_one(f"#cmp-coverage-chart{suffix}", PlotextPlot), comparison.coverage,
                  "label coverage (labels predicted per image)", "generation", True)
-            self.query_one(f"#coverage-legend{suffix}", Legend).show(
+            self.query_one(f"#cmp-coverage-legend{suffix}", Legend).show(
                 legend_entries(names, no_eval, "no evaluation yet"))
-        self.query_one("#f1-legend", Legend).show(
+        self.query_one("#cmp-f1-legend", Legend).show(
             legend_entries(names, no_eval, "no evaluation yet"))
-        draw(self.query_one("#loss-chart", PlotextPlot), comparison.loss, "training loss",
+        draw(self.query_one("#cmp-loss-chart", PlotextPlot), comparison.loss, "training loss",
              "global step", False)
-        self.query_one("#loss-legend", Legend).show(
+        self.query_one("#cmp-loss-legend", Legend).show(
             legend_entries(names, no_loss, "no steps yet"))
         self._layout()
         self._fill_tables()
@@ -265,13 +266,13 @@ class CompareScreen(Screen[None]):
         wide = self.size.width >= WIDE
         self.set_class(wide, "-wide")
         tabs = self.query_one(TabbedContent)
-        tabs.get_tab("generations").label = "ReaL F1 · coverage" if wide else "ReaL F1"
+        tabs.get_tab("cmp-generations").label = "ReaL F1 · coverage" if wide else "ReaL F1"
         if wide:
-            if tabs.active == "coverage":
-                tabs.active = "generations"
-            tabs.hide_tab("coverage")
+            if tabs.active == "cmp-coverage":
+                tabs.active = "cmp-generations"
+            tabs.hide_tab("cmp-coverage")
         else:
-            tabs.show_tab("coverage")
+            tabs.show_tab("cmp-coverage")
 
     def _fill_tables(self) -> None:
         """The best-metrics and differing-settings tables, names wrapped to the width."""
@@ -297,7 +298,7 @@ class CompareScreen(Screen[None]):
         budget = self.size.width - others - 2 * CELL_PADDING - SCROLLBAR - 4
         longest = max((len(row.name) for row in comparison.best), default=MIN_NAME)
         width = max(MIN_NAME, min(longest, budget))
-        best = self.query_one("#best", DataTable)
+        best = self.query_one("#cmp-best", DataTable)
         best.clear(columns=True)
         best.add_column(BEST_COLUMNS[0], key="run", width=width + 4)
         for label in BEST_COLUMNS[1:]:
@@ -307,9 +308,9 @@ class CompareScreen(Screen[None]):
             name.append(" ")
             name.append(wrap_name(summary.name, width).replace("\n", "\n    "))
             best.add_row(name, *(Text(c, justify="right") for c in cells), height=None)
-        settings = self.query_one("#settings", DataTable)
+        settings = self.query_one("#cmp-settings", DataTable)
         settings.clear(columns=True)
-        title = self.query_one("#settings-title", Static)
+        title = self.query_one("#cmp-settings-title", Static)
         if not comparison.differing:
             title.update("Settings that differ: none, the runs have the same settings")
             settings.display = False
@@ -327,7 +328,8 @@ class CompareScreen(Screen[None]):
         """Show a tab (the coverage tab is the F1 tab's right half when wide)."""
         if tab == "coverage" and self.has_class("-wide"):
             tab = "generations"
-        self.query_one(TabbedContent).active = tab
+        # The panes' ids have a prefix: the app's style sheet styles a `#loss` of its own.
+        self.query_one(TabbedContent).active = f"cmp-{tab}"
 
     def action_close(self) -> None:
         """Back to the screen beneath (the runs list)."""

@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Static, TabbedContent
 from mile_engine import events as ev
 from mile_engine.config import Settings
 from mile_engine.runs import METRICS_FILE, SETTINGS_FILE, event_record
+from mile_tui.app import create_app
 from mile_tui.screens.compare import CompareScreen, Legend, step_ticks
 from tests.tui.conftest import wait_for
 
@@ -133,7 +134,7 @@ async def test_compare_three_runs(tmp_path: Path) -> None:
         assert resumed.ys[12] == round(1.5 / (1 + 0.1 * 13 * 0.7), 4)
         assert len(result.loss[2].xs) == 4
 
-        best = cells(screen.query_one("#best", DataTable))
+        best = cells(screen.query_one("#cmp-best", DataTable))
         assert [row[1:] for row in best] == [
             ["★ 0.550", "2", "0.560", "0.700", "0.600", "0.600", "30/30"],
             ["0.470", "2", "0.540", "0.700", "0.600", "0.600", "20/30"],
@@ -142,15 +143,15 @@ async def test_compare_three_runs(tmp_path: Path) -> None:
         assert [row[0].replace("\n    ", "") for row in best] == [
             f"■ {i + 1} {name}" for i, name in enumerate(result.names)]
         # Only the keys the test changed differ; the rest of settings.toml is the same.
-        assert cells(screen.query_one("#settings", DataTable)) == [
+        assert cells(screen.query_one("#cmp-settings", DataTable)) == [
             ["schema", "MILe", "softmax", "MILe"],
             ["seed", "0", "0", "1"],
             ["rho", "0.1", "0.1", "0.5"],
         ]
-        legend = str(screen.query_one("#f1-legend", Legend).render())
+        legend = str(screen.query_one("#cmp-f1-legend", Legend).render())
         assert "3 20260103-080000-digits-mile (no evaluation yet)" in legend
         assert "no evaluation" not in legend.split("■ 3")[0]
-        assert not screen.query_one("#status", Static).display
+        assert not screen.query_one("#cmp-status", Static).display
 
         await pilot.press("escape")
         await pilot.pause()
@@ -162,27 +163,27 @@ async def test_tabs_at_80_and_120_columns(tmp_path: Path) -> None:
     async with app.run_test(size=SMALL) as pilot:
         screen = await loaded(pilot)
         tabs = screen.query_one(TabbedContent)
-        assert tabs.active == "generations"
-        assert not screen.query_one("#coverage-beside").display
+        assert tabs.active == "cmp-generations"
+        assert not screen.query_one("#cmp-coverage-beside").display
         await pilot.press("2")
-        assert tabs.active == "coverage"
+        assert tabs.active == "cmp-coverage"
         await pilot.press("3")
-        assert tabs.active == "loss"
+        assert tabs.active == "cmp-loss"
         await pilot.press("4")
-        assert tabs.active == "tables"
+        assert tabs.active == "cmp-tables"
 
         await pilot.resize_terminal(*LARGE)
         await pilot.pause()
         # Wide: coverage sits beside F1, and its own tab is gone.
-        assert screen.query_one("#coverage-beside").display
-        assert not tabs.get_tab("coverage").display
+        assert screen.query_one("#cmp-coverage-beside").display
+        assert not tabs.get_tab("cmp-coverage").display
         await pilot.press("2")
-        assert tabs.active == "generations"
+        assert tabs.active == "cmp-generations"
 
         await pilot.resize_terminal(*SMALL)
         await pilot.pause()
-        assert tabs.get_tab("coverage").display
-        assert not screen.query_one("#coverage-beside").display
+        assert tabs.get_tab("cmp-coverage").display
+        assert not screen.query_one("#cmp-coverage-beside").display
 
 
 async def test_unreadable_run_is_named_and_the_rest_compared(tmp_path: Path) -> None:
@@ -194,7 +195,7 @@ async def test_unreadable_run_is_named_and_the_rest_compared(tmp_path: Path) -> 
         screen = await loaded(pilot)
         assert screen.comparison is not None
         assert screen.comparison.names == [good[0].name, good[1].name]
-        status = screen.query_one("#status", Static)
+        status = screen.query_one("#cmp-status", Static)
         assert status.display
         text = str(status.render())
         assert text.startswith("not shown: not-a-run: ") and "\n" not in text
@@ -208,9 +209,9 @@ async def test_no_readable_run(tmp_path: Path) -> None:
     app = CompareApp(folders)
     async with app.run_test(size=SMALL) as pilot:
         screen = await loaded(pilot)
-        lines = str(screen.query_one("#status", Static).render()).split("\n")
+        lines = str(screen.query_one("#cmp-status", Static).render()).split("\n")
         assert [line.split(":")[0] for line in lines] == ["not shown", "not shown"]
-        assert screen.query_one("#best", DataTable).row_count == 0
+        assert screen.query_one("#cmp-best", DataTable).row_count == 0
 
 
 async def test_same_settings_say_so(tmp_path: Path) -> None:
@@ -219,8 +220,8 @@ async def test_same_settings_say_so(tmp_path: Path) -> None:
     app = CompareApp(runs)
     async with app.run_test(size=SMALL) as pilot:
         screen = await loaded(pilot)
-        assert not screen.query_one("#settings", DataTable).display
-        title = str(screen.query_one("#settings-title", Static).render())
+        assert not screen.query_one("#cmp-settings", DataTable).display
+        title = str(screen.query_one("#cmp-settings-title", Static).render())
         assert "none" in title
 
 
@@ -246,27 +247,32 @@ def test_step_ticks_are_round_and_inside(a: int, b: int) -> None:
 
 
 # ---------------------------------------------------------------------------- snapshots
-async def settle(pilot: Pilot[None]) -> None:
-    await loaded(pilot)
-    await pilot.pause()
+def console_with_compare(settings_file: Path, then: str | None = None) -> tuple[App[Any], Any]:
+    """The console itself (its style sheet and theme) with the compare screen pushed over
+    it, as the Runs screen does; `then`: a key to press once it is drawn."""
+    app = create_app(settings_file)
+    runs = demo_runs(Path("runs"))  # relative: the working folder is a fresh temporary one
+
+    async def open_compare(pilot: Pilot[None]) -> None:
+        await pilot.pause()
+        app.push_screen(CompareScreen(runs))
+        await loaded(pilot)
+        if then is not None:
+            await pilot.press(then)
+        await pilot.pause()
+
+    return app, open_compare
 
 
 @SIZES
 def test_compare_charts_snapshot(snap_compare: Any, settings_file: Path,
                                  size: tuple[int, int]) -> None:
-    # settings_file: a fresh working folder, so the run paths are relative and fixed.
-    app = CompareApp(demo_runs(Path("runs")))
-    assert snap_compare(app, terminal_size=size, run_before=settle)
+    app, run_before = console_with_compare(settings_file)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
 @SIZES
 def test_compare_tables_snapshot(snap_compare: Any, settings_file: Path,
                                  size: tuple[int, int]) -> None:
-    app = CompareApp(demo_runs(Path("runs")))
-
-    async def tables(pilot: Pilot[None]) -> None:
-        await settle(pilot)
-        await pilot.press("4")
-        await pilot.pause()
-
-    assert snap_compare(app, terminal_size=size, run_before=tables)
+    app, run_before = console_with_compare(settings_file, then="4")
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
