@@ -100,8 +100,12 @@ def _number(value: Any) -> float | None:
 
 def evaluations(events: Iterable[ev.Event]) -> list[ev.Evaluated]:
     """The run's evaluations, one per generation (the latest wins), by generation."""
+    return _evaluations(current_events(events))
+
+
+def _evaluations(history: Iterable[ev.Event]) -> list[ev.Evaluated]:
     by_generation: dict[int, ev.Evaluated] = {}
-    for event in current_events(events):
+    for event in history:
         if isinstance(event, ev.Evaluated):
             by_generation[event.generation] = event
     return [by_generation[g] for g in sorted(by_generation)]
@@ -110,9 +114,13 @@ def evaluations(events: Iterable[ev.Event]) -> list[ev.Evaluated]:
 def generation_series(name: str, events: Iterable[ev.Event], metric: str) -> Series:
     """`metric` (a key of `Evaluated.metrics`) per generation; generations without a
     finite value are left out."""
+    return _generation_series(name, evaluations(events), metric)
+
+
+def _generation_series(name: str, scored: Iterable[ev.Evaluated], metric: str) -> Series:
     xs: list[float] = []
     ys: list[float] = []
-    for evaluation in evaluations(events):
+    for evaluation in scored:
         value = _number(evaluation.metrics.get(metric))
         if value is not None:
             xs.append(float(evaluation.generation))
@@ -139,22 +147,30 @@ def thin(xs: Sequence[float], ys: Sequence[float],
 
 def loss_series(name: str, events: Iterable[ev.Event], limit: int = LOSS_POINTS) -> Series:
     """Training loss against the global step (every progress record, both phases)."""
+    return _loss_series(name, current_events(events), limit)
+
+
+def _loss_series(name: str, history: Iterable[ev.Event], limit: int) -> Series:
     xs: list[float] = []
     ys: list[float] = []
-    for event in current_events(events):
+    for event in history:
         if isinstance(event, ev.StepLogged) and (loss := _number(event.loss)) is not None:
             xs.append(float(event.global_step))
             ys.append(loss)
     return Series(name, *thin(xs, ys, limit))
 
 
-def best_metrics(name: str, events: Sequence[ev.Event]) -> BestMetrics:
+def best_metrics(name: str, events: Iterable[ev.Event]) -> BestMetrics:
     """The run's best generation by ReaL F1 (the earliest on a tie), its other metrics
     there, and how far the run has come."""
     history = current_events(events)
+    return _best_metrics(name, history, _evaluations(history))
+
+
+def _best_metrics(name: str, history: Sequence[ev.Event],
+                  scored: Sequence[ev.Evaluated]) -> BestMetrics:
     best: ev.Evaluated | None = None
     best_f1 = -math.inf
-    scored = evaluations(history)
     for evaluation in scored:
         f1 = _number(evaluation.metrics.get("real_f1"))
         if f1 is not None and f1 > best_f1:
@@ -213,15 +229,16 @@ def unique_names(names: Sequence[str]) -> list[str]:
 def compare(runs: Sequence[RunData], loss_points: int = LOSS_POINTS) -> Comparison:
     """Every series and table of the compare screen for `runs`."""
     names = unique_names([run.name for run in runs])
-    return Comparison(
-        names=names,
-        f1=[generation_series(n, r.events, "real_f1") for n, r in zip(names, runs, strict=True)],
-        coverage=[generation_series(n, r.events, "coverage")
-                  for n, r in zip(names, runs, strict=True)],
-        loss=[loss_series(n, r.events, loss_points) for n, r in zip(names, runs, strict=True)],
-        best=[best_metrics(n, r.events) for n, r in zip(names, runs, strict=True)],
-        differing=differing_settings([run.settings for run in runs]),
-    )
+    result = Comparison(names, [], [], [], [], differing_settings([r.settings for r in runs]))
+    for name, run in zip(names, runs, strict=True):
+        # One rewind and one pass over the evaluations a run: histories can be long.
+        history = current_events(run.events)
+        scored = _evaluations(history)
+        result.f1.append(_generation_series(name, scored, "real_f1"))
+        result.coverage.append(_generation_series(name, scored, "coverage"))
+        result.loss.append(_loss_series(name, history, loss_points))
+        result.best.append(_best_metrics(name, history, scored))
+    return result
 
 
 def load_run(run_dir: Path) -> RunData:
