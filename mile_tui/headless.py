@@ -202,11 +202,21 @@ class StopSignals:
         self.stream.flush()
 
     def exit_code(self, status: str) -> int:
-        """The process exit code for a run that ended with `status`."""
+        """The process exit code for a run that ended with `status`.
+
+        A run stopped by a signal or by a request from its folder (`mile-tui runs stop`)
+        exits 130 (143 for SIGTERM), except a torchrun worker stopped by a request: it
+        exits 0, because torchrun takes any other code for a failure, reports the job
+        failed and, with --max-restarts, would start it again and undo the stop. Its
+        status, "stopped", is in metrics.jsonl either way.
+        """
         if status == "failed":
             return EXIT_FAILED
         if self.received == signal.SIGTERM:
             return EXIT_TERMINATED
-        if self.received == signal.SIGINT or status == "stopped":
+        if self.received == signal.SIGINT:
             return EXIT_INTERRUPTED
+        if status == "stopped":
+            under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+            return EXIT_OK if under_torchrun else EXIT_INTERRUPTED
         return EXIT_OK
