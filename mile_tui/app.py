@@ -1,13 +1,19 @@
-"""The training console: a Textual app with a settings screen and a run screen.
+"""The training console: a Textual app with a Runs screen, a settings screen and a run
+screen.
 
-The trainer runs in a thread worker. Its events reach the UI only through
-`post_message`: the sink appends each event to a buffer and posts one wake-up message
-per batch, and the app drains the buffer at most twice a second, so the redraw rate
-does not follow the step rate and the trainer never waits for the UI.
+The run screen renders a stream of events from one of two sources (DESIGN.md, "Runs as
+event streams"). The console's own trainer runs in a thread worker; its events reach
+the UI only through `post_message`: the sink appends each event to a buffer and posts
+one wake-up message per batch, and the app drains the buffer at most twice a second, so
+the redraw rate does not follow the step rate and the trainer never waits for the UI.
+A run opened from the Runs screen is replayed from its `metrics.jsonl` (read and folded
+in a thread worker), and a run that another process trains is then followed: a timer
+reads the bytes appended since, and the same code folds them in. Such a run is steered
+through request files in its folder (`mile_engine.steering`).
 
-One module a little past 450 lines: the app's run lifecycle (start, drain, pause, stop,
-resume, quit) shares the worker, the buffer and the control; the screens and widgets
-live in `screens/` and `widgets/`.
+One module past 450 lines: the app's run lifecycle (start, drain, follow, pause, stop,
+resume, quit) shares the worker, the buffer, the control and the followed folder; the
+screens and widgets live in `screens/` and `widgets/`.
 """
 
 from __future__ import annotations
@@ -17,18 +23,23 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from mile_engine import events as ev
 from mile_engine.config import FIELDS, Settings, SettingsError
 from mile_engine.control import Control
+from mile_engine.run_catalog import RunSummary, is_run_folder, list_runs, summarize_run
+from mile_engine.run_history import MetricsFollower
+from mile_engine.run_lock import run_is_active
 from mile_tui.headless import resume_command
 from mile_tui.preferences import (
     Preferences,
@@ -40,8 +51,10 @@ from mile_tui.preferences import (
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.help import HELP_BINDING, open_help
 from mile_tui.screens.run import RunScreen
+from mile_tui.screens.runs import RunsScreen
 from mile_tui.screens.settings import SettingsScreen
 from mile_tui.screens.settings_form import SettingsForm
+from mile_tui.widgets import run_view as rv
 from mile_tui.widgets.run_view import RunView
 
 # Seconds between two redraws of the run screen, at least: training panels need no
@@ -49,7 +62,23 @@ from mile_tui.widgets.run_view import RunView
 # benchmarks/tui_overhead.py measures what the console costs (docs/speed.md).
 DRAIN_INTERVAL = 0.5
 DEFAULT_SETTINGS = Path("mile.toml")
-# How a stopped run goes on from a shell (the console resumes from its run screen).
+# Seconds between two looks at a followed run's lock when no record came: a run killed
+# without its end record is noticed by its lock going free.
+LOCK_CHECK_INTERVAL = 2.0
+Request = Literal["pause", "resume", "stop", "save"]
+
+
+@dataclass
+class Followed:
+    """A run folder whose `metrics.jsonl` the run screen follows as another process
+    trains it."""
+
+    run_dir: Path
+    follower: MetricsFollower
+    timer: Timer
+    last_lock_check: float
+
+
 class EventsReady(Message):
     """Posted by the trainer thread when its buffer goes from empty to non-empty."""
 
@@ -98,15 +127,22 @@ class MileApp(App[None]):
         Binding("f3", "show_run", "Run", show=False),
         Binding("f4", "browse_checkpoints", "Saves", show=False,
                 tooltip="browse, verify, prune and export the checkpoints"),
+        Binding("f6", "show_runs", "Runs", show=False,
+                tooltip="every run: open, watch, resume, compare"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
     def __init__(self, config_path: Path, overrides: Sequence[str] = (),
                  autostart: bool = False, preferences: Path | None = None,
-                 notice: str | None = None) -> None:
+                 notice: str | None = None, runs: Sequence[Path] = (),
+                 watch: Path | None = None) -> None:
         """Edit `config_path`; `preferences` is the file that remembers the theme and
-        the settings file between launches (None: remember nothing, as in tests)."""
+        the settings file between launches (None: remember nothing, as in tests).
+        `runs`: folders of runs listed besides `checkpoint_path`'s; `watch`: a run
+        folder to open at once."""
         super().__init__()
+        self.extra_roots = [Path(r) for r in runs]
+        self.watch_dir = Path(watch) if watch is not None else None
         self.form = SettingsForm(config_path, overrides)
         self.preferences_file = preferences
         self.prefs = Preferences()
@@ -118,6 +154,10 @@ class MileApp(App[None]):
         # The screen calls back after a save: it never needs to know the app's class.
         self.settings_screen = SettingsScreen(self.form, self.remember_settings_file)
         self.run_screen = RunScreen()
+        self.runs_screen = RunsScreen(self.run_roots, self.open_run, self.resume_run)
+        self.followed: Followed | None = None
+        """The run folder the run screen follows, when another process trains it."""
+        self._history_token = 0  # the newest history read asked for; older ones are dropped
         self.drains = 0
         self._last_drain = 0.0
         self._drain_scheduled = False
@@ -135,9 +175,13 @@ class MileApp(App[None]):
             self.notify(self._startup_notice, title="Settings")
         self.install_screen(self.settings_screen, "settings")
         self.install_screen(self.run_screen, "run")
-        self.push_screen("settings")
+        self.install_screen(self.runs_screen, "runs")
+        # The Runs screen is home once there are runs; a first launch opens the settings.
+        self.push_screen("runs" if self.watch_dir is not None or self._any_runs() else "settings")
         if self.autostart:
             self.action_start_run()
+        elif self.watch_dir is not None:
+            self.open_run(summarize_run(self.watch_dir))
         elif self.form.missing:
             self.push_screen(
                 ConfirmScreen(f"{self.form.path} does not exist. Create it with the default "
@@ -174,6 +218,28 @@ class MileApp(App[None]):
         if self.screen is not self.run_screen:
             self.switch_screen("run")
 
+    def action_show_runs(self) -> None:
+        """Show the Runs screen: every run, to open, watch, resume or compare."""
+        if self.screen is not self.runs_screen:
+            self.switch_screen("runs")
+
+    def run_roots(self) -> list[Path]:
+        """The folders whose runs the Runs screen lists: `checkpoint_path` (as on the
+        settings screen now) and the `--runs` folders."""
+        roots = [Path(str(self.form.values.get("checkpoint_path") or "runs"))]
+        return roots + [r for r in self.extra_roots if r not in roots]
+
+    def _any_runs(self) -> bool:
+        """Whether any run folder is there to list (a quick look, no summaries)."""
+        for root in self.run_roots():
+            try:
+                if is_run_folder(root) or any(
+                        is_run_folder(p) for p in root.iterdir() if p.is_dir()):
+                    return True
+            except OSError:
+                continue
+        return False
+
     def action_inspect_run(self) -> None:
         """Open the sample inspector on the live run's networks (i on the run screen)."""
         if self.trainer is None:
@@ -190,9 +256,11 @@ class MileApp(App[None]):
 
         values = self.form.values
         run_dir = self.run_screen.view.run_dir or None
+        if self.screen is self.runs_screen and self.runs_screen.highlighted is not None:
+            run_dir = str(self.runs_screen.highlighted)
         self.push_screen(CheckpointBrowser(
             Path(values["checkpoint_path"]), Path(run_dir) if run_dir else None,
-            keep_last=values["max_checkpoint_num"],
+            keep_last=values["max_checkpoint_num"], on_resume=self._resume_from_browser,
         ))
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
@@ -221,6 +289,8 @@ class MileApp(App[None]):
         yield SystemCommand("Show settings", "The settings screen (F2)",
                             self.action_show_settings)
         yield SystemCommand("Show run", "The run screen (F3)", self.action_show_run)
+        yield SystemCommand("Show runs", "Every run: open, watch, resume, compare (F6)",
+                            self.action_show_runs)
 
     # ------------------------------------------------------------------ run state
     @property
@@ -233,7 +303,7 @@ class MileApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Grey out run controls that do nothing in the current state."""
         if action in ("toggle_pause", "stop_run", "save_now"):
-            return True if self.running else None
+            return True if self.running or self.followed is not None else None
         if action in ("start_run", "resume_selected"):
             return None if self.running else True
         return True
@@ -244,16 +314,81 @@ class MileApp(App[None]):
         self._start(resume=None)
 
     def action_resume_latest(self) -> None:
-        """Continue the newest run under `checkpoint_path` from its newest good save."""
-        self._start(resume="latest")
+        """Continue the newest run under `checkpoint_path` from its newest good save
+        (refused, in one line, when another process trains it)."""
+        if self.running:
+            self.notify("A run is already in progress.", severity="warning")
+            return
+        runs = list_runs(self.run_roots()[:1])
+        if not runs:
+            self.notify(f"No run under {self.run_roots()[0]} to resume.", severity="warning")
+            return
+        self.resume_run(runs[0])
 
     def action_resume_selected(self) -> None:
-        """Continue a run from the save highlighted in the checkpoint panel."""
-        path = self.run_screen.selected_checkpoint if self.run_screen.is_mounted else None
-        if path is None and not self.running:
-            self.notify("Select a save in the checkpoint panel first.", severity="warning")
+        """Continue a run from the save highlighted in the checkpoint panel; on the Runs
+        screen, the highlighted run from its newest good save."""
+        if self.screen is self.runs_screen and self.runs_screen.selected is not None:
+            self.resume_run(self.runs_screen.selected)
             return
-        self._start(resume=path)
+        path = self.run_screen.selected_checkpoint if self.run_screen.is_mounted else None
+        if path is None:
+            run_dir = self.run_screen.view.run_dir
+            if not self.running and run_dir and Path(run_dir).is_dir():
+                self.resume_run(summarize_run(Path(run_dir)))
+                return
+            self.notify("Open a run first (F6, the Runs screen), or select a save in the "
+                        "checkpoint panel.", severity="warning")
+            return
+        self.resume_run(summarize_run(Path(path).parent), Path(path))
+
+    def resume_problem(self, run: RunSummary) -> str | None:
+        """Why `run` cannot be resumed from this console now (one line), or None."""
+        if self.running:
+            return "A run is already in progress in this console: stop it first."
+        if run.status == "running":
+            return (f"{run.name} is training elsewhere ({run.holder or 'unknown holder'}): "
+                    "open it to watch or steer it; resume it once it has stopped.")
+        return None
+
+    def resume_run(self, run: RunSummary, checkpoint: Path | None = None) -> None:
+        """Continue `run` in its own folder, from `checkpoint` or else its newest save
+        that verifies, its whole history on screen first; a busy run is refused in one
+        line that names who holds it."""
+        try:
+            run = summarize_run(run.path)  # its status now, not when it was listed
+        except (OSError, ValueError) as exc:
+            self.notify(str(exc), title="Cannot resume", severity="error")
+            return
+        problem = self.resume_problem(run)
+        if problem:
+            self.notify(problem, title="Cannot resume", severity="error", timeout=8)
+            return
+        try:
+            settings = self.form.settings()
+        except SettingsError:
+            # A resumed run uses its own saved settings; the form's only matter for
+            # checkpoint_path, and a path given in full needs none.
+            settings = Settings(checkpoint_path=str(run.path.parent))
+        target = checkpoint if checkpoint is not None else run.path
+        self._launch(settings, resume=str(target), history=run.path)
+
+    def _resume_from_browser(self, run_dir: Path, checkpoint: Path | None) -> str | None:
+        """The checkpoint browser's resume key: a refusal to show there, or None once
+        the run is going (the browser is closed first)."""
+        try:
+            run = summarize_run(run_dir)
+        except (OSError, ValueError) as exc:
+            return str(exc)
+        problem = self.resume_problem(run)
+        if problem:
+            return problem
+        from mile_tui.checkpoint_browser import CheckpointBrowser
+
+        if isinstance(self.screen, CheckpointBrowser):
+            self.pop_screen()
+        self.resume_run(run, checkpoint)
+        return None
 
     def _start(self, resume: str | None) -> None:
         """Launch a new run (`resume` None) or continue one, unless a run is going."""
@@ -276,20 +411,157 @@ class MileApp(App[None]):
         if bad in FIELDS:
             self.call_after_refresh(self.settings_screen.focus_setting, bad)
 
-    def _launch(self, settings: Settings, resume: str | None) -> None:
+    def _launch(self, settings: Settings, resume: str | None,
+                history: Path | None = None) -> None:
+        """Start the trainer thread; with `history` (the resumed run's folder) its
+        earlier events are read and shown first, before the trainer adds to them."""
+        self._stop_following()
+        self._history_token += 1  # a history still being read belongs to another run
         self.control = Control()
         self.buffer.drain()  # nothing of a previous run leaks into this one
-        self.run_screen.view.reset()
-        if self.form.dirty:
+        self.trainer = None
+        # Every panel is cleared at once: nothing of the previous run stays on screen.
+        self.run_screen.view.reset(status="starting")
+        self.run_screen.source = ""
+        if self.form.dirty and resume is None:
             self.run_screen.view.note("warning", "the run uses unsaved settings")
+        self.run_screen.redraw(rv.ALL_PANELS)
         self.action_show_run()
-        self.run_screen.set_status("starting")
+        before = None if history is None else (lambda: self._replay_before_resume(history))
         self.worker = self.run_worker(
             lambda: train_in_thread(settings, self.control or Control(), self.buffer.put,
-                                    resume, started=lambda t: setattr(self, "trainer", t)),
+                                    resume, started=lambda t: setattr(self, "trainer", t),
+                                    before=before),
             name="trainer", group="trainer", thread=True, exit_on_error=False,
         )
         self.refresh_bindings()
+
+    def _replay_before_resume(self, run_dir: Path) -> None:
+        """In the trainer thread, before the run is opened: fold the run's history and
+        show it, so the resumed run's panels hold every earlier evaluation and loss."""
+        try:
+            folded = fold_history(run_dir)
+        except Exception as exc:  # the run can go on without its history on screen
+            self.call_from_thread(self.run_screen.note, "warning",
+                                  f"cannot read the history of {run_dir}: {exc}")
+            return
+        folded.status = "starting"
+        self.call_from_thread(self._show_folded, folded)
+
+    def _show_folded(self, folded: RunView) -> None:
+        """Put a folded history on the run screen, in place of what was there."""
+        self.run_screen.view.take_over(folded)
+        self.run_screen.redraw(rv.ALL_PANELS)
+
+    # ------------------------------------------------------------------ open / follow
+    def open_run(self, run: RunSummary) -> None:
+        """Show `run` on the run screen: its whole history, then, while another process
+        trains it, what it adds (the console's own run is simply shown)."""
+        if self.running:
+            if run.holder is not None and run.holder.is_this_process():
+                self.action_show_run()
+                return
+            self.notify("A run is training in this console: its run screen (F3) shows it. "
+                        "Watch other runs with `mile-tui watch RUN` in another terminal.",
+                        severity="warning", timeout=8)
+            return
+        if (self.followed is not None and self.followed.run_dir == run.path):
+            self.action_show_run()
+            return
+        self._stop_following()
+        self._history_token += 1
+        token = self._history_token
+        view = self.run_screen.view
+        view.reset(status="reading")
+        view.run_dir = str(run.path)
+        self.run_screen.source = ""
+        self.run_screen.redraw(rv.ALL_PANELS)
+        self.action_show_run()
+        follower = MetricsFollower(run.path)
+        self.run_worker(lambda: self._read_history(run, follower, token), thread=True,
+                        group="history", exit_on_error=False)
+
+    def _read_history(self, run: RunSummary, follower: MetricsFollower, token: int) -> None:
+        """In a worker thread: every record so far, folded into a fresh view."""
+        try:
+            folded = fold_history(run.path, follower)
+        except Exception as exc:  # a damaged folder is a line on screen, not a crash
+            self.call_from_thread(self._history_failed, run, token, exc)
+            return
+        self.call_from_thread(self._history_read, run, follower, folded, token)
+
+    def _history_failed(self, run: RunSummary, token: int, exc: Exception) -> None:
+        if token != self._history_token:
+            return
+        self.run_screen.view.status = run.status
+        self.run_screen.note("error", f"cannot read the history of {run.path}: {exc}")
+
+    def _history_read(self, run: RunSummary, follower: MetricsFollower, folded: RunView,
+                      token: int) -> None:
+        if token != self._history_token or self.running:
+            return  # another run was opened or started meanwhile
+        live = run.status == "running" and not follower.ended
+        if not live:
+            # The folder knows best how it ended (a killed run wrote no end record).
+            folded.status = run.status
+        self.run_screen.view.take_over(folded)
+        self.run_screen.view.run_dir = str(run.path)
+        if live:
+            self.run_screen.source = f"watching {run.holder}" if run.holder else "watching"
+            self.followed = Followed(run.path, follower,
+                                     self.set_interval(DRAIN_INTERVAL, self._poll_followed),
+                                     time.monotonic())
+        self.run_screen.redraw(rv.ALL_PANELS)
+        self.refresh_bindings()
+
+    def _poll_followed(self) -> None:
+        """Fold in what the followed run wrote since the last look; notice its end."""
+        followed = self.followed
+        if followed is None:
+            return
+        events = followed.follower.read_new()
+        if events:
+            self._apply_live(events)
+            if followed.follower.ended:
+                self._stop_following()
+            return
+        now = time.monotonic()
+        if now - followed.last_lock_check < LOCK_CHECK_INTERVAL:
+            return
+        followed.last_lock_check = now
+        if not run_is_active(followed.run_dir):
+            # Its lock is free: the run ended; its last records may have come just now.
+            self._apply_live(followed.follower.read_new())
+            if not followed.follower.ended:
+                self.run_screen.set_status("interrupted")
+                self.run_screen.note("error", "the run's process is gone without an end "
+                                     "record (killed?): resume it from its newest save (r)")
+            self._stop_following()
+
+    def _stop_following(self) -> None:
+        if self.followed is not None:
+            self.followed.timer.stop()
+            self.followed = None
+            self.run_screen.source = ""
+            self.refresh_bindings()
+
+    def _steer(self, request: Request) -> bool:
+        """Send `request` to the followed run; False when no run is followed."""
+        followed = self.followed
+        if followed is None:
+            return False
+        from mile_engine.steering import SteeringError, send_request
+
+        try:
+            send_request(followed.run_dir, request)
+        except (SteeringError, OSError) as exc:
+            self.notify(str(exc), title="Cannot steer", severity="error", timeout=8)
+            return True
+        self.run_screen.note("info", f"{request} requested; the trainer answers between steps")
+        status = {"pause": "pausing", "stop": "stopping"}.get(request)
+        if status:
+            self.run_screen.set_status(status)
+        return True
 
     def _no_run(self, what: str) -> bool:
         """Say so when a run control is used with no run (from the palette)."""
@@ -301,6 +573,8 @@ class MileApp(App[None]):
 
     def action_toggle_pause(self) -> None:
         """Pause between two steps, or let a paused run go on."""
+        if self._steer("resume" if self.run_screen.view.status == "paused" else "pause"):
+            return
         if self._no_run("pause") or self.control is None:
             return
         if self.control.paused:
@@ -311,6 +585,8 @@ class MileApp(App[None]):
 
     def action_stop_run(self) -> None:
         """Stop the run cleanly before its next step (a paused run is woken first)."""
+        if self._steer("stop"):
+            return
         if self._no_run("stop") or self.control is None:
             return
         self.control.stop()
@@ -318,6 +594,8 @@ class MileApp(App[None]):
 
     def action_save_now(self) -> None:
         """Ask for a checkpoint before the next step."""
+        if self._steer("save"):
+            return
         if self._no_run("save") or self.control is None:
             return
         self.control.save_now()
@@ -368,6 +646,10 @@ class MileApp(App[None]):
         if not events:
             return
         self.drains += 1
+        self._apply_live(events)
+
+    def _apply_live(self, events: list[ev.Event]) -> None:
+        """Show events as they happen, whichever source they come from."""
         self.run_screen.apply_events(events)
         for event in events:
             if isinstance(event, ev.RunStarted) and event.resumed_from:
@@ -411,21 +693,46 @@ class MileApp(App[None]):
                 self.exit()
 
 
+def fold_history(run_dir: Path, follower: MetricsFollower | None = None) -> RunView:
+    """A run's history so far as the run screen shows it: every record of its
+    `metrics.jsonl` folded, in order, by the code that folds live events, and its saves
+    as its manifest lists them. `follower` (if given) then reads on from where this
+    stopped. Slow on a long run: call it in a thread."""
+    follower = follower or MetricsFollower(run_dir)
+    view = RunView()
+    # The follower gives each RunStarted the settings.toml it left out of the file.
+    view.apply_all(follower.read_new())
+    view.run_dir = str(run_dir)
+    try:
+        view.load_saves(run_dir)  # what is on disk now: retention removed older saves
+    except Exception as exc:  # a damaged manifest leaves the saves the records named
+        view.note("warning", f"cannot list the saves of {run_dir}: {exc}")
+    return view
+
+
 def train_in_thread(settings: Settings, control: Control, sink: ev.Sink,
                     resume: str | None = None,
-                    started: Callable[[Any], None] | None = None) -> None:
+                    started: Callable[[Any], None] | None = None,
+                    before: Callable[[], None] | None = None) -> None:
     """Build a run and train it, reporting everything (errors too) as events to `sink`.
 
     Runs in the worker thread: building the model and the data can take a while and
-    must not freeze the screen.
+    must not freeze the screen. `before` runs first, in this thread (a resumed run's
+    history is read there, before the trainer appends to it). A settings or checkpoint
+    problem (a busy run, a missing or damaged save) is one line, without a traceback.
     """
+    from mile_engine.checkpoint_files import CheckpointError
+
+    if before is not None:
+        before()
     try:
         from mile_engine.session import open_run
 
         trainer = open_run(settings, [sink], control, resume=resume)
     except Exception as exc:  # reported in the UI; the app stays usable
-        error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, SettingsError) else str(exc)
-        if not isinstance(exc, SettingsError):
+        plain = isinstance(exc, (SettingsError, CheckpointError))
+        error = str(exc) if plain else f"{type(exc).__name__}: {exc}"
+        if not plain:
             sink(ev.Message("error", traceback.format_exc()))
         sink(ev.RunEnded("failed", 0, 0.0, None, error))
         return
@@ -447,10 +754,11 @@ def resume_hint(view: RunView) -> str:
 
 def create_app(config_path: Path, overrides: Sequence[str] = (),
                autostart: bool = False, preferences: Path | None = None,
-               notice: str | None = None) -> MileApp:
+               notice: str | None = None, runs: Sequence[Path] = (),
+               watch: Path | None = None) -> MileApp:
     """Build the console app: one factory for the command line and the tests."""
     return MileApp(Path(config_path), list(overrides), autostart=autostart,
-                   preferences=preferences, notice=notice)
+                   preferences=preferences, notice=notice, runs=runs, watch=watch)
 
 
 def choose_settings_file(config_path: Path | None, prefs: Preferences,
@@ -469,20 +777,24 @@ def choose_settings_file(config_path: Path | None, prefs: Preferences,
     return last, f"no {DEFAULT_SETTINGS} here: opened {last}, the file of your last session"
 
 
-def run_app(config_path: Path | None, overrides: list[str], autostart: bool) -> None:
+def run_app(config_path: Path | None, overrides: list[str], autostart: bool,
+            runs: Sequence[Path] = (), watch: Path | None = None) -> None:
     """Open the console on `config_path` (None: ./mile.toml or the last session's file;
-    a missing file starts from the defaults), remembering preferences between launches."""
+    a missing file starts from the defaults), remembering preferences between launches.
+    `runs`: more folders of runs to list; `watch`: a run folder to open at once."""
     prefs_file = preferences_path()
     prefs, _ = load_preferences(prefs_file)  # a bad file is reported once the app is up
     path, notice = choose_settings_file(config_path, prefs, autostart)
     try:
-        app = create_app(path, overrides, autostart, preferences=prefs_file, notice=notice)
+        app = create_app(path, overrides, autostart, preferences=prefs_file, notice=notice,
+                         runs=runs, watch=watch)
     except SettingsError:
         if path == DEFAULT_SETTINGS:
             raise
         # The remembered file went bad since: fall back to the usual one.
         app = create_app(DEFAULT_SETTINGS, overrides, autostart, preferences=prefs_file,
-                         notice=f"ignored the last session's settings file {path}: invalid")
+                         notice=f"ignored the last session's settings file {path}: invalid",
+                         runs=runs, watch=watch)
     app.run()
     if app.exit_note:
         # Plain print, after the screen is gone: the command stays one line to copy.

@@ -165,17 +165,26 @@ class CheckpointBrowser(Screen[None]):
         Binding("e", "export", "Export", tooltip="write the selected save's model weights"),
         Binding("i", "inspect", "Inspect",
                 tooltip="validation images with the selected save's predictions"),
+        Binding("r", "resume", "Resume",
+                tooltip="continue the run from the highlighted save (in the console)"),
         Binding("d", "delete", "Delete", show=False,
                 tooltip="delete the selected save (asks first; never the newest or best)"),
-        Binding("r", "reload", "Refresh", show=False, tooltip="read the runs from disk again"),
+        Binding("ctrl+r", "reload", "Refresh", show=False,
+                tooltip="read the runs from disk again"),
         Binding("escape,q", "close", "Close"),
     ]
 
     def __init__(
-        self, root: Path, run_dir: Path | None = None, keep_last: int = 3, keep_best: int = 1
+        self, root: Path, run_dir: Path | None = None, keep_last: int = 3, keep_best: int = 1,
+        on_resume: Callable[[Path, Path | None], str | None] | None = None,
     ) -> None:
-        """Browse the runs under `root`, starting on `run_dir` (default: the newest)."""
+        """Browse the runs under `root`, starting on `run_dir` (default: the newest).
+
+        `on_resume(run_dir, checkpoint)` continues a run (the console passes it; the
+        `mile-tui checkpoints` app has none, and no resume key): it returns why it
+        cannot, in one line, or None once the run is going."""
         super().__init__()
+        self.on_resume = on_resume
         self.root = Path(root)
         self.start_run = Path(run_dir) if run_dir is not None else None
         self.keep_last = keep_last
@@ -372,6 +381,24 @@ class CheckpointBrowser(Screen[None]):
         return -1
 
     # ------------------------------------------------------------------ actions
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The resume key exists only where a run can be started (in the console)."""
+        if action == "resume":
+            return self.on_resume is not None
+        return True
+
+    def action_resume(self) -> None:
+        """Continue the selected run from the highlighted save."""
+        run, record = self.run, self.selected()
+        if self.on_resume is None or run is None:
+            return
+        if record is None:
+            self.set_status(f"{run.name} has no save to resume from")
+            return
+        problem = self.on_resume(run.path, run.path / record.file)
+        if problem:
+            self.set_status(problem)
+
     def action_reload(self) -> None:
         """Re-read the runs from disk."""
         self.reload()

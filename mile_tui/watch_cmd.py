@@ -30,7 +30,7 @@ def run_roots(checkpoint_path: str, runs: list[Path] | None) -> list[Path]:
 def watch(
     run_dir: Annotated[
         Path | None,
-        typer.Argument(metavar="[RUN_DIR]", show_default=False,
+        typer.Argument(metavar="RUN_DIR", show_default=False,
                        help="The run folder to open (default: the newest live run)."),
     ] = None,
     config: ConfigOption = None,

@@ -1,4 +1,9 @@
-"""The run screen: live panels for the phase, loss, pseudo-labels, metrics, saves and log."""
+"""The run screen: live panels for the phase, loss, pseudo-labels, metrics, saves, log and
+the training process's load.
+
+It has one input, events, whatever their source: the console's own trainer thread, or a
+run folder's `metrics.jsonl` replayed and followed from disk (a headless or torchrun run).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from mile_tui.widgets.log import LogPanel
 from mile_tui.widgets.loss_chart import LossChart
 from mile_tui.widgets.phase import PhasePanel
 from mile_tui.widgets.pseudo import PseudoPanel
+from mile_tui.widgets.system import SystemPanel
 
 
 class Panel(Protocol):
@@ -48,11 +54,16 @@ class RunScreen(Screen[None]):
         Binding("f2", "app.show_settings", "Settings", tooltip="the settings screen"),
         Binding("f4", "app.browse_checkpoints", "Saves",
                 tooltip="browse, verify, prune and export the checkpoints"),
+        # Not in the footer (it would push F1 out of 80 columns): F1 and the palette list it.
+        Binding("f6", "app.show_runs", "Runs", show=False,
+                tooltip="every run: open, watch, resume, compare"),
     ]
 
     def __init__(self) -> None:
         super().__init__(id="run")
         self.view = rv.RunView()
+        self.source = ""
+        """Where the events come from when not from this console ("watching host pid 7")."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -60,6 +71,8 @@ class RunScreen(Screen[None]):
             yield PhasePanel(id="phase")
             yield LossChart(id="loss")
             yield PseudoPanel(id="pseudo")
+            # Shown from the run's first load record on: old runs and tests have none.
+            yield SystemPanel(id="system")
         with Vertical(id="run-right"):
             yield EvalTable(id="eval")
             yield CheckpointPanel(id="checkpoints")
@@ -95,11 +108,20 @@ class RunScreen(Screen[None]):
         if not self.is_mounted:
             return
         for panel in panels:
+            if panel == rv.SYSTEM:
+                self._show_system()
+                continue
             widget: Panel = self.query_one(f"#{panel}")  # type: ignore[assignment]
             widget.show(self.view)
-        self.sub_title = f"run · {self.view.status}" + (
-            f" · {self.view.run_dir}" if self.view.run_dir else ""
-        )
+        self.sub_title = " · ".join(part for part in (
+            "run", self.view.status, self.source, self.view.run_dir) if part)
+
+    def _show_system(self) -> None:
+        panel = self.query_one(SystemPanel)
+        stats = self.view.system
+        panel.display = stats is not None
+        if stats is not None:
+            panel.show(stats)
 
     @property
     def selected_checkpoint(self) -> str | None:

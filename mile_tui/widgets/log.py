@@ -19,12 +19,17 @@ class LogPanel(RichLog):
         super().__init__(id=id, wrap=True, markup=False, highlight=False, max_lines=2000,
                          min_width=20)
         self.timestamps = True
+        self._run_number = 0
 
     def on_mount(self) -> None:
         self.border_title = "Log"
 
     def show(self, view: RunView) -> None:
-        """Write the lines the run added since the last redraw."""
+        """Write the lines the run added since the last redraw (a new run's first
+        redraw clears the previous run's lines)."""
+        if view.run_number != self._run_number:
+            self._run_number = view.run_number
+            self.clear()
         lines, view.log[:] = list(view.log), []
         for level, text in lines:
             stamp = time.strftime("%H:%M:%S ") if self.timestamps else ""

@@ -17,6 +17,7 @@ STATUS_STYLE = {
     "finished": "bold $success",
     "stopped": "bold $warning",
     "failed": "bold $error",
+    "interrupted": "bold $error",
 }
 
 
@@ -46,6 +47,8 @@ class PhasePanel(Vertical):
                 head.append("  ")
                 head.append(view.phase, style="bold")
                 head.append(f" {view.step}/{view.steps}")
+        elif view.status == "starting":
+            head.append("Starting the run…", style="bold")
         else:
             head.append("No run yet: s starts one.", style="dim")
         self.query_one("#phase-head", Static).update(head)

@@ -17,10 +17,10 @@ from mile_engine.runs import describe
 # terminal, so the chart always has enough columns.
 HISTORY = 400
 
-PHASE, LOSS, PSEUDO, EVAL, CHECKPOINTS, LOG = (
-    "phase", "loss", "pseudo", "eval", "checkpoints", "log"
+PHASE, LOSS, PSEUDO, EVAL, CHECKPOINTS, LOG, SYSTEM = (
+    "phase", "loss", "pseudo", "eval", "checkpoints", "log", "system"
 )
-ALL_PANELS = frozenset({PHASE, LOSS, PSEUDO, EVAL, CHECKPOINTS, LOG})
+ALL_PANELS = frozenset({PHASE, LOSS, PSEUDO, EVAL, CHECKPOINTS, LOG, SYSTEM})
 
 
 @dataclass
@@ -86,14 +86,28 @@ class RunView:
     """(task, done, total) of the data work before the run starts (a download, a scan)."""
     log: list[tuple[str, str]] = field(default_factory=list)
     """Lines (level, text) not yet written to the log panel; the panel takes them."""
+    system: ev.SystemStats | None = None
+    """The newest load figures of the training process (None before the first)."""
+    run_number: int = 0
+    """Counts the runs this view has shown: a panel that keeps lines of its own (the
+    log) clears them when it changes."""
     _rate_origin: tuple[int, float] | None = None
     _best_pending: bool = False
 
-    def reset(self) -> None:
-        """Forget the previous run (a new one starts)."""
-        fresh = RunView()
+    def reset(self, status: str = "idle") -> None:
+        """Forget the previous run (a new one starts, or another one is opened); the
+        log panel clears its lines too. Notes already queued for the new run stay."""
+        fresh = RunView(status=status, run_number=self.run_number + 1)
         fresh.log = self.log
         self.__dict__.update(fresh.__dict__)
+
+    def take_over(self, other: RunView) -> None:
+        """Show `other` (a run's history folded elsewhere, e.g. in a worker thread) as a
+        new run: its state replaces this one's, its log lines follow the queued ones."""
+        log = self.log + other.log
+        run_number = self.run_number + 1
+        self.__dict__.update(other.__dict__)
+        self.log, self.run_number = log, run_number
 
     def load_saves(self, run_dir: Path) -> set[str]:
         """List the saves already in a run folder (a resumed run's earlier ones)."""
@@ -212,6 +226,15 @@ class RunView:
         self.status = "running"
         self.note("info", describe(e) or "")
         return {PHASE, LOG}
+
+    def _on_Steered(self, e: ev.Steered) -> set[str]:
+        # The trainer's answer to a request from the console or `mile-tui runs`.
+        self.note("info", describe(e) or f"steered: {e.request} at step {e.global_step}")
+        return {LOG}
+
+    def _on_SystemStats(self, e: ev.SystemStats) -> set[str]:
+        self.system = e
+        return {SYSTEM}
 
     def _on_Message(self, e: ev.Message) -> set[str]:
         if e.level == ev.DETAIL:  # tracebacks behind a one-line error: run.log has them
