@@ -176,6 +176,8 @@ class CompareScreen(Screen[None]):
         Binding("3", "tab('loss')", "Loss", tooltip="training loss against the global step"),
         Binding("4", "tab('tables')", "Tables",
                 tooltip="best metrics per run and the settings that differ"),
+        Binding("ctrl+r", "reload", "Reload", show=False,
+                tooltip="read the runs again (a run still training has gone on)"),
     ]
 
     def __init__(self, run_dirs: list[Path]) -> None:
@@ -330,6 +332,10 @@ class CompareScreen(Screen[None]):
             tab = "generations"
         # The panes' ids have a prefix: the app's style sheet styles a `#loss` of its own.
         self.query_one(TabbedContent).active = f"cmp-{tab}"
+
+    def action_reload(self) -> None:
+        """Read every run's folder again."""
+        self.load()
 
     def action_close(self) -> None:
         """Back to the screen beneath (the runs list)."""

@@ -158,6 +158,24 @@ async def test_compare_three_runs(tmp_path: Path) -> None:
         assert not isinstance(app.screen, CompareScreen)
 
 
+async def test_reload_reads_what_a_live_run_added(tmp_path: Path) -> None:
+    runs = demo_runs(tmp_path)
+    app = CompareApp(runs)
+    async with app.run_test(size=SMALL) as pilot:
+        screen = await loaded(pilot)
+        assert screen.comparison is not None and screen.comparison.best[2].best_f1 is None
+        with (runs[2] / METRICS_FILE).open("a", encoding="utf-8") as f:
+            f.write(json.dumps(event_record(evaluated(1, 4, 0.61, 1.3, 0.6))) + "\n")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: screen.comparison is not None
+                       and screen.comparison.best[2].best_f1 == 0.61)
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        rows = cells(screen.query_one("#cmp-best", DataTable))
+        assert rows[2][1] == "★ 0.610" and rows[0][1] == "0.550"
+        assert "no evaluation" not in str(screen.query_one("#cmp-f1-legend", Legend).render())
+
+
 async def test_tabs_at_80_and_120_columns(tmp_path: Path) -> None:
     app = CompareApp(demo_runs(tmp_path))
     async with app.run_test(size=SMALL) as pilot:
