@@ -231,6 +231,8 @@ class FolderSource(FileSource):
     Attributes:
         class_names: the class folders' names, sorted; num_classes is their number.
         survey: what the folders hold (`survey_folders`).
+        sets_from: where the validation label sets come from, in words (for the
+            evaluation panel): the label file, or "single labels" without one.
     """
 
     def __init__(
@@ -267,6 +269,10 @@ class FolderSource(FileSource):
         if fallback_note:
             notes.append(fallback_note)
         self.survey = survey
+        self.sets_from = (
+            f"{shown_path(val_labels_path)} ({survey.label_sets.form})"
+            if val_labels_path is not None and survey.label_sets is not None
+            else "single labels (no val_labels_path)")
         sets = survey.val_sets()
         val_root = str(val_path)
         super().__init__(

@@ -125,6 +125,8 @@ def test_without_a_label_file_the_single_label_is_the_set(tree: Tree) -> None:
     src = source(tree, warn=notes.append)
     assert src.survey.val_sets() == [[0], [0], [1], [2], [2]]
     assert any("val_labels_path is empty" in n and "single label" in n for n in notes)
+    assert src.sets_from == "single labels (no val_labels_path)"
+    assert source(tree, tree.labels).sets_from == f"{tree.labels} (json object)"
     _, real = src.val_targets()
     assert real.int().tolist() == [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]]
 
@@ -286,3 +288,23 @@ def test_check_images_counts_formats_and_lists_the_corrupt_file(tree: Tree) -> N
     assert check.formats == {"PNG RGB": 4, "JPEG RGB": 1, "JPEG CMYK": 1, "JPEG L": 1,
                              "PNG RGBA": 1}
     assert [p for p, _ in check.unreadable] == [str(tree.train / "bee" / "d.jpeg")]
+
+
+@DECODERS
+def test_the_validation_crop_follows_the_specs_resize_side(tmp_path: Path, decode: str) -> None:
+    """A 40x30 JPEG, a 20x20 block in its centre: resized to a short side of 48 and
+    centre-cropped to 24, the crop covers the middle 15x15 source pixels, inside the
+    block. The usual 256/224 resize (27 for 24) would take 27x27 and reach the border."""
+    tree = make_tree(tmp_path / "d")
+    picture = Image.new("RGB", (40, 30), (0, 0, 0))
+    picture.paste((250, 250, 250), (10, 5, 30, 25))
+    for path in tree.val.rglob("*.*"):
+        path.unlink()
+    picture.save(tree.val / "ant" / "block.jpg", format="JPEG", quality=95)
+    spec = _Spec(24, 48, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    images = next(iter(source(tree, spec=spec, decode=decode).val_batches(1))).images
+    assert images.shape == (1, 3, 24, 24)
+    assert float(images.min()) * 255 > 200  # no black border in the crop
+    usual = _Spec(24, 27, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    images = next(iter(source(tree, spec=usual, decode=decode).val_batches(1))).images
+    assert float(images.min()) * 255 < 50  # the border is in
