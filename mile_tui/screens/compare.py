@@ -239,6 +239,8 @@ class CompareScreen(Screen[None]):
 
     def show(self, comparison: Comparison, errors: list[str] | None = None) -> None:
         """Draw `comparison`; `errors`: one line per run that could not be read."""
+        if not self.is_mounted:  # closed while its runs were being read
+            return
         self.comparison = comparison
         self.errors = list(errors or [])
         status = self.query_one("#cmp-status", Static)
