@@ -1,4 +1,5 @@
-"""Image files as DataLoader datasets: what the worker processes do for ImageNet.
+"""Image files as DataLoader datasets: what the worker processes do for ImageNet and
+the user's folders (`file_source.FileSource`).
 
 Two datasets share one rule for undecodable files:
 

@@ -4,7 +4,8 @@ and their original labels from `LOC_val_solution.csv` or `val_labels.txt`.
 - Train: `data_path` holds one sub-folder per WordNet id; the class index is the position
   of the folder name in their sorted list (the order ReaL's class ids assume). Scanning
   1.28 M files takes a while, so the file index is cached as JSON and reused while the
-  class folders' modification times are unchanged.
+  class folders' modification times are unchanged (`scan_class_files`, which the user's
+  folders share, with nested sub-folders and each one's modification time).
 - Validation: `val_path` holds the images flat or in class sub-folders. Each image finds
   its ReaL entry by its file name (`ILSVRC2012_val_00000001.JPEG` is entry 0), never by
   sort order. In a flat folder the original label comes from `LOC_val_solution.csv` or
