@@ -233,7 +233,9 @@ class CompareScreen(Screen[None]):
             try:
                 runs.append(load_run(run_dir))
             except (OSError, ValueError) as exc:
-                errors.append(f"{run_dir.name}: {exc}")
+                # The engine's messages start with the folder's path: name it once.
+                reason = str(exc).removeprefix(f"{run_dir}: ")
+                errors.append(f"{run_dir.name}: {reason}")
         result = compare(runs)
         self.app.call_from_thread(self.show, result, errors)
 

@@ -216,7 +216,7 @@ async def test_unreadable_run_is_named_and_the_rest_compared(tmp_path: Path) -> 
         status = screen.query_one("#cmp-status", Static)
         assert status.display
         text = str(status.render())
-        assert text.startswith("not shown: not-a-run: ") and "\n" not in text
+        assert text.startswith("not shown: not-a-run: not a run folder") and "\n" not in text
         assert "Traceback" not in text
 
 
