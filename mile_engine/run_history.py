@@ -7,11 +7,14 @@ since its last call and keeping a torn last line until its newline arrives.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,8 @@ class _Shape:
     cls: type
     required: frozenset[str]
     names: tuple[str, ...]
-    floats: frozenset[str]  # fields typed plain `float`: JSON null (NaN written) -> NaN
+    floats: tuple[str, ...]  # fields typed plain `float`: JSON null (NaN written) -> NaN
+    plain: bool  # no __post_init__: the fields can be set without calling __init__
 
 
 def _shape(cls: type) -> _Shape:
@@ -44,8 +48,9 @@ def _shape(cls: type) -> _Shape:
         f.name for f in fields
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     )
-    floats = frozenset(f.name for f in fields if hints[f.name] is float)
-    return _Shape(cls, required, tuple(f.name for f in fields), floats)
+    floats = tuple(f.name for f in fields if hints[f.name] is float)
+    plain = not hasattr(cls, "__post_init__")
+    return _Shape(cls, required, tuple(f.name for f in fields), floats, plain)
 
 
 _SHAPES = {name: _shape(cls) for name, cls in EVENT_CLASSES.items()}
@@ -61,19 +66,38 @@ def event_from_record(record: dict[str, Any]) -> ev.Event | None:
     settings when the record has none (metrics.jsonl leaves them out; `load_history` and
     `MetricsFollower` fill them in from settings.toml).
     """
-    shape = _SHAPES.get(str(record.get("event")))
+    shape = _SHAPES.get(record.get("event"))  # type: ignore[arg-type]
     if shape is None:
         return None
-    kwargs = {name: record[name] for name in shape.names if name in record}
-    if shape.cls is ev.RunStarted:
-        kwargs.setdefault("settings", {})
-    if not shape.required <= kwargs.keys():
-        return None
-    for name in shape.floats:
-        if kwargs.get(name, 0.0) is None:
-            kwargs[name] = math.nan
     try:
-        event: ev.Event = shape.cls(**kwargs)
+        values = {name: record[name] for name in shape.names}
+    except KeyError:  # an older record, or RunStarted without its settings
+        values = {name: record[name] for name in shape.names if name in record}
+        if shape.cls is ev.RunStarted:
+            values.setdefault("settings", {})
+        if not shape.required <= values.keys():
+            return None
+        return _build_slow(shape, values)
+    for name in shape.floats:
+        if values[name] is None:
+            values[name] = math.nan
+    if not shape.plain:
+        return _build_slow(shape, values)
+    # Every field is present: fill the frozen dataclass's fields directly. Its __init__
+    # would only assign them one by one through object.__setattr__ (frozen), which is
+    # most of the cost of replaying a long run's hundreds of thousands of records.
+    event: Any = object.__new__(shape.cls)
+    event.__dict__.update(values)
+    return typing.cast(ev.Event, event)
+
+
+def _build_slow(shape: _Shape, values: dict[str, Any]) -> ev.Event | None:
+    """Build through __init__ (defaults for the fields a record lacks)."""
+    for name in shape.floats:
+        if values.get(name, 0.0) is None:
+            values[name] = math.nan
+    try:
+        event: ev.Event = shape.cls(**values)
     except TypeError:
         return None
     return event
@@ -89,21 +113,38 @@ def read_run_settings(run_dir: Path) -> dict[str, Any]:
 
 
 def _parse_lines(data: bytes) -> list[dict[str, Any]]:
-    """The records in `data` (whole lines): one JSON parse for all of them, line by line
-    only when some line is damaged (then that line alone is skipped)."""
-    lines = [line for line in data.split(b"\n") if line.strip()]
-    if not lines:
+    """The records in `data` (whole lines): one JSON parse for all of them (the lines
+    joined into one array), line by line only when some line is damaged or empty (then
+    that line alone is skipped)."""
+    body = data.strip(b"\n")
+    if not body:
         return []
     try:
-        records = json.loads(b"[" + b",".join(lines) + b"]")
+        records = json.loads(b"[" + body.replace(b"\n", b",") + b"]")
     except ValueError:
         records = []
-        for line in lines:
+        for line in data.split(b"\n"):
+            if not line.strip():
+                continue
             try:
                 records.append(json.loads(line))
             except ValueError:
                 continue
     return [r for r in records if isinstance(r, dict)]
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while hundreds of thousands of records are
+    built: they hold no cycles, yet each allocation burst triggers a full scan of them,
+    which doubled the time to replay a long run."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class _Replay:
@@ -191,21 +232,27 @@ class MetricsFollower:
                 else:
                     self._reset()
             records: list[dict[str, Any]] = []
-            while self._offset < st.st_size:
-                data = os.pread(fd, min(READ_CHUNK, st.st_size - self._offset), self._offset)
-                if not data:
-                    break
-                self._offset += len(data)
-                data = self._pending + data
-                cut = data.rfind(b"\n")
-                self._pending = data[cut + 1:]
-                records.extend(_parse_lines(data[:cut + 1]))
+            with _collector_paused():
+                self._read_to(fd, st.st_size, records)
         finally:
             os.close(fd)
-        events = self._replay.events(records)
+        with _collector_paused():
+            events = self._replay.events(records)
         for event in events:
             if isinstance(event, ev.RunEnded):
                 self._ended = True
             elif isinstance(event, ev.RunStarted):
                 self._ended = False
         return events
+
+    def _read_to(self, fd: int, size: int, records: list[dict[str, Any]]) -> None:
+        """Read from the offset to `size`: whole lines into `records`, the rest pending."""
+        while self._offset < size:
+            data = os.pread(fd, min(READ_CHUNK, size - self._offset), self._offset)
+            if not data:
+                break
+            self._offset += len(data)
+            data = self._pending + data
+            cut = data.rfind(b"\n")
+            self._pending = data[cut + 1:]
+            records.extend(_parse_lines(data[:cut + 1]))
