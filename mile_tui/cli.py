@@ -93,7 +93,8 @@ def run(
     """Train one run with the settings; --headless for servers and batch jobs.
 
     Exit codes: 0 finished, 1 training failed (a full disk included), 2 bad usage,
-    settings or checkpoint, 130 stopped by Ctrl-C, 143 stopped by SIGTERM.
+    settings or checkpoint, 130 stopped by Ctrl-C or `mile-tui runs stop`, 143 stopped by
+    SIGTERM.
     """
     if not headless:
         if resume is not None:
