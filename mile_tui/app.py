@@ -543,6 +543,7 @@ class MileApp(App[None]):
             self.followed.timer.stop()
             self.followed = None
             self.run_screen.source = ""
+            self.run_screen.redraw(())  # the title no longer says "watching"
             self.refresh_bindings()
 
     def _steer(self, request: Request) -> bool:
@@ -700,8 +701,15 @@ def fold_history(run_dir: Path, follower: MetricsFollower | None = None) -> RunV
     stopped. Slow on a long run: call it in a thread."""
     follower = follower or MetricsFollower(run_dir)
     view = RunView()
+    skipped = 0
     # The follower gives each RunStarted the settings.toml it left out of the file.
-    view.apply_all(follower.read_new())
+    for event in follower.read_new():
+        try:
+            view.apply(event)
+        except Exception:  # a record of another version must not hide all the others
+            skipped += 1
+    if skipped:
+        view.note("warning", f"{skipped} records of {run_dir} could not be shown")
     view.run_dir = str(run_dir)
     try:
         view.load_saves(run_dir)  # what is on disk now: retention removed older saves

@@ -28,14 +28,15 @@ from mile_tui.marks import file_size, plural
 # Seconds between two readings of the folders while the screen is shown.
 REFRESH_INTERVAL = 3.0
 # The name column takes what the others leave, but never less than this.
-NAME_MIN = 24
+NAME_MIN = 16
+NAME_MAX = 40
 MARK = "✓"
 
 # In display order; priority 0 is always shown, higher numbers give way first.
 RUN_COLUMNS = (
-    Column("mark", "", 0), Column("name", "run", 0), Column("schema", "schema", 5),
-    Column("dataset", "dataset", 6), Column("model", "model", 7),
-    Column("status", "status", 0), Column("holder", "held by", 4),
+    Column("mark", "", 0), Column("name", "run", 0), Column("schema", "schema", 4),
+    Column("dataset", "dataset", 5), Column("model", "model", 6),
+    Column("status", "status", 0), Column("holder", "held by", 3),
     Column("progress", "gen · step", 0), Column("best", "best F1", 0),
     Column("activity", "activity", 1), Column("size", "size", 2),
 )
@@ -254,11 +255,12 @@ class RunsScreen(Screen[None]):
         widths["mark"] = 1
         longest = widths["name"]
         available = (table.scrollable_content_region.width or self.size.width) - 1
-        widths["name"] = NAME_MIN
+        # Whole names come before the optional columns; where even the essential ones
+        # leave too little room, the names are cut in the middle.
+        widths["name"] = min(longest, NAME_MAX)
         columns = visible_columns(RUN_COLUMNS, widths, available)
         used = sum(widths[c.key] + 2 * CELL_PADDING for c in columns)
-        # The name takes the room the other columns left, up to its longest.
-        widths["name"] = max(NAME_MIN, min(longest, NAME_MIN + available - used))
+        widths["name"] = max(NAME_MIN, min(longest, widths["name"] + available - used))
         table.clear(columns=True)
         for column in columns:
             label = column.label

@@ -33,13 +33,13 @@ class EvalTable(DataTable[Text]):
             )
         best_style = self.get_component_rich_style("eval-table--best")
         self.clear()
-        for row in view.evals:
+        for index, row in enumerate(view.evals):
             style = best_style if row.best else ""
             cells = [Text(f"{'★' if row.best else ' '}{row.generation}", style)]
             for _label, key in COLUMNS[1:]:
                 value = row.metrics.get(key or "", float("nan"))
                 digits = 2 if key == "coverage" else 3
                 cells.append(Text(f"{value:.{digits}f}", style, justify="right"))
-            self.add_row(*cells, key=str(row.generation))
+            self.add_row(*cells, key=str(index))
         if view.evals:
             self.move_cursor(row=len(view.evals) - 1)

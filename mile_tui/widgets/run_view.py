@@ -39,6 +39,7 @@ class EvalRow:
     generation: int
     metrics: dict[str, float]
     best: bool
+    global_step: int = 0
 
 
 @dataclass
@@ -157,8 +158,25 @@ class RunView:
         self.generations = int(e.settings.get("epoch_num", 0))
         self.reference = dict(e.reference)
         self._rate_origin = None
+        if e.resumed_from:
+            self._rewind(e.global_step)
         self.note("info", describe(e) or "")
         return {PHASE, EVAL, LOG}
+
+    def _rewind(self, global_step: int) -> None:
+        """A run resumed from the save at `global_step` does again what came after it:
+        its history past that step gives way to the new records (no generation twice)."""
+        self.evals = [row for row in self.evals if row.global_step <= global_step]
+        if self.evals and not any(row.best for row in self.evals):
+            # The best was among the records undone: the best of those left is.
+            top = max(self.evals, key=lambda row: row.metrics.get("real_f1", float("-inf")))
+            top.best = True
+        kept_losses = [p for p in self.losses if p.global_step <= global_step]
+        self.losses.clear()
+        self.losses.extend(kept_losses)
+        kept_pseudo = [p for p in self.pseudo if p.global_step <= global_step]
+        self.pseudo.clear()
+        self.pseudo.extend(kept_pseudo)
 
     def _on_PhaseStarted(self, e: ev.PhaseStarted) -> set[str]:
         self.generation, self.generations = e.generation, e.generations
@@ -198,7 +216,7 @@ class RunView:
         if e.best:
             for row in self.evals:
                 row.best = False
-        self.evals.append(EvalRow(e.generation, dict(e.metrics), e.best))
+        self.evals.append(EvalRow(e.generation, dict(e.metrics), e.best, e.global_step))
         # The generation's checkpoint is written just after its evaluation.
         self._best_pending = e.best
         return {EVAL}
