@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,14 +159,26 @@ def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise SettingsError(f"{what}: holds no state dict (a mapping of names to tensors).")
-    flat: dict[str, torch.Tensor] = {}
+    flat: OrderedDict[str, torch.Tensor] = OrderedDict()
     for key, value in state.items():
-        for prefix in KEY_PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix):]
-        match = _DENSENET_OLD_KEY.match(key)
-        flat[match.group(1) + match.group(2) if match else key] = value
+        match = _DENSENET_OLD_KEY.match(_unprefixed(key))
+        flat[match.group(1) + match.group(2) if match else _unprefixed(key)] = value
+    # Modules read their format version from the state dict's metadata (MNASNet refuses
+    # to load without it); keep it, under the same unprefixed module names.
+    metadata = getattr(state, "_metadata", None)
+    if isinstance(metadata, Mapping):
+        flat._metadata = OrderedDict(  # type: ignore[attr-defined]
+            (_unprefixed(k + ".")[:-1], v) for k, v in metadata.items()
+        )
     return flat
+
+
+def _unprefixed(key: str) -> str:
+    """`key` without the prefixes DDP and torch.compile add."""
+    for prefix in KEY_PREFIXES:
+        while key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
 
 
 # ---------------------------------------------------------------------------- the head
@@ -311,9 +324,14 @@ def build_model(
                                    report)
     if sigmoid_head and fresh_head:
         bias = getattr(head, "bias", None)
-        if bias is not None:
+        if isinstance(bias, torch.Tensor):
             with torch.no_grad():
                 bias.fill_(-math.log(num_classes))
+        elif report is not None:
+            # MaxViT's head has no bias; adding one would stop its weights loading into
+            # torchvision's own model, so the sigmoids start at 0.5 instead.
+            report(f"{arch}: its head {head_name!r} has no bias, so the sigmoid "
+                   f"initialisation (bias -log {num_classes}) does not apply.")
     return model
 
 
@@ -334,8 +352,10 @@ def _load_weights(
             model has no place for, named (the first three) and counted.
     """
     own = model.state_dict()
+    # Files saved without metadata take the model's own (the current module versions).
+    metadata = getattr(state, "_metadata", None) or getattr(own, "_metadata", None)
     head_keys = {k for k in own if k.startswith(head_name + ".")}
-    loaded: dict[str, torch.Tensor] = {}
+    loaded: OrderedDict[str, torch.Tensor] = OrderedDict()
     head_file_shape: tuple[int, ...] | None = None
     aux = unexpected = 0
     misfits: list[str] = []
@@ -362,19 +382,22 @@ def _load_weights(
             parts.append(f"{unexpected} tensors that fit nowhere ({_first(misfits)})")
         raise SettingsError(f"{what} do not fit model {type(model).__name__}: "
                             + "; ".join(parts) + ".")
+    if metadata is not None:
+        loaded._metadata = metadata  # type: ignore[attr-defined]
     model.load_state_dict(loaded, strict=False)
     fresh = any(k not in loaded for k in head_keys)
     if report is not None:
         body = sum(1 for k in loaded if k not in head_keys)
         report(f"{what}: {body} tensors loaded"
                + (f", {aux} of auxiliary heads skipped" if aux else "") + ".")
+        classes = head_classes(dict(model.named_modules())[head_name])
         if fresh and head_file_shape is not None:
-            report(f"head {head_name!r} starts fresh: the file's has {head_file_shape[0]} "
-                   f"classes, this data {head_classes(dict(model.named_modules())[head_name])}.")
+            report(f"head {head_name!r} starts fresh for {classes} classes (the file's head "
+                   f"has {head_file_shape[0]}).")
         elif fresh:
-            report(f"head {head_name!r} starts fresh: the file has none.")
+            report(f"head {head_name!r} starts fresh for {classes} classes (the file has none).")
         else:
-            report(f"head {head_name!r} loaded from the file too.")
+            report(f"head {head_name!r} loaded too ({classes} classes).")
     return fresh
 
 

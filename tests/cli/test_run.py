@@ -44,7 +44,8 @@ def test_headless_run_writes_run_folder_and_plain_lines(tmp_path: Path) -> None:
     [
         (["--set", "k_tt=3"], "Did you mean 'k_t'"),
         (["--set", "rho=1.5"], "'rho' must be a number strictly between 0 and 1"),
-        (["--set", "model=resnet50"], "predicts 1000 classes"),
+        (["--set", "model=resnet5"], 'Did you mean "resnet50"'),
+        (["--set", "model=alexnet"], "alexnet needs inputs of at least 63x63 pixels"),
         (["--set", "nonsense"], "key=value"),
         (["--config", "missing.toml"], "no such settings file"),
     ],
