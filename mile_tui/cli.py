@@ -221,6 +221,7 @@ def _register_subcommands() -> None:
     from mile_tui.compare_cmd import compare
     from mile_tui.data_cmd import data_app
     from mile_tui.inspect_cmd import eval_checkpoint, inspect, predict
+    from mile_tui.models_cmd import models
     from mile_tui.runs_cmd import runs_app
     from mile_tui.watch_cmd import watch
 
@@ -231,6 +232,7 @@ def _register_subcommands() -> None:
     command(app, "eval")(eval_checkpoint)
     command(app)(predict)
     command(app)(inspect)
+    command(app)(models)
     command(app)(watch)
 
 
