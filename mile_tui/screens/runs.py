@@ -131,6 +131,37 @@ class RunsTable(DataTable[Text]):
                         tooltip="the run's whole history; a live run is followed as it trains")]
 
 
+def layout(widths: dict[str, int], available: int) -> list[Column]:
+    """The columns that fit in `available` cells, in display order; sets the name's
+    width in `widths` (the longest name on entry).
+
+    The essential columns come first (priority 0 and 1: what the run is, how far, how
+    good, how recent), the name at least `NAME_MIN`; then the name grows to its whole
+    length (up to `NAME_MAX`); then the optional columns join while they fit, and the
+    name takes what room is left, up to its whole length.
+    """
+    longest = widths["name"]
+
+    def need(column: Column) -> int:
+        return widths[column.key] + 2 * CELL_PADDING
+
+    widths["name"] = NAME_MIN
+    essential = [c for c in RUN_COLUMNS if c.priority <= 1]
+    chosen = visible_columns(essential, widths, available)
+    used = sum(need(c) for c in chosen)
+    widths["name"] = min(max(longest, NAME_MIN), NAME_MAX,
+                         max(NAME_MIN, NAME_MIN + available - used))
+    used += widths["name"] - NAME_MIN
+    for column in sorted((c for c in RUN_COLUMNS if c.priority > 1),
+                         key=lambda c: c.priority):
+        if used + need(column) <= available:
+            chosen.append(column)
+            used += need(column)
+    widths["name"] = max(widths["name"], min(longest, widths["name"] + available - used))
+    keys = {c.key for c in chosen}
+    return [c for c in RUN_COLUMNS if c.key in keys]
+
+
 @dataclass
 class Sort:
     """The column the table is sorted by, and in which direction."""
@@ -253,14 +284,8 @@ class RunsScreen(Screen[None]):
                              + [len(row[c.key]) for row in rows])
                   for c in RUN_COLUMNS}
         widths["mark"] = 1
-        longest = widths["name"]
         available = (table.scrollable_content_region.width or self.size.width) - 1
-        # Whole names come before the optional columns; where even the essential ones
-        # leave too little room, the names are cut in the middle.
-        widths["name"] = min(longest, NAME_MAX)
-        columns = visible_columns(RUN_COLUMNS, widths, available)
-        used = sum(widths[c.key] + 2 * CELL_PADDING for c in columns)
-        widths["name"] = max(NAME_MIN, min(longest, widths["name"] + available - used))
+        columns = layout(widths, available)
         table.clear(columns=True)
         for column in columns:
             label = column.label
@@ -411,7 +436,6 @@ class RunsScreen(Screen[None]):
         column = SORTABLE[index]
         self.sort = Sort(column, column in DESCENDING)
         self.fill()
-        self.notify(f"sorted by {self.sort.describe()}", timeout=2)
 
     def action_reverse(self) -> None:
         """Reverse the order."""
