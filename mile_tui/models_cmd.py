@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mile_tui.options import fail
+from mile_tui.options import FLAG, fail
 
 
 def weights_lines(name: str) -> list[str]:
@@ -29,11 +29,13 @@ def weights_lines(name: str) -> list[str]:
 
 def models(
     pattern: Annotated[
-        str, typer.Argument(metavar="TEXT", help="Only the names containing TEXT.")
+        str, typer.Argument(metavar="TEXT", show_default=False,
+                            help="Only the names containing TEXT.")
     ] = "",
     weights: Annotated[
-        bool, typer.Option("--weights", help="Also list each model's torchvision weights "
-                           "and whether their files are in torch's cache.")
+        bool, typer.Option("--weights", metavar=FLAG,
+                           help="Also list each model's torchvision weights and whether "
+                           "their files are in torch's cache.")
     ] = False,
 ) -> None:
     """List the names the `model` setting accepts: resnet18-10 and every torchvision
