@@ -13,8 +13,8 @@ fresh ones; the folder's images go through the image-file pipeline (random resiz
 and flips in training, a resize and centre crop in validation, ImageNet normalisation)
 where the grids go in as they are.
 
-    python benchmarks/folder_crosscheck.py --seeds 0,1,2 --epochs 4 --k-t 100 --k-s 50 \
-        --image-size 42 --val-size 1000 --out /tmp/crosscheck
+    python benchmarks/folder_crosscheck.py --seeds 0,1,2 --epochs 3 --k-t 40 --k-s 20 \
+        --image-size 42 --val-size 500 --out /tmp/crosscheck
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ def final_f1(settings: Settings) -> float:
     def keep(event: ev.Event) -> None:
         if isinstance(event, ev.Evaluated):
             f1.append(float(event.metrics["real_f1"]))
+            print(f"  generation {event.generation}: ReaL F1 {f1[-1]:.4f}", flush=True)
 
     trainer = Trainer(settings, create_run_dir(settings), sinks=[keep])
     ended = trainer.train()
