@@ -12,12 +12,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.events import DescendantFocus
 from textual.screen import Screen
+from textual.suggester import Suggester
 from textual.widget import Widget
 from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
 
 from mile_engine.config import FIELDS, GROUPS, SettingsError, allowed_text
 from mile_tui.screens.dialogs import ConfirmScreen
-from mile_tui.screens.settings_form import SettingsForm, format_value
+from mile_tui.screens.settings_form import SettingsForm, format_value, weights_names
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -32,6 +33,23 @@ def choices_of(name: str, current: Any) -> tuple[str, ...]:
 def is_select(name: str) -> bool:
     """Whether a setting is edited with a select rather than typed."""
     return name == "device" or bool(FIELDS[name].metadata["choices"])
+
+
+class WeightsSuggester(Suggester):
+    """Completes the `weights` input with the torchvision weights names of the model
+    now chosen on the form (a path is typed as it is)."""
+
+    def __init__(self, form: SettingsForm) -> None:
+        # No cache: the same text completes differently once another model is chosen.
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.form = form
+
+    async def get_suggestion(self, value: str) -> str | None:
+        """The first weights name of the current model that starts with `value`."""
+        if not value:
+            return None
+        names = weights_names(self.form.values["model"])
+        return next((n for n in names if n.startswith(value) and n != value), None)
 
 
 class SettingsScreen(Screen[None]):
@@ -79,11 +97,18 @@ class SettingsScreen(Screen[None]):
         field_id = f"field-{name}"
         if is_select(name):
             options = [(c, c) for c in choices_of(name, value)]
-            return Select(options, value=value, allow_blank=False, compact=True, id=field_id)
+            # Typing while the list is open jumps to the first name that starts with
+            # the letters typed: how the 80-odd model names are searched.
+            return Select(options, value=value, allow_blank=False, compact=True, id=field_id,
+                          type_to_search=True)
         if isinstance(value, bool):
             return Switch(value=value, id=field_id)
-        return Input(format_value(value), compact=True, id=field_id,
-                     placeholder="(empty)" if isinstance(value, str) else "")
+        placeholder = "(empty)" if isinstance(value, str) else ""
+        if name == "weights":
+            return Input(format_value(value), compact=True, id=field_id,
+                         placeholder="(empty: from scratch)",
+                         suggester=WeightsSuggester(self.form))
+        return Input(format_value(value), compact=True, id=field_id, placeholder=placeholder)
 
     def on_mount(self) -> None:
         self.refresh_marks()

@@ -29,8 +29,9 @@ from mile_engine.config import (
 )
 
 # Settings that name something which must already exist on disk when they are set.
-# (checkpoint_path is left out: the run creates it.)
-PATH_KEYS = ("mnist_path", "data_path", "val_path", "real_path")
+# (checkpoint_path is left out: the run creates it; `weights` is a path or a torchvision
+# weights name, checked by `weights_warning`.)
+PATH_KEYS = ("mnist_path", "data_path", "val_path", "val_labels_path", "real_path")
 # What messages about a value typed or chosen on the settings screen start with.
 SCREEN_SOURCE = "settings screen"
 
@@ -140,8 +141,11 @@ class SettingsForm:
         return changed | set(self.errors)
 
     def path_warning(self, name: str) -> str | None:
-        """A note when a path setting names something that does not exist."""
+        """A note when a path setting names something that does not exist (or weights
+        a run could not load)."""
         value = self.values.get(name)
+        if name == "weights" and value:
+            return weights_warning(value, self.values["model"])
         if name in PATH_KEYS and value and not Path(value).expanduser().exists():
             return f"{name}: no such file or folder: {value}"
         return None
@@ -192,6 +196,38 @@ class SettingsForm:
         self.saved = dict(self.values)
         self.texts.clear()
         self.missing = False
+
+
+def weights_warning(weights: str, model: str) -> str | None:
+    """Why a run of `model` could not start from `weights`, or None: a missing file, an
+    unknown weights name, or a torchvision weights file not in torch's cache."""
+    from mile_engine.models import cache_file, is_enum_name, resolve_enum
+
+    if not is_enum_name(weights):
+        if Path(weights).expanduser().is_file():
+            return None
+        return f"weights: no such file: {weights}"
+    try:
+        path = cache_file(resolve_enum(weights, model))
+    except SettingsError as exc:
+        return str(exc)
+    return None if path.is_file() else (
+        f"weights: not in torch's cache ({path}); runs never download it."
+    )
+
+
+def weights_names(model: str) -> list[str]:
+    """The torchvision weights names `model` takes, for completion ("DEFAULT" first);
+    none for a name that is not a model."""
+    from torchvision import models as tv_models
+
+    from mile_engine.models import torchvision_name
+
+    try:
+        enum = tv_models.get_model_weights(torchvision_name(model))
+    except (SettingsError, ValueError):
+        return []
+    return ["DEFAULT", *(f"{enum.__name__}.{member.name}" for member in enum)]
 
 
 def update_toml(text: str, values: Mapping[str, Any]) -> str:

@@ -139,10 +139,11 @@ async def test_nonexistent_path_is_flagged(settings_file: Path) -> None:
 async def test_model_dataset_mismatch_is_shown_and_blocks_start(settings_file: Path) -> None:
     app = create_app(settings_file)
     async with app.run_test(size=SIZE) as pilot:
-        app.settings_screen.query_one("#field-model", Select).value = "resnet50"
+        # resnet18-10 names its 10 classes; ImageNet has 1000.
+        app.settings_screen.query_one("#field-dataset", Select).value = "imagenet"
         await pilot.pause()
         banner = str(app.settings_screen.query_one("#banner", Static).render())
-        assert "Cannot start" in banner and "resnet50" in banner
+        assert "Cannot start" in banner and "resnet18-10" in banner
         await pilot.press("f5")
         await pilot.pause()
         assert app.worker is None

@@ -142,7 +142,7 @@ def test_settings_screen(snap_compare: Any, settings_file: Path, size: tuple[int
 
 
 def test_settings_screen_with_errors_small(snap_compare: Any, settings_file: Path) -> None:
-    app = create_app(settings_file, ["model=resnet50"])
+    app = create_app(settings_file, ["dataset=imagenet"])
 
     async def edit(pilot: Pilot[None]) -> None:
         app.settings_screen.query_one("#field-model").focus()

@@ -1,0 +1,82 @@
+"""The settings screen's model, weights and path fields (issue #17)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torchvision
+from textual.widgets import Input, Select, Static
+
+from mile_tui.app import create_app
+from mile_tui.screens.settings_form import SettingsForm
+
+SIZE = (100, 30)
+
+
+def error_text(app, name: str) -> str:  # type: ignore[no-untyped-def]
+    return str(app.settings_screen.query_one(f"#error-{name}", Static).render())
+
+
+async def test_model_select_offers_every_model_and_finds_one_by_typing(
+    settings_file: Path,
+) -> None:
+    app = create_app(settings_file)
+    async with app.run_test(size=SIZE) as pilot:
+        select = app.settings_screen.query_one("#field-model", Select)
+        offered = {value for _, value in select._options}
+        assert offered == {"resnet18-10", *torchvision.models.list_models(
+            module=torchvision.models)}
+        select.focus()
+        await pilot.press("enter")  # open the list, then type the start of a name
+        await pilot.press(*"convnext_t", "enter")
+        await pilot.pause()
+        assert select.value == "convnext_tiny"
+        assert app.settings_screen.form.values["model"] == "convnext_tiny"
+
+
+async def test_missing_paths_and_unloadable_weights_are_flagged(
+    settings_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    real = tmp_path / "start.pth"
+    real.write_bytes(b"")
+    app = create_app(settings_file)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.settings_screen
+        for name in ("data_path", "val_path", "val_labels_path", "weights"):
+            editor = screen.query_one(f"#field-{name}", Input)
+            editor.value = f"no/such/{name}"
+            await pilot.pause()
+            assert "no such file" in error_text(app, name), name
+        editor = screen.query_one("#field-weights", Input)
+        editor.value = str(real)
+        await pilot.pause()
+        assert error_text(app, "weights") == ""
+        editor.value = "DEFAULT"  # resnet18-10 -> ResNet18_Weights, not in this cache
+        await pilot.pause()
+        assert "not in torch's cache" in error_text(app, "weights")
+        assert str(tmp_path / "torch-home") in error_text(app, "weights")
+        editor.value = "ResNet50_Weights.IMAGENET1K_V2"
+        await pilot.pause()
+        assert "for another model" in error_text(app, "weights")
+
+
+async def test_weights_input_completes_the_chosen_models_weights(settings_file: Path) -> None:
+    app = create_app(settings_file)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.settings_screen
+        screen.query_one("#field-model", Select).value = "efficientnet_b0"
+        await pilot.pause()
+        editor = screen.query_one("#field-weights", Input)
+        editor.focus()
+        await pilot.press(*"Eff", "right")  # right arrow accepts the suggestion
+        await pilot.pause()
+        assert editor.value == "EfficientNet_B0_Weights.IMAGENET1K_V1"
+
+
+def test_folder_without_its_folders_cannot_start(settings_file: Path) -> None:
+    form = SettingsForm(settings_file)
+    form.set_value("dataset", "folder")
+    problem = form.consistency_error()
+    assert problem is not None and "needs data_path, val_path" in problem
