@@ -97,6 +97,12 @@ def _load(checkpoint: str, config: Path | None, overrides: list[str] | None) -> 
         fail(str(exc), exit_code_for(exc))
 
 
+def class_list(names: list[str], shown: int = 12) -> str:
+    """The first `shown` class names, comma-separated, and how many more."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def parse_rhos(text: str) -> list[float]:
     """`0.05,0.1,0.25` -> [0.05, 0.1, 0.25]; each strictly between 0 and 1."""
     rhos = []
@@ -152,6 +158,7 @@ def eval_checkpoint(
             "schema": s.schema, "model": s.model, "dataset": s.dataset,
             "global_step": loaded.meta.get("global_step"),
             "rows": metrics, "reference": reference, "recorded": loaded.recorded,
+            "classes": loaded.class_names,
         }), indent=1))
         return
     table = Table(title=f"{loaded.path}  ({s.schema}, {s.model}, {s.dataset}, "
@@ -167,6 +174,8 @@ def eval_checkpoint(
                                          for m, _ in METRIC_COLUMNS], style=style)
     console = Console()
     console.print(table)
+    console.print(f"{len(loaded.class_names)} classes: {class_list(loaded.class_names)}",
+                  highlight=False)
     console.print(f"reference F1: predict every class {_num(reference['ref_f1_all'])}, "
                   f"the single label {_num(reference['ref_f1_label'])}")
     if loaded.recorded:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -94,3 +95,26 @@ def test_predict_bad_rho_exits_2(run: TrainedRun, tmp_path: Path) -> None:
 def test_inspect_unknown_checkpoint_exits_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["inspect", str(tmp_path / "none")])
     assert result.exit_code == 2 and "no such checkpoint" in result.output
+
+
+def test_predict_and_eval_name_classes_as_the_checkpoint_records(
+    run: TrainedRun, tmp_path: Path
+) -> None:
+    # A run records its class names in each checkpoint (a folder run's are its
+    # sub-folders): predict and eval show those, not names derived from the dataset.
+    ck = sure_checkpoint(run.checkpoint, tmp_path / "named" / "n.pt", {3: 5.0})
+    state = torch.load(ck, weights_only=True)
+    assert state["class_names"] == [str(d) for d in range(10)]  # the digits' own
+    names = [f"kind {chr(65 + c)}" for c in range(10)]
+    state["class_names"] = names
+    torch.save(state, ck)
+    image, _, _ = run.trainer.source.val_sample(0)  # type: ignore[attr-defined]
+    good = tmp_path / "grid.png"
+    Image.fromarray(image.numpy(), mode="L").save(good)
+    data = json.loads(runner.invoke(app, ["predict", str(ck), str(good), "--json"]).output)
+    assert [lab["name"] for lab in data["images"][0]["labels"]] == ["kind D"]
+    result = runner.invoke(app, ["eval", str(ck), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["classes"] == names
+    result = runner.invoke(app, ["eval", str(ck)])
+    assert "10 classes: kind A, kind B" in result.output

@@ -304,3 +304,21 @@ def test_headless_run_with_another_backbone_records_class_names(tmp_path: Path) 
     loaded = load_model(checkpoint)
     assert loaded.class_names == expected
     assert find_head(loaded.student)[1].weight.shape[0] == 10
+
+
+def test_checkpoint_class_names_recorded_or_derived(tmp_path: Path) -> None:
+    from mile_engine.checkpoints import CheckpointError
+    from mile_engine.inference import checkpoint_class_names
+
+    path = tmp_path / "c.pt"
+    folder = tiny(dataset="folder", data_path="a", val_path="b", model="resnet18")
+    assert checkpoint_class_names({"class_names": ["cat", "dog"]}, folder, path) == [
+        "cat", "dog"]
+    # Older checkpoints: the built-in datasets name their classes; a folder run without
+    # names gets one placeholder per row of its head.
+    assert checkpoint_class_names({}, tiny(), path) == [str(d) for d in range(10)]
+    student = torchvision.models.resnet18(num_classes=3).state_dict()
+    assert checkpoint_class_names({"student": student}, folder, path) == [
+        "class-0", "class-1", "class-2"]
+    with pytest.raises(CheckpointError, match="not a list of names"):
+        checkpoint_class_names({"class_names": [1, 2]}, folder, path)
