@@ -257,9 +257,11 @@ class RunsScreen(Screen[None]):
 
     def show_runs(self, runs: list[RunSummary]) -> None:
         """Show `runs` (the catalog's list), keeping the filter, sort, marks and cursor."""
+        self.reads += 1
+        if self.loaded and runs == self.runs:
+            return  # nothing changed since the last reading: the table stays as it is
         self.runs = runs
         self.loaded = True
-        self.reads += 1
         self.marked &= {r.path for r in runs}
         self.fill()
         # The first reading may come before the table has its width: lay out again.

@@ -9,6 +9,7 @@ from textual.widgets import RichLog
 
 from mile_tui.widgets.run_view import RunView
 
+MAX_LINES = 2000  # the newest lines kept; a replayed history keeps no more either
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": ""}
 
 
@@ -16,7 +17,7 @@ class LogPanel(RichLog):
     """Lines the run writes for people: what happened, what went wrong."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, wrap=True, markup=False, highlight=False, max_lines=2000,
+        super().__init__(id=id, wrap=True, markup=False, highlight=False, max_lines=MAX_LINES,
                          min_width=20)
         self.timestamps = True
         self._run_number = 0
