@@ -255,13 +255,13 @@ class MileApp(App[None]):
 
     def action_browse_checkpoints(self) -> None:
         """Open the checkpoint browser on the runs under `checkpoint_path` (escape closes)."""
-        from mile_tui.checkpoint_browser import CheckpointBrowser
+        from mile_tui.checkpoint_browser import ConsoleCheckpointBrowser
 
         values = self.form.values
         run_dir = self.run_screen.view.run_dir or None
         if self.screen is self.runs_screen and self.runs_screen.highlighted is not None:
             run_dir = str(self.runs_screen.highlighted)
-        self.push_screen(CheckpointBrowser(
+        self.push_screen(ConsoleCheckpointBrowser(
             Path(values["checkpoint_path"]), Path(run_dir) if run_dir else None,
             keep_last=values["max_checkpoint_num"], on_resume=self._resume_from_browser,
         ))

@@ -165,8 +165,6 @@ class CheckpointBrowser(Screen[None]):
         Binding("e", "export", "Export", tooltip="write the selected save's model weights"),
         Binding("i", "inspect", "Inspect",
                 tooltip="validation images with the selected save's predictions"),
-        Binding("r", "resume", "Resume",
-                tooltip="continue the run from the highlighted save (in the console)"),
         Binding("d", "delete", "Delete", show=False,
                 tooltip="delete the selected save (asks first; never the newest or best)"),
         Binding("ctrl+r", "reload", "Refresh", show=False,
@@ -381,12 +379,6 @@ class CheckpointBrowser(Screen[None]):
         return -1
 
     # ------------------------------------------------------------------ actions
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """The resume key exists only where a run can be started (in the console)."""
-        if action == "resume":
-            return self.on_resume is not None
-        return True
-
     def action_resume(self) -> None:
         """Continue the selected run from the highlighted save."""
         run, record = self.run, self.selected()
@@ -518,6 +510,19 @@ class CheckpointBrowser(Screen[None]):
             self.set_status(f"exported the weights to {out.resolve()}")
 
         self.app.push_screen(ExportScreen(default), done)
+
+
+class ConsoleCheckpointBrowser(CheckpointBrowser):
+    """The browser as the training console opens it (F4): with a key that resumes the
+    run from the highlighted save. Prune leaves the footer to make room for it (80
+    columns); F1 still lists it."""
+
+    BINDINGS = [
+        Binding("r", "resume", "Resume",
+                tooltip="continue the run from the highlighted save, its history on screen"),
+        Binding("p", "prune", "Prune", show=False,
+                tooltip="remove all but the newest and the best saves (asks first)"),
+    ]
 
 
 class CheckpointsApp(App[None]):

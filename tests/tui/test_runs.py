@@ -341,6 +341,22 @@ def test_history_fold_holds_every_record(tmp_path: Path) -> None:
     assert view.schema == "MILe"  # from settings.toml: metrics.jsonl leaves it out
 
 
+def test_a_long_history_keeps_the_newest_records_the_charts_show(tmp_path: Path) -> None:
+    from mile_tui.widgets.run_view import HISTORY
+
+    run_dir = write_run(tmp_path, "r", gens=100, f1s=tuple(0.1 + i / 1000 for i in range(90)),
+                        end=None)
+    records = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
+    steps = [r for r in records if r["event"] == "StepLogged"]
+    assert len(steps) > HISTORY  # the case this test is about
+    view = fold_history(run_dir)
+    assert [(p.global_step, p.loss) for p in view.losses] == [
+        (r["global_step"], r["loss"]) for r in steps[-HISTORY:]]
+    assert [r.generation for r in view.evals] == list(range(1, 91))
+    assert (view.generation, view.phase, view.step) == (90, "imitation", 2)
+    assert view.global_step == steps[-1]["global_step"]
+
+
 def test_a_run_resumed_from_an_earlier_save_replaces_what_came_after_it(
         tmp_path: Path) -> None:
     run_dir = write_run(tmp_path, "r", f1s=(0.4, 0.6, 0.5), end="finished")
