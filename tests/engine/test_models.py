@@ -322,3 +322,27 @@ def test_checkpoint_class_names_recorded_or_derived(tmp_path: Path) -> None:
         "class-0", "class-1", "class-2"]
     with pytest.raises(CheckpointError, match="not a list of names"):
         checkpoint_class_names({"class_names": [1, 2]}, folder, path)
+
+
+def test_googlenet_weights_skip_the_auxiliary_heads(tmp_path: Path) -> None:
+    # torchvision's GoogLeNet file holds two auxiliary classifiers; the run has none, and
+    # its inputs are re-normalised inside the network as torchvision does for them.
+    published = torchvision.models.googlenet(num_classes=1000, aux_logits=True,
+                                             init_weights=False)
+    cache = tmp_path / "torch-home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    url = torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1.url
+    torch.save(published.state_dict(), cache / url.rsplit("/", 1)[1])
+    lines: list[str] = []
+    model = build_model("googlenet", C, sigmoid_head=False, weights="DEFAULT",
+                        report=lines.append)
+    assert model.aux1 is None and model.aux2 is None and model.transform_input
+    assert torch.equal(model.inception5b.branch1.conv.weight,
+                       published.inception5b.branch1.conv.weight)
+    aux = sum(1 for k in published.state_dict() if k.startswith(("aux1.", "aux2.")))
+    assert f"{aux} of auxiliary heads skipped" in lines[0]
+
+
+def test_vit_weights_fix_the_input_side() -> None:
+    with pytest.raises(SettingsError, match="inputs must be 224x224.*image_size = 0 or 224"):
+        build_model("vit_b_16", C, sigmoid_head=False, weights="DEFAULT", image_size=32)
