@@ -137,7 +137,7 @@ def cache_file(member: WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(member.url).path)
 
 
-def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
+def _read_state_dict(path: Path, what: str) -> OrderedDict[str, torch.Tensor]:
     """A flat name -> tensor mapping from a weights file, unwrapped and de-prefixed."""
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
@@ -224,12 +224,10 @@ def _architecture_kwargs(
             kwargs["transform_input"] = True
     fixed = member.meta["min_size"][0] if member is not None else 0
     if arch.startswith("vit_") or arch == "maxvit_t":
+        # Built for the run's side: ViT's position embeddings are interpolated from the
+        # weights' grid when it differs (`_fit_position_embeddings`); MaxViT's weights do
+        # not depend on the side.
         side = image_size or fixed or DEFAULT_CROP
-        if fixed and side != fixed:
-            raise SettingsError(
-                f"{arch} with {member}: inputs must be {fixed}x{fixed} (its position "
-                f"embeddings are fixed); set image_size = 0 or {fixed}."
-            )
         if arch.startswith("vit_"):
             patch = int(arch.rsplit("_", 1)[1])
             if side % patch:
@@ -320,8 +318,8 @@ def build_model(
         else:
             path = Path(weights).expanduser()
             what = f"weights {shown_path(path)}"
-        fresh_head = _load_weights(model, _read_state_dict(path, what), head_name, what,
-                                   report)
+        state = _fit_position_embeddings(model, _read_state_dict(path, what), what, report)
+        fresh_head = _load_weights(model, state, head_name, what, report)
     if sigmoid_head and fresh_head:
         bias = getattr(head, "bias", None)
         if isinstance(bias, torch.Tensor):
@@ -333,6 +331,37 @@ def build_model(
             report(f"{arch}: its head {head_name!r} has no bias, so the sigmoid "
                    f"initialisation (bias -log {num_classes}) does not apply.")
     return model
+
+
+def _fit_position_embeddings(
+    model: nn.Module, state: OrderedDict[str, torch.Tensor], what: str,
+    report: Report | None,
+) -> OrderedDict[str, torch.Tensor]:
+    """A ViT state whose position embeddings fit `model`'s input side: interpolated
+    (bicubic, the class token kept) from the grid they were trained at, as torchvision's
+    `interpolate_embeddings` does. Other models' states are returned unchanged."""
+    from torchvision.models.vision_transformer import (
+        VisionTransformer,
+        interpolate_embeddings,
+    )
+
+    key = "encoder.pos_embedding"
+    if not isinstance(model, VisionTransformer) or key not in state:
+        return state
+    theirs, ours = state[key].shape, model.state_dict()[key].shape
+    if theirs == ours or theirs[-1] != ours[-1]:  # a width mismatch is reported later
+        return state
+    try:
+        fitted = interpolate_embeddings(model.image_size, model.patch_size, state)
+    except ValueError as exc:
+        raise SettingsError(f"{what}: its position embeddings cannot be resized "
+                            f"({exc}).") from None
+    if report is not None:
+        before = math.isqrt(theirs[1] - 1)
+        after = model.image_size // model.patch_size
+        report(f"position embeddings interpolated from {before}x{before} to {after}x{after} "
+               f"patches for {model.image_size}x{model.image_size} inputs.")
+    return fitted
 
 
 def _load_weights(

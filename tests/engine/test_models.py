@@ -343,6 +343,30 @@ def test_googlenet_weights_skip_the_auxiliary_heads(tmp_path: Path) -> None:
     assert f"{aux} of auxiliary heads skipped" in lines[0]
 
 
-def test_vit_weights_fix_the_input_side() -> None:
-    with pytest.raises(SettingsError, match="inputs must be 224x224.*image_size = 0 or 224"):
-        build_model("vit_b_16", C, sigmoid_head=False, weights="DEFAULT", image_size=32)
+def test_vit_weights_at_another_side_get_interpolated_position_embeddings(
+    tmp_path: Path,
+) -> None:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from mile_engine.models import _fit_position_embeddings
+
+    def tiny_vit(side: int) -> VisionTransformer:
+        return VisionTransformer(image_size=side, patch_size=8, num_layers=1, num_heads=2,
+                                 hidden_dim=8, mlp_dim=8, num_classes=C)
+
+    trained = tiny_vit(32)  # a 4x4 grid of patches, plus the class token
+    with torch.no_grad():
+        trained.encoder.pos_embedding[:, 1:] = 0.25  # a flat grid stays flat
+        trained.encoder.pos_embedding[:, 0] = torch.arange(8.0)
+    lines: list[str] = []
+    model = tiny_vit(64)
+    state = _fit_position_embeddings(model, trained.state_dict(), "w", lines.append)
+    model.load_state_dict(state)
+    pos = model.encoder.pos_embedding
+    assert pos.shape == (1, 65, 8)
+    assert torch.equal(pos[0, 0], torch.arange(8.0))  # the class token is kept as it is
+    assert torch.allclose(pos[0, 1:], torch.full((64, 8), 0.25))
+    assert lines == ["position embeddings interpolated from 4x4 to 8x8 patches for 64x64 "
+                     "inputs."]
+    unchanged = trained.state_dict()
+    assert _fit_position_embeddings(tiny_vit(32), unchanged, "w", None) is unchanged
