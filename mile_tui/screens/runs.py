@@ -179,6 +179,8 @@ class RunsScreen(Screen[None]):
     """Every run under `checkpoint_path` and the `--runs` folders, newest first."""
 
     BINDING_GROUP_TITLE = "Runs screen"
+    # The table, not the filter above it, has the keys when the screen opens.
+    AUTO_FOCUS = "#runs-table"
     # Short descriptions and the secondary keys hidden, so that the footer fits 80
     # columns; the help (F1) lists every key with its tooltip.
     BINDINGS = [
