@@ -684,8 +684,8 @@ def check_consistency(settings: Settings, source: str = "settings") -> None:
     if model_classes is not None and known is not None and model_classes != known:
         raise SettingsError(
             f"{source}: model '{settings.model}' predicts {model_classes} classes but dataset "
-            f"'{settings.dataset}' has {known}; use model = \"resnet18\" (its head is sized "
-            "to the dataset) or another model."
+            f"'{settings.dataset}' has {known}; use model = \"resnet18\" or \"resnet50\" (or "
+            "any torchvision classifier: its head is sized to the dataset's classes)."
         )
     if settings.dataset == "folder":
         missing = [k for k in ("data_path", "val_path") if not getattr(settings, k)]
