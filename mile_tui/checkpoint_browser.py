@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +43,7 @@ from mile_tui.marks import BEST, BEST_MARK, NEWEST, NEWEST_MARK, file_size
 from mile_tui.preferences import remember_theme
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.help import HELP_BINDING, open_help
-
-
-@dataclass(frozen=True)
-class Column:
-    """A column of the saves table; the narrower the screen, the fewer are shown."""
-
-    key: str
-    label: str
-    priority: int
-    """0 is always shown; higher numbers give way first when the table is too narrow."""
-
+from mile_tui.widgets.columns import CELL_PADDING, Column, visible_columns
 
 # In display order. The metrics, the size and the marks identify a good save at a
 # glance; the file name, the time and the phase are in the details pane anyway.
@@ -64,7 +53,6 @@ SAVE_COLUMNS = (
     Column("top1", "top-1", 0), Column("size", "size", 0), Column("time", "time", 4),
     Column("check", "check", 1),
 )
-CELL_PADDING = 1  # DataTable's default, on each side of a cell
 # The runs pane takes at most this share of the screen's width; longer names wrap.
 RUNS_SHARE = 0.35
 RUNS_MIN_NAME = 12
@@ -75,23 +63,6 @@ DETAIL_SETTINGS = ("model", "schema", "dataset", "lr", "batch_size", "epoch_num"
 
 def _num(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
-
-
-def visible_columns(columns: Sequence[Column], widths: dict[str, int],
-                    available: int) -> list[Column]:
-    """The columns that fit in `available` cells, the important ones first.
-
-    Columns are taken by priority (then display order) while they fit; the result is in
-    display order. Priority 0 columns are always kept.
-    """
-    chosen: set[str] = set()
-    used = 0
-    for column in sorted(columns, key=lambda c: c.priority):
-        need = widths[column.key] + 2 * CELL_PADDING
-        if column.priority == 0 or used + need <= available:
-            chosen.add(column.key)
-            used += need
-    return [c for c in columns if c.key in chosen]
 
 
 def wrap_name(name: str, width: int) -> str:

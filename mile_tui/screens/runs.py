@@ -22,8 +22,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from mile_engine.run_catalog import RunSummary, list_runs
-from mile_tui.checkpoint_browser import CELL_PADDING, Column, visible_columns
 from mile_tui.marks import file_size, plural
+from mile_tui.widgets.columns import CELL_PADDING, Column, visible_columns
 
 # Seconds between two readings of the folders while the screen is shown.
 REFRESH_INTERVAL = 3.0
