@@ -569,3 +569,39 @@ async def test_checkpoint_browser_resumes_the_highlighted_save(settings_file: Pa
             run_dir / record_.file).resolve()
         await wait_for(pilot, lambda: not app.running)
         assert app.run_screen.view.status == "finished"
+
+
+# ---------------------------------------------------------------------------- panels
+async def test_system_panel_appears_with_the_first_load_record(settings_file: Path) -> None:
+    from mile_tui.widgets.system import SystemPanel
+
+    app = create_app(settings_file)
+    async with app.run_test(size=LARGE) as pilot:
+        await pilot.press("f3")
+        await pilot.pause()
+        panel = app.run_screen.query_one(SystemPanel)
+        app.run_screen.apply_events(write_events(Path("runs/old")))
+        await pilot.pause()
+        assert not panel.display  # a run without load records: no empty panel
+        app.run_screen.apply_events([
+            ev.SystemStats(7, 153.0, 3 * 2**30, None, None, None),
+            ev.Steered("pause", 7),
+        ])
+        await pilot.pause()
+        assert panel.display and panel.region.height > 0
+        assert "CPU 153%" in str(panel.render()) and "3.0 GB" in str(panel.render())
+        log = "\n".join(s.text for s in app.run_screen.query_one(LogPanel).lines)
+        assert "pause at step 7" in log  # the trainer's acknowledgement
+        # A new run starts without the old run's load figures.
+        app.run_screen.view.reset(status="starting")
+        app.run_screen.redraw({"system"})
+        await pilot.pause()
+        assert not panel.display
+
+
+def test_the_console_opens_without_loading_torch() -> None:
+    # Importing torch takes seconds; the console needs it only once a run is built.
+    code = "import sys, mile_tui.app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parents[2])
+    assert out.stdout.strip() == "False"
