@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 
 from mile_engine import events as ev
 from mile_engine import run_catalog
+from mile_engine.checkpoint_files import RunBusyError
 from mile_engine.config import Settings
 from mile_engine.control import Control
 from mile_engine.run_catalog import list_runs, newest_live_run, summarize_run
+from mile_engine.run_lock import hold_active
 from mile_engine.runs import read_metrics
 from mile_engine.session import open_run
 from tests.conftest import tiny
@@ -151,6 +153,10 @@ def test_running_elsewhere_then_interrupted_by_sigkill(tmp_path: Path) -> None:
         assert str(s.holder) == f"{socket.gethostname()} pid {proc.pid}"
         live = newest_live_run([root])
         assert live is not None and live.path == run_dir
+        # A second trainer is refused with one line that says who holds the run.
+        with pytest.raises(RunBusyError, match=f"training in this run folder "
+                           f"\\({socket.gethostname()} pid {proc.pid}\\)"):
+            hold_active(run_dir)
         assert s.generations == 500 and s.total_steps == 2500
     finally:
         proc.send_signal(signal.SIGKILL)
