@@ -253,6 +253,16 @@ def _architecture_kwargs(
     return kwargs
 
 
+def check_input_side(name: str, side: int) -> None:
+    """Refuse, before anything is built, an input side model `name` cannot take.
+
+    Raises:
+        SettingsError: the side is below the family's smallest, or not a multiple of a
+            ViT's patches or of MaxViT's 224.
+    """
+    _architecture_kwargs(torchvision_name(name), side, None)
+
+
 def min_side(arch: str) -> int:
     """The smallest input side a torchvision model takes (1 when any side works)."""
     for prefix, side in MIN_SIDE.items():

@@ -156,8 +156,14 @@ class SettingsForm:
         Checked on the last valid value of each key, so it shows even while another
         key is being typed.
         """
+        from mile_engine.inference import input_side
+        from mile_engine.models import check_input_side
+
         try:
-            check_consistency(Settings(**self.values), self.values_source)
+            settings = Settings(**self.values)
+            check_consistency(settings, self.values_source)
+            # The model against the input side, which the run would refuse at its start.
+            check_input_side(settings.model, input_side(settings))
         except SettingsError as exc:
             return str(exc)
         return None

@@ -80,3 +80,15 @@ def test_folder_without_its_folders_cannot_start(settings_file: Path) -> None:
     form.set_value("dataset", "folder")
     problem = form.consistency_error()
     assert problem is not None and "needs data_path, val_path" in problem
+
+
+def test_a_model_that_cannot_take_the_input_side_cannot_start(settings_file: Path) -> None:
+    form = SettingsForm(settings_file)
+    form.set_value("model", "alexnet")  # the digit grids are 24 px
+    problem = form.consistency_error()
+    assert problem is not None and "at least 63x63 pixels, got 24" in problem
+    form.set_value("image_size", 72)
+    assert form.consistency_error() is None
+    form.set_value("model", "vit_b_16")
+    problem = form.consistency_error()
+    assert problem is not None and "multiple of its 16-pixel patches" in problem
