@@ -88,11 +88,6 @@ def torchvision_name(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def model_names() -> list[str]:
-    """Every name the `model` setting accepts, the legacy names first."""
-    return list(MODELS)
-
-
 # ---------------------------------------------------------------------------- weights
 def is_enum_name(weights: str) -> bool:
     """Whether `weights` names a torchvision weights enum rather than a file."""
@@ -110,7 +105,7 @@ def resolve_enum(weights: str, model: str) -> WeightsEnum:
     arch = torchvision_name(model)
     own = tv_models.get_model_weights(arch)
     if "." not in weights:
-        member = getattr(own, weights, None)
+        member = own.__members__.get(weights)  # DEFAULT is an alias member
         if member is None:
             names = ", ".join(["DEFAULT", *(m.name for m in own)])
             raise SettingsError(
