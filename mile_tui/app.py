@@ -724,6 +724,7 @@ def fold_history(run_dir: Path, follower: MetricsFollower | None = None) -> RunV
     if skipped:
         view.note("warning", f"{skipped} records of {run_dir} could not be shown")
     del view.log[:-MAX_LINES]  # the log panel keeps no more
+    view.replayed = len(view.log)
     view.run_dir = str(run_dir)
     try:
         view.load_saves(run_dir)  # what is on disk now: retention removed older saves

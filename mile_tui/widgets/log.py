@@ -32,7 +32,9 @@ class LogPanel(RichLog):
             self._run_number = view.run_number
             self.clear()
         lines, view.log[:] = list(view.log), []
-        for level, text in lines:
-            stamp = time.strftime("%H:%M:%S ") if self.timestamps else ""
+        replayed, view.replayed = view.replayed, 0
+        for index, (level, text) in enumerate(lines):
+            live = self.timestamps and index >= replayed
+            stamp = time.strftime("%H:%M:%S ") if live else ""
             prefix = "" if level == "info" else f"{level}: "
             self.write(Text(f"{stamp}{prefix}{text}", LEVEL_STYLE.get(level, "")))

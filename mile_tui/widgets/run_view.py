@@ -87,6 +87,9 @@ class RunView:
     """(task, done, total) of the data work before the run starts (a download, a scan)."""
     log: list[tuple[str, str]] = field(default_factory=list)
     """Lines (level, text) not yet written to the log panel; the panel takes them."""
+    replayed: int = 0
+    """How many of the first `log` lines come from a replayed history: the log panel
+    gives them no clock time (it would be the time of the replay, not of the event)."""
     system: ev.SystemStats | None = None
     """The newest load figures of the training process (None before the first)."""
     run_number: int = 0
@@ -105,7 +108,7 @@ class RunView:
     def take_over(self, other: RunView) -> None:
         """Show `other` (a run's history folded elsewhere, e.g. in a worker thread) as a
         new run: its state replaces this one's, its log lines follow the queued ones."""
-        log = self.log + other.log
+        log = other.log + self.log  # the history first, then what was queued meanwhile
         run_number = self.run_number + 1
         self.__dict__.update(other.__dict__)
         self.log, self.run_number = log, run_number

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -388,6 +389,12 @@ async def test_open_a_finished_run_shows_its_whole_history(settings_file: Path) 
         head = str(app.run_screen.query_one("#phase-head", Static).render())
         assert "gen 2/3" in head
         assert view.status == "finished" and app.followed is None
+        # The log holds the history's lines, with no clock time: the replay's would lie.
+        await pilot.pause()
+        log = [s.text for s in app.run_screen.query_one(LogPanel).lines]
+        ended = [line for line in log if line.startswith("run finished")]
+        assert ended, log
+        assert not any(re.match(r"\d\d:\d\d:\d\d ", line) for line in log), log
         # An interrupted run says so (it has no end record and no live lock).
         await pilot.press("f6")
         screen.select(folders["interrupted"])
