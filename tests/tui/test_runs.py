@@ -426,6 +426,11 @@ async def test_a_followed_run_killed_without_an_end_is_noticed(
         holder.kill()
         await wait_for(pilot, lambda: view.status == "interrupted")
         assert app.followed is None
+        # The Runs screen says so too, from the folder alone.
+        await pilot.press("f6")
+        screen = app.runs_screen
+        await wait_for(pilot, lambda: bool(table_rows(screen))
+                       and table_rows(screen)[0]["status"] == "interrupted")
 
 
 # ---------------------------------------------------------------------------- resume
