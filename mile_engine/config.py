@@ -102,6 +102,11 @@ class ModelNames(Sequence[str]):
             self._names = LEGACY_MODELS + tuple(n for n in found if n not in LEGACY_MODELS)
         return self._names
 
+    @property
+    def loaded(self) -> bool:
+        """Whether torchvision's list has been read (reading it imports torchvision)."""
+        return self._names is not None
+
     def __contains__(self, value: object) -> bool:
         return value in LEGACY_MODELS or value in self._all()
 
@@ -110,6 +115,9 @@ class ModelNames(Sequence[str]):
 
     def __len__(self) -> int:
         return len(self._all())
+
+    def __bool__(self) -> bool:  # never empty; `if choices:` must not import torchvision
+        return True
 
     @overload
     def __getitem__(self, index: int) -> str: ...

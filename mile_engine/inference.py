@@ -24,6 +24,7 @@ from mile_engine.config import FIELDS, Settings, apply_allowed_overrides, build_
 from mile_engine.data import DataSource, build_source
 from mile_engine.device import resolve_device, resolve_precision
 from mile_engine.metrics import EvalAccumulator, prediction_sets
+from mile_engine.model_inputs import GRID_SIDE, input_side
 from mile_engine.models import build_model, find_head, input_spec
 from mile_engine.placement import run_model
 from mile_engine.schemas import pseudo_labels, uses_sigmoid
@@ -42,20 +43,6 @@ EVAL_KEYS = frozenset({
     "decode",
     "device", "precision", "checkpoint_path",
 })
-# Native side of a grid image (3 tiles): what a grid dataset's validation images measure.
-GRID_SIDE = {"digits": 24, "mnist": 84, "fashion-mnist": 84}
-
-
-def input_side(settings: Settings) -> int:
-    """The side of the model's inputs: `image_size`, else the dataset's own (the grids'
-    native side; for image files the weights' crop, else 224).
-
-    `precision = "auto"` depends on it on the CPU, so that a checkpoint scores here in the
-    arithmetic its run chose; ViT and MaxViT are built for it.
-    """
-    if settings.dataset in GRID_SIDE:
-        return settings.image_size or GRID_SIDE[settings.dataset]
-    return input_spec(settings).image_size
 SYNSET_FILE = "LOC_synset_mapping.txt"
 
 

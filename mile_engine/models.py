@@ -12,29 +12,33 @@ The weights stay plain torchvision state dicts: a saved student loads straight i
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from mile_engine.config import MODELS, Settings, SettingsError, shown_path
+from mile_engine.config import Settings, SettingsError, shown_path
+from mile_engine.model_inputs import (
+    DEFAULT_CROP,
+    cache_file,
+    check_input_side,
+    is_enum_name,
+    resolve_enum,
+    torchvision_name,
+)
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
-# Settings names that are not torchvision's own: the network they stand for.
-ALIASES = {"resnet18-10": "resnet18"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ImageNet's evaluation recipe: resize the short side to 256, centre-crop 224.
-DEFAULT_CROP, DEFAULT_RESIZE = 224, 256
+DEFAULT_RESIZE = 256
 # Auxiliary classifiers (GoogLeNet, Inception v3) are off: MILe trains one head. A
 # torchvision weights file holds them; they are skipped, not an error.
 AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
@@ -48,18 +52,6 @@ KEY_PREFIXES = ("module.", "_orig_mod.")
 _DENSENET_OLD_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
 )
-# torchvision weights enum names: "ResNet50_Weights.IMAGENET1K_V2", or a member name
-# alone ("DEFAULT", "IMAGENET1K_V1") for the model's own enum.
-_ENUM_NAME = re.compile(r"(?:[A-Za-z][A-Za-z0-9_]*_Weights\.)?[A-Z][A-Z0-9_]*")
-
-# The smallest input side each family takes (measured: one image, eval mode); below it a
-# pooling or convolution has nothing left to work on. Families absent take any side.
-MIN_SIDE = {
-    "alexnet": 63, "convnext": 32, "densenet": 29, "googlenet": 15, "inception_v3": 75,
-    "squeezenet1_0": 21, "squeezenet1_1": 17, "swin": 4, "vgg": 32,
-}
-# MaxViT partitions its four stages' maps (side / 4 ... side / 32) into 7x7 windows.
-MAXVIT_MULTIPLE = 224
 
 Report = Callable[[str], None]
 
@@ -75,63 +67,7 @@ class InputSpec:
     std: tuple[float, float, float]
 
 
-def torchvision_name(name: str) -> str:
-    """The torchvision model a settings name builds (`resnet18-10` -> `resnet18`).
-
-    Raises:
-        SettingsError: not a torchvision classification model, with the nearest names.
-    """
-    if name not in MODELS:
-        near = MODELS.nearest(name)
-        hint = f" Did you mean {', '.join(near)}?" if near else ""
-        raise SettingsError(f"model {name!r} is not a torchvision classification model.{hint}")
-    return ALIASES.get(name, name)
-
-
 # ---------------------------------------------------------------------------- weights
-def is_enum_name(weights: str) -> bool:
-    """Whether `weights` names a torchvision weights enum rather than a file."""
-    return bool(_ENUM_NAME.fullmatch(weights)) and not os.path.exists(weights)
-
-
-def resolve_enum(weights: str, model: str) -> WeightsEnum:
-    """The torchvision weights enum member `weights` names, for model `model`.
-
-    Raises:
-        SettingsError: unknown enum or member, or weights of another model.
-    """
-    from torchvision import models as tv_models
-
-    arch = torchvision_name(model)
-    own = tv_models.get_model_weights(arch)
-    if "." not in weights:
-        member = own.__members__.get(weights)  # DEFAULT is an alias member
-        if member is None:
-            names = ", ".join(["DEFAULT", *(m.name for m in own)])
-            raise SettingsError(
-                f"weights {weights!r}: {own.__name__} has no such member; known: {names}."
-            )
-        return member
-    try:
-        member = tv_models.get_weight(weights)
-    except (ValueError, KeyError, AttributeError):
-        raise SettingsError(
-            f"weights {weights!r}: not a torchvision weights name (for {arch}: "
-            f"{', '.join(f'{own.__name__}.{m.name}' for m in own)})."
-        ) from None
-    if type(member) is not own:
-        raise SettingsError(
-            f"weights {weights!r} are for another model; {arch} takes "
-            f"{', '.join(f'{own.__name__}.{m.name}' for m in own)}."
-        )
-    return member
-
-
-def cache_file(member: WeightsEnum) -> Path:
-    """Where torch's hub cache keeps the file of a weights enum member ($TORCH_HOME)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(member.url).path)
-
-
 def _read_state_dict(path: Path, what: str) -> OrderedDict[str, torch.Tensor]:
     """A flat name -> tensor mapping from a weights file, unwrapped and de-prefixed."""
     try:
@@ -217,53 +153,17 @@ def _architecture_kwargs(
         if member is not None:
             # torchvision's weights expect the inputs re-normalised inside the network.
             kwargs["transform_input"] = True
-    fixed = member.meta["min_size"][0] if member is not None else 0
-    if arch.startswith("vit_") or arch == "maxvit_t":
-        # Built for the run's side: ViT's position embeddings are interpolated from the
-        # weights' grid when it differs (`_fit_position_embeddings`); MaxViT's weights do
-        # not depend on the side.
-        side = image_size or fixed or DEFAULT_CROP
-        if arch.startswith("vit_"):
-            patch = int(arch.rsplit("_", 1)[1])
-            if side % patch:
-                raise SettingsError(
-                    f"{arch}: the input side must be a multiple of its {patch}-pixel patches "
-                    f"(got {side}); set image_size to a multiple of {patch}, e.g. "
-                    f"{max(patch, side // patch * patch)}."
-                )
-            kwargs["image_size"] = side
-        else:
-            if side % MAXVIT_MULTIPLE:
-                raise SettingsError(
-                    f"{arch}: the input side must be a multiple of {MAXVIT_MULTIPLE} (its "
-                    f"7x7 windows at 1/32 scale), got {side}; set image_size = 224."
-                )
-            kwargs["input_size"] = (side, side)
-    minimum = min_side(arch)
-    if image_size and image_size < minimum:
-        raise SettingsError(
-            f"{arch} needs inputs of at least {minimum}x{minimum} pixels, got {image_size}; "
-            f"set image_size = {minimum} or more."
-        )
+    if image_size:
+        check_input_side(arch, image_size)
+    # ViT and MaxViT are built for the run's side: ViT's position embeddings are
+    # interpolated from the weights' grid when it differs (`_fit_position_embeddings`);
+    # MaxViT's weights do not depend on the side.
+    side = image_size or (member.meta["min_size"][0] if member is not None else DEFAULT_CROP)
+    if arch.startswith("vit_"):
+        kwargs["image_size"] = side
+    elif arch == "maxvit_t":
+        kwargs["input_size"] = (side, side)
     return kwargs
-
-
-def check_input_side(name: str, side: int) -> None:
-    """Refuse, before anything is built, an input side model `name` cannot take.
-
-    Raises:
-        SettingsError: the side is below the family's smallest, or not a multiple of a
-            ViT's patches or of MaxViT's 224.
-    """
-    _architecture_kwargs(torchvision_name(name), side, None)
-
-
-def min_side(arch: str) -> int:
-    """The smallest input side a torchvision model takes (1 when any side works)."""
-    for prefix, side in MIN_SIDE.items():
-        if arch.startswith(prefix):
-            return side
-    return 1
 
 
 def build_model(

@@ -14,7 +14,7 @@ def weights_lines(name: str) -> list[str]:
     and whether its file is in torch's hub cache (where a run can load it)."""
     from torchvision import models as tv_models
 
-    from mile_engine.models import cache_file, torchvision_name
+    from mile_engine.model_inputs import cache_file, torchvision_name
 
     enum = tv_models.get_model_weights(torchvision_name(name))
     lines = []

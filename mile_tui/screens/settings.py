@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from textual.suggester import Suggester
 from textual.widget import Widget
 from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
 
-from mile_engine.config import FIELDS, GROUPS, SettingsError, allowed_text
+from mile_engine.config import FIELDS, GROUPS, LEGACY_MODELS, MODELS, SettingsError, allowed_text
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.settings_form import SettingsForm, format_value, weights_names
 
@@ -27,6 +28,10 @@ def choices_of(name: str, current: Any) -> tuple[str, ...]:
     """The values a select offers; the device select keeps a `cuda:N` the file names."""
     if name == "device":
         return DEVICE_CHOICES if current in DEVICE_CHOICES else (*DEVICE_CHOICES, current)
+    if name == "model" and not MODELS.loaded:
+        # torchvision's list costs seconds of imports: the screen offers it once a
+        # worker has read it (`SettingsScreen.fill_model_names`).
+        return tuple(dict.fromkeys([*LEGACY_MODELS, current]))
     return tuple(FIELDS[name].metadata["choices"] or ())
 
 
@@ -113,6 +118,23 @@ class SettingsScreen(Screen[None]):
     def on_mount(self) -> None:
         self.refresh_marks()
         self.query_one("#field-model").focus()
+        if not MODELS.loaded:
+            self.run_worker(self._read_model_names, thread=True, group="model-names")
+
+    def _read_model_names(self) -> None:
+        """In a worker thread: import torchvision's list, then hand it to the screen."""
+        len(MODELS)
+        # RuntimeError: the console closed while torchvision was loading.
+        with contextlib.suppress(RuntimeError):
+            self.app.call_from_thread(self.fill_model_names)
+
+    def fill_model_names(self) -> None:
+        """Offer every model name in the model select, keeping the chosen one."""
+        select = self.query_one("#field-model", Select)
+        value = self.form.values["model"]
+        with select.prevent(Select.Changed):
+            select.set_options([(c, c) for c in choices_of("model", value)])
+            select.value = value
 
     # ------------------------------------------------------------------ editing
     @staticmethod

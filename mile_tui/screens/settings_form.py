@@ -156,8 +156,7 @@ class SettingsForm:
         Checked on the last valid value of each key, so it shows even while another
         key is being typed.
         """
-        from mile_engine.inference import input_side
-        from mile_engine.models import check_input_side
+        from mile_engine.model_inputs import check_input_side, input_side
 
         try:
             settings = Settings(**self.values)
@@ -207,12 +206,14 @@ class SettingsForm:
 def weights_warning(weights: str, model: str) -> str | None:
     """Why a run of `model` could not start from `weights`, or None: a missing file, an
     unknown weights name, or a torchvision weights file not in torch's cache."""
-    from mile_engine.models import cache_file, is_enum_name, resolve_enum
+    from mile_engine.model_inputs import is_enum_name
 
     if not is_enum_name(weights):
         if Path(weights).expanduser().is_file():
             return None
         return f"weights: no such file: {weights}"
+    from mile_engine.model_inputs import cache_file, resolve_enum  # torchvision: names only
+
     try:
         path = cache_file(resolve_enum(weights, model))
     except SettingsError as exc:
@@ -227,7 +228,7 @@ def weights_names(model: str) -> list[str]:
     none for a name that is not a model."""
     from torchvision import models as tv_models
 
-    from mile_engine.models import torchvision_name
+    from mile_engine.model_inputs import torchvision_name
 
     try:
         enum = tv_models.get_model_weights(torchvision_name(model))

@@ -14,8 +14,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from mile_engine.config import MODELS, SettingsError
+from mile_engine.model_inputs import MIN_SIDE
 from mile_engine.models import (
-    MIN_SIDE,
     build_model,
     find_head,
     input_spec,

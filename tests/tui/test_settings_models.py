@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from textual.widgets import Input, Select, Static
 
 from mile_tui.app import create_app
 from mile_tui.screens.settings_form import SettingsForm
+from tests.tui.conftest import wait_for
 
 SIZE = (100, 30)
 
@@ -24,6 +27,8 @@ async def test_model_select_offers_every_model_and_finds_one_by_typing(
     app = create_app(settings_file)
     async with app.run_test(size=SIZE) as pilot:
         select = app.settings_screen.query_one("#field-model", Select)
+        # The names arrive from a worker (torchvision is imported off the UI thread).
+        await wait_for(pilot, lambda: len(select._options) > 3)
         offered = {value for _, value in select._options}
         assert offered == {"resnet18-10", *torchvision.models.list_models(
             module=torchvision.models)}
@@ -92,3 +97,45 @@ def test_a_model_that_cannot_take_the_input_side_cannot_start(settings_file: Pat
     form.set_value("model", "vit_b_16")
     problem = form.consistency_error()
     assert problem is not None and "multiple of its 16-pixel patches" in problem
+
+
+def test_the_settings_screen_opens_before_torch_is_imported(tmp_path: Path) -> None:
+    # The console shows its settings at once; torchvision's model list (and torch) are
+    # read in a worker afterwards, and the select offers them when they arrive.
+    code = """
+import asyncio, sys, threading
+from pathlib import Path
+from mile_tui.app import create_app
+from mile_tui.screens.settings import SettingsScreen
+
+go = threading.Event()
+read = SettingsScreen._read_model_names
+
+def held(self):
+    go.wait()  # the worker imports torchvision only once the test lets it
+    read(self)
+
+SettingsScreen._read_model_names = held
+
+async def main():
+    app = create_app(Path("mile.toml"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        shown = app.settings_screen.query_one("#field-model").value == "resnet18-10"
+        seen = "torch" in sys.modules
+        go.set()
+        select = app.settings_screen.query_one("#field-model")
+        for _ in range(1200):
+            if len(select._options) > 3:
+                break
+            await pilot.pause(0.05)
+        print(shown, seen, len(select._options), select.value)
+
+asyncio.run(main())
+"""
+    (tmp_path / "mile.toml").write_text("")  # the defaults
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    shown, seen, count, value = out.stdout.split()
+    assert (shown, seen, value) == ("True", "False", "resnet18-10") and int(count) > 80
