@@ -112,7 +112,8 @@ def open_run(
         point = find_resume(resume, Path(settings.checkpoint_path))
         distributed.broadcast_object(str(point.path), dist)
         run_settings = resume_settings(point.settings, overrides)
-        trainer = Trainer(run_settings, point.run_dir, sinks=live, control=control, dist=dist)
+        trainer = Trainer(run_settings, point.run_dir, sinks=live, control=control, dist=dist,
+                          load_weights=False)
         trainer.load_state_dict(point.state)
         trainer.resumed_from = str(point.path)
         warnings = point.warnings
@@ -152,7 +153,7 @@ def _open_follower(
         return Trainer(settings, Path(), sinks=sinks, control=control, dist=dist)
     point = find_resume(Path(chosen), Path(settings.checkpoint_path))
     trainer = Trainer(resume_settings(point.settings, overrides), point.run_dir,
-                      sinks=sinks, control=control, dist=dist)
+                      sinks=sinks, control=control, dist=dist, load_weights=False)
     trainer.load_state_dict(point.state)
     trainer.resumed_from = str(point.path)
     return trainer

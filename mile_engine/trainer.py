@@ -134,7 +134,10 @@ class Trainer:
         checkpointer: Checkpointer | None = None,
         source: DataSource | None = None,
         dist: DistContext | None = None,
+        load_weights: bool = True,
     ) -> None:
+        """`load_weights=False` skips `settings.weights`: a resume overwrites them with
+        the checkpoint anyway, and the file may have moved since the run began."""
         self.settings = settings
         self.dist = dist or DistContext()
         self.run_dir = run_dir
@@ -169,7 +172,8 @@ class Trainer:
         # loads `weights`, and says what it loaded in the run's first lines.
         classes, side = self.source.num_classes, self.source.input_shape[-1]
         self.student = place(
-            build_model(settings.model, classes, sigmoid, settings.weights,
+            build_model(settings.model, classes, sigmoid,
+                        settings.weights if load_weights else "",
                         report=lambda text: self._emit(ev.Message("info", text)),
                         image_size=side),
             self.device, self.dtype)

@@ -23,3 +23,29 @@ def test_a_file_as_checkpoint_path_is_refused_before_the_trainer_is_built(
         with pytest.raises(SettingsError, match="checkpoint_path"):
             open_run(tiny(checkpoint_path=str(path)))
     assert built == [] and sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_a_run_started_from_weights_resumes_after_the_weights_file_has_gone(
+    tmp_path: Path,
+) -> None:
+    import torch
+    import torchvision
+
+    weights = tmp_path / "start.pt"
+    start = torchvision.models.resnet18(num_classes=10)
+    torch.nn.init.constant_(start.conv1.weight, 0.01)  # unlike any random initialisation
+    torch.save(start.state_dict(), weights)
+    settings = tiny(checkpoint_path=str(tmp_path / "runs"), epoch_num=1, weights=str(weights))
+    trainer = open_run(settings)
+    # The student started from the file (before any step).
+    assert torch.equal(trainer.student.conv1.weight, start.conv1.weight)
+    trainer.train()
+    trained = {k: v.clone() for k, v in trainer.student.state_dict().items()}
+    trainer.checkpointer.close()  # type: ignore[union-attr]
+    weights.unlink()
+
+    resumed = open_run(settings, resume=trainer.run_dir, overrides=["epoch_num=2"])
+    # The checkpoint's weights, not a fresh start and not the (missing) file.
+    for name, value in resumed.student.state_dict().items():
+        assert torch.equal(value, trained[name]), name
+    assert resumed.train().status == "finished"
