@@ -338,8 +338,10 @@ def resolve_checkpoint(ref: str | Path, root: Path) -> tuple[Path, Record | None
 def export_weights(checkpoint: Path, out: Path) -> Path:
     """Write the student's weights alone, a plain torchvision state_dict, to `out`.
 
-    The result loads with `torchvision.models.resnet18(num_classes=10).load_state_dict(
-    torch.load(out, weights_only=True))` (or the matching model).
+    The result loads into the run's torchvision model with its class count, e.g.
+    `torchvision.models.get_model("resnet18", num_classes=10).load_state_dict(
+    torch.load(out, weights_only=True))` (`resnet18-10` is torchvision's resnet18 with 10
+    classes), and is a `weights = "PATH"` file for a new run.
     """
     state = load_checkpoint(checkpoint)
     out = Path(out)
