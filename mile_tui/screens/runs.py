@@ -124,13 +124,6 @@ def middle_cut(text: str, width: int) -> str:
     return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
-class RunsTable(DataTable[Text]):
-    """The runs table; enter opens the highlighted run, and the footer says so."""
-
-    BINDINGS = [Binding("enter", "select_cursor", "Open",
-                        tooltip="the run's whole history; a live run is followed as it trains")]
-
-
 def layout(widths: dict[str, int], available: int) -> list[Column]:
     """The columns that fit in `available` cells, in display order; sets the name's
     width in `widths` (the longest name on entry).
@@ -184,12 +177,18 @@ class RunsScreen(Screen[None]):
     # Short descriptions and the secondary keys hidden, so that the footer fits 80
     # columns; the help (F1) lists every key with its tooltip.
     BINDINGS = [
+        # Priority keys: the footer and the help show this enter over the table's own,
+        # and both act as the keys arrive (a typed "/soft⏎" must not reach the table
+        # while the focus moves); in the filter, enter ends the typing (action_open).
+        Binding("enter", "open", "Open", priority=True,
+                tooltip="the run's whole history; a live run is followed as it trains"),
         Binding("r", "resume", "Resume",
                 tooltip="continue the run from its newest save that verifies"),
         Binding("space", "mark", "Mark", tooltip="mark the run for a comparison"),
         Binding("c", "compare", "Compare",
                 tooltip="overlay the marked runs' metrics and settings"),
-        Binding("slash", "filter", "Filter", tooltip="narrow the list by words"),
+        Binding("slash", "filter", "Filter", priority=True,
+                tooltip="narrow the list by words"),
         Binding("o", "sort", "Sort", tooltip="sort by the next column (a click on a "
                 "column's title sorts by it)"),
         Binding("O", "reverse", "Reverse", show=False, tooltip="reverse the order"),
@@ -224,7 +223,7 @@ class RunsScreen(Screen[None]):
         yield Static("", id="runs-title", classes="pane-title")
         yield Input(placeholder="/ filter: words in the name, schema, dataset, model, status",
                     id="runs-filter", compact=True)
-        yield RunsTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-detail")
         yield Footer(compact=True)
 
@@ -387,18 +386,18 @@ class RunsScreen(Screen[None]):
     def _filter_changed(self, _: Input.Changed) -> None:
         self.fill()
 
-    @on(Input.Submitted, "#runs-filter")
-    def _filter_done(self, _: Input.Submitted) -> None:
-        self.query_one(DataTable).focus()
-
     def key_escape(self) -> None:
         """Escape in the filter goes back to the table (the filter stays)."""
-        if self.query_one(Input).has_focus:
-            self.query_one(DataTable).focus()
+        if self.focused is self.query_one(Input):
+            self.set_focus(self.query_one(DataTable))
 
     # ------------------------------------------------------------------ actions
     def action_open(self) -> None:
-        """Open the run under the cursor on the run screen."""
+        """Open the run under the cursor on the run screen (in the filter: back to the
+        table, the filter kept)."""
+        if self.focused is self.query_one(Input):
+            self.set_focus(self.query_one(DataTable))
+            return
         run = self.selected
         if run is not None:
             self.on_open(run)
@@ -432,7 +431,14 @@ class RunsScreen(Screen[None]):
 
     def action_filter(self) -> None:
         """Type words to narrow the list."""
-        self.query_one(Input).focus()
+        field = self.query_one(Input)
+        # `self.focused`, not `has_focus`: that follows only once the Focus event is in.
+        if self.focused is field:
+            field.insert_text_at_cursor("/")  # a slash typed in the filter is text
+            return
+        # At once, not after the keys already queued (`focus()` waits for them): a fast
+        # typist's "/soft" must land in the filter, not on the table's keys.
+        self.set_focus(field)
 
     def action_sort(self) -> None:
         """Sort by the next column."""

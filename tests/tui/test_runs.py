@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 from textual.widgets._footer import FooterKey
 
 from mile_engine import events as ev
@@ -617,3 +617,23 @@ def test_the_console_opens_without_loading_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parents[2])
     assert out.stdout.strip() == "False"
+
+
+async def test_keys_typed_in_one_burst_land_in_the_filter(settings_file: Path) -> None:
+    # A terminal delivers "/soft⏎" typed fast (or pasted) as keys queued together: the
+    # letters must reach the filter, not the table, and nothing may start a run.
+    from textual import events
+
+    every_status(Path("runs"))
+    app = create_app(settings_file)
+    async with app.run_test(size=SMALL) as pilot:
+        screen = await open_runs(app, pilot)
+        for key, char in [("slash", "/"), ("s", "s"), ("o", "o"), ("f", "f"), ("t", "t"),
+                          ("enter", "\r")]:
+            app.post_message(events.Key(key, char))  # queued, none handled yet
+        await pilot.pause()
+        await pilot.pause()
+        assert app.screen is screen and app.worker is None
+        assert screen.query_one("#runs-filter", Input).value == "soft"
+        assert [r.name for r in screen.shown] == ["20260101-130000-digits-softmax"]
+        assert screen.query_one(DataTable).has_focus  # enter ended the typing
