@@ -8,7 +8,8 @@
   sets come from `val_labels_path` (`label_sets`), and without one each image's single
   label is its set, which the run says in its first lines.
 - Everything else (cached file index, workers, device JPEG decoding, corrupt files
-  skipped and counted) is ImageNet's: `file_source.FileSource` and `imagenet_files`.
+  skipped and counted) is ImageNet's: `file_source.FileSource` and `imagenet_files`;
+  `decode` is resolved as ImageNet's (`imagenet.resolve_decode`).
 
 `survey_folders` reads the layout without raising, listing every problem (errors that
 make training impossible, warnings that do not), for the source and for `mile-tui data
@@ -118,12 +119,15 @@ def survey_folders(
     """Index the training and validation folders and the label file; never raises for a
     problem of the data, listing it in `errors` or `warnings` instead."""
     survey = FolderSurvey()
-    try:
-        classes = subfolders(data_path, "data_path")
-        val_classes = subfolders(val_path, "val_path")
-    except SettingsError as exc:
-        survey.errors.append(str(exc))
+    listed: list[list[str]] = []
+    for key, root in (("data_path", data_path), ("val_path", val_path)):
+        try:
+            listed.append(subfolders(root, key))
+        except SettingsError as exc:  # both folders are looked at, so both are reported
+            survey.errors.append(str(exc))
+    if survey.errors:
         return survey
+    classes, val_classes = listed
     if not classes:
         survey.errors.append(
             f"data_path '{shown_path(data_path)}' has no sub-folders; put each class's "

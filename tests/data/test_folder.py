@@ -175,6 +175,12 @@ def test_errors_are_settings_errors(tmp_path: Path, damage: str, message: str) -
     assert "\n" not in str(error.value)
 
 
+def test_both_missing_folders_are_reported(tmp_path: Path) -> None:
+    survey = survey_folders(tmp_path / "no-train", tmp_path / "no-val")
+    assert len(survey.errors) == 2
+    assert "data_path" in survey.errors[0] and "val_path" in survey.errors[1]
+
+
 def test_fewer_images_than_a_batch(tree: Tree) -> None:
     with pytest.raises(SettingsError, match="holds 9 images, fewer than batch_size = 16"):
         source(tree, batch_size=16)
