@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=0,
                         help="Side both sources feed the model (0: the grids' native side).")
     parser.add_argument("--out", type=Path, default=Path("crosscheck"))
+    parser.add_argument("--sources", default="built-in,folder",
+                        help="Which sources to train, comma-separated.")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     base = build_settings({
@@ -123,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {steps * args.batch_size} training and {args.val_size} validation grids "
           f"({native} px) to {args.out / 'data'} in {time.perf_counter() - started:.0f} s",
           flush=True)
-    results: dict[str, list[float]] = {"built-in": [], "folder": []}
-    sources: dict[str, dict[str, Any]] = {"built-in": {}, "folder": folder}
+    chosen = [name.strip() for name in args.sources.split(",")]
+    sources: dict[str, dict[str, Any]] = {
+        name: changes for name, changes in (("built-in", {}), ("folder", folder))
+        if name in chosen}
+    results: dict[str, list[float]] = {name: [] for name in sources}
     for seed in seeds:
         for name, changes in sources.items():
             settings = build_settings({**changes, "seed": seed, "image_size": side},
