@@ -211,9 +211,12 @@ def test_missing_fashion_files_suggest_the_debian_package(tmp_path: Path) -> Non
     assert "FashionMNIST/raw" in message and "download failed" not in message
 
 
-def test_model_must_match_the_grid_dataset() -> None:
-    with pytest.raises(SettingsError, match='use model = "resnet18-10"'):
-        build_settings({"dataset": "fashion-mnist", "model": "resnet18"})
+def test_a_grid_dataset_takes_any_model_but_imagenet_refuses_the_10_class_one() -> None:
+    # resnet18 and every other open model are sized to the dataset's classes (10 here);
+    # resnet18-10 is a fixed 10-class network and cannot serve ImageNet's 1000.
+    assert build_settings({"dataset": "fashion-mnist", "model": "resnet18"}).model == "resnet18"
+    with pytest.raises(SettingsError, match="predicts 10 classes but dataset 'imagenet'"):
+        build_settings({"dataset": "imagenet", "model": "resnet18-10"})
 
 
 # ---------------------------------------------------------------------- downloads
