@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from mile_engine import events as ev
-from mile_engine.config import Settings, build_settings
+from mile_engine.config import CROPS, Settings, build_settings
 from mile_engine.data import load_tiles
 from mile_engine.data.grids import compose_grids
 from mile_engine.data.tiles import GridSource
@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("crosscheck"))
     parser.add_argument("--sources", default="built-in,folder",
                         help="Which sources to train, comma-separated.")
+    parser.add_argument("--crop", default="random-resized", choices=list(CROPS),
+                        help="The folder source's `crop` setting (whole: the whole grid "
+                        "resized, no random or centre crop).")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     base = build_settings({
@@ -127,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     chosen = [name.strip() for name in args.sources.split(",")]
     sources: dict[str, dict[str, Any]] = {
-        name: changes for name, changes in (("built-in", {}), ("folder", folder))
+        name: changes for name, changes in (
+            ("built-in", {}), ("folder", {**folder, "crop": args.crop}))
         if name in chosen}
     results: dict[str, list[float]] = {name: [] for name in sources}
     for seed in seeds:
@@ -140,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     print(f"\n{args.dataset}, {args.schema}, 3-object grids, {args.epochs} generations of "
           f"k_t={args.k_t} + k_s={args.k_s} steps, batch {args.batch_size}, {side} px, "
-          f"{args.val_size} validation grids, seeds {args.seeds}:")
+          f"{args.val_size} validation grids, seeds {args.seeds}, folder crop "
+          f"{args.crop}:")
     for name, values in results.items():
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         print(f"  {name:8s} ReaL F1 {statistics.mean(values):.4f} +- {sd:.4f} (sd)  "

@@ -44,6 +44,7 @@ Dataset = Literal["digits", "mnist", "fashion-mnist", "imagenet", "folder"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Scheduler = Literal["plateau", "none"]
 Decode = Literal["auto", "workers", "device"]
+Crop = Literal["random-resized", "whole"]
 
 LEGACY_MODELS: tuple[LegacyModel, ...] = get_args(LegacyModel)
 SCHEMAS: tuple[Schema, ...] = get_args(Schema)
@@ -52,6 +53,7 @@ DEVICES = ("auto", "cpu", "cuda")  # `cuda:N` too: a pattern, not a closed set o
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 SCHEDULERS: tuple[Scheduler, ...] = get_args(Scheduler)
 DECODERS: tuple[Decode, ...] = get_args(Decode)
+CROPS: tuple[Crop, ...] = get_args(Crop)
 
 # resnet18-10 names its class count; every other model's head is sized to the data.
 MODEL_CLASSES = {"resnet18-10": 10}
@@ -258,6 +260,16 @@ class Settings:
         "device (whole batches on the training device, nvjpeg on CUDA; the workers only "
         "read files) or auto (device on CUDA, workers on the CPU).",
         choices=DECODERS,
+    )
+    crop: Crop = _setting(
+        "random-resized",
+        "data",
+        "imagenet, folder: how images are cut to the model's input. random-resized "
+        "(ImageNet's: training on a random 8-100 % crop, validation on a centre crop; for "
+        "photos of one main subject) or whole (the whole image resized, flipped at random "
+        "in training; for images whose labelled objects sit anywhere: grids, documents, "
+        "multi-object scenes).",
+        choices=CROPS,
     )
     # -- optimisation
     lr: float = _setting(

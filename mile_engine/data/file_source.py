@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from mile_engine.config import Crop
 from mile_engine.data.batch import Batch, ValSample
 from mile_engine.data.image_files import (
     ImageFiles,
@@ -146,6 +147,8 @@ class FileSource:
         num_classes: the classes of the labels and of the label sets.
         class_names: a name per class.
         decode: "workers" or "device", where JPEGs are decoded.
+        crop: "random-resized" (ImageNet's random crop; validation centre crop) or "whole"
+            (the whole image resized, in training and validation).
         spec: the model's input (crop side, resize side, mean, std).
         size: the crop side (`spec.image_size`).
         skipped_files: undecodable files met so far, path -> reason.
@@ -169,6 +172,7 @@ class FileSource:
         world_size: int = 1,
         decode: Literal["workers", "device"] = "workers",
         notes: Sequence[str] = (),
+        crop: Crop = "random-resized",
     ) -> None:
         if val.sets is None:
             raise ValueError("validation files need their label sets")
@@ -195,6 +199,7 @@ class FileSource:
         self.epoch = 0
         self.batches = 0
         self.decode = decode
+        self.crop = crop
         self._train_data = self._files(train.root, train.paths, train=True)
         self._val_data = self._files(val.root, val.paths, train=False)
         self._collate = collate_jpeg if self.decode == "device" else collate
@@ -210,10 +215,11 @@ class FileSource:
     def _files(self, root: str, paths: Sequence[str], train: bool) -> ImageFiles | JpegFiles:
         """The loader's dataset: training files are substituted when undecodable."""
         resize = self.spec.resize_size
-        transform = train_transform(self.size) if train else val_transform(self.size, resize)
+        transform = (train_transform(self.size, self.crop) if train
+                     else val_transform(self.size, resize, self.crop))
         if self.decode == "device":
             return JpegFiles(root, paths, transform, self.size, substitute=train, train=train,
-                             resize=resize)
+                             resize=resize, crop=self.crop)
         return ImageFiles(root, paths, transform, self.size, substitute=train)
 
     def _loader(

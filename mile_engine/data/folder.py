@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from mile_engine.config import Decode, Settings, SettingsError, shown_path
+from mile_engine.config import Crop, Decode, Settings, SettingsError, shown_path
 from mile_engine.data.file_source import (
     FileSource,
     ImageNetInput,
@@ -255,6 +255,7 @@ class FolderSource(FileSource):
         rank: int = 0,
         world_size: int = 1,
         decode: Decode = "workers",
+        crop: Crop = "random-resized",
     ) -> None:
         survey = survey_folders(data_path, val_path, val_labels_path, cache, progress)
         if survey.errors:
@@ -295,6 +296,7 @@ class FolderSource(FileSource):
             world_size=world_size,
             decode=resolved,
             notes=notes,
+            crop=crop,
         )
 
     @classmethod
@@ -328,4 +330,5 @@ class FolderSource(FileSource):
             rank=rank,
             world_size=world_size,
             decode=settings.decode,
+            crop=settings.crop,
         )

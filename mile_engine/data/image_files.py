@@ -44,7 +44,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
-from mile_engine.data.jpeg import VAL_RESIZE, Box, random_resized_box
+from mile_engine.config import Crop
+from mile_engine.data.jpeg import VAL_RESIZE, Box, random_resized_box, whole_box
 
 # A training sample that cannot be decoded is replaced by the next decodable file; this
 # many failures in a row mean the data set itself is broken.
@@ -191,15 +192,25 @@ def decode_rgb(path: str) -> Image.Image:
         return pil_rgb(image)
 
 
-def train_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
-    """RandomResizedCrop + horizontal flip, to uint8 (normalised later, on the device)."""
-    return T.Compose([T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip(),
-                      T.PILToTensor()])
+def train_transform(
+    size: int, crop: Crop = "random-resized"
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Training: RandomResizedCrop (`crop = "random-resized"`) or the whole image resized
+    to `size` x `size` (`"whole"`), then a horizontal flip, to uint8 (normalised later, on
+    the device)."""
+    cut: T.Transform = (T.RandomResizedCrop(size, antialias=True) if crop == "random-resized"
+                        else T.Resize((size, size), antialias=True))
+    return T.Compose([cut, T.RandomHorizontalFlip(), T.PILToTensor()])
 
 
-def val_transform(size: int, resize: int | None = None) -> Callable[[Image.Image], torch.Tensor]:
-    """The shorter side resized to `resize` (the usual 256/224 of the crop when None),
-    then a centre crop of `size`, to uint8."""
+def val_transform(
+    size: int, resize: int | None = None, crop: Crop = "random-resized"
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Validation: the shorter side resized to `resize` (the usual 256/224 of the crop when
+    None), then a centre crop of `size` (`crop = "random-resized"`); or the whole image
+    resized to `size` x `size` (`"whole"`, `resize` unused). To uint8."""
+    if crop == "whole":
+        return T.Compose([T.Resize((size, size), antialias=True), T.PILToTensor()])
     resize = resize or round(size * VAL_RESIZE)
     return T.Compose([T.Resize(resize, antialias=True), T.CenterCrop(size), T.PILToTensor()])
 
@@ -302,16 +313,19 @@ class JpegFiles(_Files[Encoded]):
     per worker, so they follow the run's seed as those of `ImageFiles` do. `transform` is
     the PIL path's transform, used for files the device decoder does not take; `resize`
     the side validation images are resized to before their centre crop (as in
-    `val_transform`).
+    `val_transform`); `crop` as in `train_transform` and `val_transform` ("whole": the
+    whole image, flipped at random in training).
     """
 
     def __init__(
         self, root: str, paths: Sequence[str], transform: Callable[[Image.Image], torch.Tensor],
         size: int, substitute: bool, train: bool, resize: int | None = None,
+        crop: Crop = "random-resized",
     ) -> None:
         super().__init__(root, paths, transform, size, substitute)
         self.train = train
         self.resize = resize
+        self.crop = crop
 
     def load(self, path: str) -> Encoded:
         with open(path, "rb") as f:
@@ -320,7 +334,10 @@ class JpegFiles(_Files[Encoded]):
             if image.format != "JPEG" or image.mode not in DEVICE_MODES:
                 return self.transform(pil_rgb(image)), (0, 0, 0, 0), False
             width, height = image.size
-        if self.train:
+        if self.crop == "whole":
+            box = whole_box(height, width)
+            flip = self.train and bool(torch.rand(()) < 0.5)
+        elif self.train:
             box, flip = random_resized_box(height, width), bool(torch.rand(()) < 0.5)
         else:
             box, flip = centre_crop_box(height, width, self.size, self.resize), False

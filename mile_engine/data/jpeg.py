@@ -2,7 +2,8 @@
 
 DataLoader workers no longer decode (`mile_engine.data.image_files.JpegFiles`): each reads
 a file's bytes and its JPEG header (size and colour mode, no pixels), draws the crop box
-(`random_resized_box`, `centre_box`) and the flip, and hands the bytes on.
+(`random_resized_box`, `centre_box`, or `whole_box` for `crop = "whole"`) and the
+flip, and hands the bytes on.
 The main process decodes the whole batch with one call to torchvision's batched
 `decode_jpeg` on the training device (nvjpeg on CUDA), then crops, resizes (bilinear,
 antialiased) and flips each image there. On a GPU this moves the costliest part of
@@ -73,6 +74,12 @@ def random_resized_box(height: int, width: int) -> Box:
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+def whole_box(height: int, width: int) -> Box:
+    """The whole image (`crop = "whole"`): resized to the crop side as it is, so no
+    labelled object near an edge is cut off."""
+    return 0, 0, height, width
 
 
 def centre_box(height: int, width: int, size: int) -> Box:
