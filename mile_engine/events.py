@@ -21,6 +21,9 @@ class RunStarted:
     reference: dict[str, float]
     resumed_from: str | None = None
     precision_reason: str = ""  # why this precision: "set", or `auto`'s rule and inputs
+    # Where the validation label sets come from, when a data source says (folder data:
+    # its label file, or "single labels (no val_labels_path)"); "" for the benchmarks.
+    label_sets: str = ""
 
 
 @dataclass(frozen=True)

@@ -305,6 +305,7 @@ class Trainer:
             global_step=self.global_step,
             reference=self.reference,
             resumed_from=self.resumed_from,
+            label_sets=str(getattr(self.source, "sets_from", "")),
         )
 
     def _run_generation(self) -> None:

@@ -31,6 +31,12 @@ class EvalTable(DataTable[Text]):
                 f"ref F1 all {view.reference.get('ref_f1_all', 0):.3f}"
                 f" · label {view.reference.get('ref_f1_label', 0):.3f}"
             )
+        if view.label_sets.startswith("single labels"):
+            # Without a label file the "ReaL" sets are the single labels: say so where
+            # the ReaL columns are read (the full text is in the log's first lines).
+            self.border_title = "Evaluation · sets = single labels"
+        else:
+            self.border_title = "Evaluation"
         best_style = self.get_component_rich_style("eval-table--best")
         self.clear()
         for index, row in enumerate(view.evals):

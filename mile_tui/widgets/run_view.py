@@ -79,6 +79,8 @@ class RunView:
     lr: float | None = None
     error: str | None = None
     reference: dict[str, float] = field(default_factory=dict)
+    label_sets: str = ""
+    """Where the ReaL sets come from when the data says (folder data), else ""."""
     losses: deque[LossPoint] = field(default_factory=lambda: deque(maxlen=HISTORY))
     pseudo: deque[ev.PseudoLabelStats] = field(default_factory=lambda: deque(maxlen=HISTORY))
     evals: list[EvalRow] = field(default_factory=list)
@@ -160,6 +162,7 @@ class RunView:
         self.total_steps = e.total_steps
         self.generations = int(e.settings.get("epoch_num", 0))
         self.reference = dict(e.reference)
+        self.label_sets = e.label_sets
         self._rate_origin = None
         if e.resumed_from:
             self._rewind(e.global_step)
