@@ -14,7 +14,7 @@ import json
 import math
 import os
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +212,14 @@ class MetricsFollower:
         self._offset, self._pending, self._ended = 0, b"", False
         self.restarted = True
 
-    def read_new(self) -> list[ev.Event]:
-        """The events of the whole lines appended since the last call, oldest first."""
+    def read_new(self, keep_newest: Mapping[str, int] | None = None) -> list[ev.Event]:
+        """The events of the whole lines appended since the last call, oldest first.
+
+        `keep_newest` maps event kinds ("StepLogged") to how many of the newest records
+        of that kind this call returns; older ones are passed over before they are
+        parsed, which is most of the work of opening a long run (its progress records
+        are nearly all of the file, and a screen shows only the newest few hundred).
+        """
         self.restarted = False
         try:
             fd = os.open(self.path, os.O_RDONLY)
@@ -233,7 +239,7 @@ class MetricsFollower:
                     self._reset()
             records: list[dict[str, Any]] = []
             with _collector_paused():
-                self._read_to(fd, st.st_size, records)
+                self._read_to(fd, st.st_size, records, keep_newest or {})
         finally:
             os.close(fd)
         with _collector_paused():
@@ -245,8 +251,10 @@ class MetricsFollower:
                 self._ended = False
         return events
 
-    def _read_to(self, fd: int, size: int, records: list[dict[str, Any]]) -> None:
+    def _read_to(self, fd: int, size: int, records: list[dict[str, Any]],
+                 keep_newest: Mapping[str, int]) -> None:
         """Read from the offset to `size`: whole lines into `records`, the rest pending."""
+        chunks: list[bytes] = []
         while self._offset < size:
             data = os.pread(fd, min(READ_CHUNK, size - self._offset), self._offset)
             if not data:
@@ -255,4 +263,31 @@ class MetricsFollower:
             data = self._pending + data
             cut = data.rfind(b"\n")
             self._pending = data[cut + 1:]
-            records.extend(_parse_lines(data[:cut + 1]))
+            if keep_newest:
+                chunks.append(data[:cut + 1])
+            else:
+                records.extend(_parse_lines(data[:cut + 1]))
+        if chunks:
+            kept = _newest_of_kinds(b"".join(chunks).split(b"\n"), keep_newest)
+            for start in range(0, len(kept), 50_000):  # one JSON parse per slice
+                records.extend(_parse_lines(b"\n".join(kept[start:start + 50_000]) + b"\n"))
+
+
+def _newest_of_kinds(lines: list[bytes], keep_newest: Mapping[str, int]) -> list[bytes]:
+    """`lines` without all but the newest `keep_newest[kind]` records of each kind named.
+
+    A record's kind is read from the start of its line, where `event_record` puts it
+    (`{"event": "StepLogged", ...`); a line that does not start so is always kept.
+    """
+    prefixes = {f'{{"event": "{kind}"'.encode(): n for kind, n in keep_newest.items()}
+    left = dict(prefixes)
+    kept: list[bytes] = []
+    for line in reversed(lines):
+        head = line[: line.find(b",")] if line.startswith(b'{"event": "') else b""
+        if head in left:
+            if left[head] <= 0:
+                continue
+            left[head] -= 1
+        kept.append(line)
+    kept.reverse()
+    return kept

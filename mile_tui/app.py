@@ -706,7 +706,7 @@ def fold_history(run_dir: Path, follower: MetricsFollower | None = None) -> RunV
     view = RunView()
     skipped = 0
     # The follower gives each RunStarted the settings.toml it left out of the file.
-    events = follower.read_new()
+    events = follower.read_new(keep_newest={kind.__name__: rv.HISTORY for kind in THINNED})
     # The charts keep the newest HISTORY progress records and the panels the newest
     # position and load: older ones of those kinds are passed over, which makes a long
     # run (a 100 MB file, half a million records) open several times faster.
