@@ -363,7 +363,8 @@ def image_input(path: Path, settings: Settings) -> torch.Tensor:
 
     Grid datasets: grey, resized to the grid's native side, then the training pipeline
     (`to_model_input`); ImageNet and folders: RGB, resized and centre-cropped, normalised
-    as the model's `input_spec` says (256 / 224 and ImageNet's statistics by default). High
+    as the model's `input_spec` says (256 / 224 and ImageNet's statistics by default; the
+    whole image resized with `crop = "whole"`). High
     bit depths are scaled to 8 bits first, as in training (`read_image`).
 
     Raises:
@@ -376,7 +377,8 @@ def image_input(path: Path, settings: Settings) -> torch.Tensor:
 
         spec = input_spec(settings)
         rgb = read_image(path, "RGB")
-        pixels = val_transform(spec.image_size, spec.resize_size)(rgb).float()
+        # As the run validated: centre crop, or the whole image with crop = "whole".
+        pixels = val_transform(spec.image_size, spec.resize_size, crop=settings.crop)(rgb).float()
         mean = torch.tensor(spec.mean).view(3, 1, 1) * 255
         std = torch.tensor(spec.std).view(3, 1, 1) * 255
         return (pixels - mean) / std

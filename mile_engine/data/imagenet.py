@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from mile_engine.config import Decode, Settings, SettingsError
+from mile_engine.config import Crop, Decode, Settings, SettingsError
 from mile_engine.data.file_source import (
     DEFAULT_SIZE,
     MEAN,
@@ -122,6 +122,7 @@ class ImageNetSource(FileSource):
         world_size: int = 1,
         decode: Decode = "workers",
         spec: InputSpecLike | None = None,
+        crop: Crop = "random-resized",
     ) -> None:
         train = scan_train(data_path, cache, progress)
         val = scan_val(val_path, train.classes, progress)
@@ -162,6 +163,7 @@ class ImageNetSource(FileSource):
             world_size=world_size,
             decode=resolved,
             notes=notes,
+            crop=crop,
         )
 
     @classmethod
@@ -195,4 +197,5 @@ class ImageNetSource(FileSource):
             world_size=world_size,
             decode=settings.decode,
             spec=spec,
+            crop=settings.crop,
         )

@@ -450,3 +450,25 @@ def test_data_notes_reach_the_sinks_and_the_run_log(mini: Mini, tmp_path: Path) 
     assert trainer.train().status == "finished"
     log = (trainer.run_dir / "run.log").read_text()
     assert "top-1 accuracy is unavailable" in log and "3 class folders, not 1000" in log
+
+
+def test_crop_whole_reaches_imagenet_validation(mini: Mini, private_cache: Path,
+                                               tmp_path: Path) -> None:
+    # Validation images with a left-to-right ramp: the whole of it and its centre differ.
+    ramp = torch.arange(44, dtype=torch.uint8).mul(5).expand(36, 44)
+    for entry, c in VAL_LABELS.items():
+        path = tmp_path / "val" / CLASSES[c] / val_name(entry)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(ramp.numpy()).convert("RGB").save(path, format="PNG")
+    settings = tiny(dataset="imagenet", model="resnet18", data_path=str(mini.train),
+                    val_path=str(tmp_path / "val"), real_path=str(mini.real),
+                    image_size=SIZE, num_workers=0, batch_size=4, decode="workers",
+                    crop="whole")
+    whole = ImageNetSource.from_settings(settings, torch.device("cpu"), warn=lambda t: None)
+    centre = ImageNetSource.from_settings(dataclasses.replace(settings, crop="random-resized"),
+                                          torch.device("cpu"), warn=lambda t: None)
+    assert (whole.crop, centre.crop) == ("whole", "random-resized")
+    squeezed, cropped = (next(iter(s.val_batches(4))).images[0, 0] for s in (whole, centre))
+    # The whole ramp spans more of the range than its centre, at either edge.
+    assert squeezed[:, 0].mean() < cropped[:, 0].mean()
+    assert squeezed[:, -1].mean() > cropped[:, -1].mean()
