@@ -11,6 +11,8 @@ times, each --repeat times (the best and the median are printed):
 - summarize_run, cold (the search for the best evaluation of a run that did not end is
   not cached yet) and warm;
 - MetricsFollower: its first read (the whole file), then one read of 1 MB appended;
+- the console opening the run (`mile_tui.app.fold_history`: the first read thinned to
+  the progress records the screen keeps, folded into the run screen's state);
 - list_runs over --runs small run folders (the Runs screen's opening).
 
     python benchmarks/metrics_follow.py --size-mb 100 --repeat 3
@@ -151,6 +153,14 @@ def main() -> None:
 
         seconds, count = timed(first_read, args.repeat)
         report("MetricsFollower first read", seconds, f"{count:,} events")
+
+        # What the console does when a run is opened: the follower's first read, passing
+        # over all but the newest progress records, folded into the run screen's state.
+        from mile_tui.app import fold_history
+
+        seconds, view = timed(lambda: fold_history(run_dir), args.repeat)
+        report("console opens the run (fold_history)", seconds,
+               f"{len(view.evals)} evaluations, {len(view.losses)} loss points")
         follower = MetricsFollower(run_dir)
         follower.read_new()
         extra = "".join(generation_lines(99_999, 10_000, 0.0))
