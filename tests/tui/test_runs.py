@@ -513,12 +513,8 @@ def write_events(run_dir: Path) -> list[ev.Event]:
             + [ev.RunEnded("finished", 10, 1.0, None)])
 
 
-async def test_run_screen_key_r_resumes_an_earlier_run_after_a_restart(
-        settings_file: Path) -> None:
-    from tests.tui.test_runs_live import tiny_checkpoint_run
-
-    run_dir = tiny_checkpoint_run(Path("runs"), epochs=2, extra=["epoch_num=2"])
-    app = create_app(settings_file, ["epoch_num=3"])
+def record_run_starts(app: MileApp) -> list[ev.RunStarted]:
+    """The RunStarted events the app's trainer thread hands to the screen, as they come."""
     started: list[ev.RunStarted] = []
     put = app.buffer.put
 
@@ -528,6 +524,16 @@ async def test_run_screen_key_r_resumes_an_earlier_run_after_a_restart(
         put(event)
 
     app.buffer.put = record  # type: ignore[method-assign]
+    return started
+
+
+async def test_run_screen_key_r_resumes_an_earlier_run_after_a_restart(
+        settings_file: Path) -> None:
+    from tests.tui.test_runs_live import tiny_checkpoint_run
+
+    run_dir = tiny_checkpoint_run(Path("runs"), epochs=2, extra=["epoch_num=2"])
+    app = create_app(settings_file, ["epoch_num=3"])
+    started = record_run_starts(app)
     async with app.run_test(size=LARGE) as pilot:
         await open_runs(app, pilot)
         await pilot.press("enter")
@@ -554,15 +560,7 @@ async def test_checkpoint_browser_resumes_the_highlighted_save(settings_file: Pa
 
     run_dir = tiny_checkpoint_run(Path("runs"), epochs=2, extra=["epoch_num=2"])
     app = create_app(settings_file)
-    started: list[ev.RunStarted] = []
-    put = app.buffer.put
-
-    def record(event: ev.Event) -> None:
-        if isinstance(event, ev.RunStarted):
-            started.append(event)
-        put(event)
-
-    app.buffer.put = record  # type: ignore[method-assign]
+    started = record_run_starts(app)
     async with app.run_test(size=LARGE) as pilot:
         await open_runs(app, pilot)
         await pilot.press("f4")
