@@ -102,8 +102,11 @@ class Steerer:
         if isinstance(event, ev.StepLogged) and event.global_step in self.at:
             assert self.run_dir is not None
             send_request(self.run_dir, self.at.pop(event.global_step))  # type: ignore[arg-type]
-        if isinstance(event, ev.Paused) and self.on_pause:
-            run_dir, requests = self.run_dir, self.on_pause
+        if isinstance(event, ev.Paused):
+            # A pause nobody asked for (a stop taken as a pause, say) is answered with a
+            # resume, so that a wrong trainer runs on and fails the test's checks
+            # instead of waiting paused forever.
+            run_dir, requests = self.run_dir, self.on_pause or ["resume"]
             self.on_pause = []
 
             def later() -> None:
