@@ -18,8 +18,9 @@ each measurement are left out of its images/s but timed and reported ("warmup_s"
         [--windows 5] [--steps 20] [--out benchmarks/results/throughput.json]
         [--precisions fp32,bf16]
 
-With `--precisions`, the whole measurement runs once per precision setting (one after the
-other, not interleaved) and the engine's and the ceiling's gain over the first is printed.
+With `--precisions`, one trainer is built per precision setting, the timed windows of all
+of them (engine and ceiling, each precision) alternate, and the engine's and the
+ceiling's gain over the first precision is printed: the median of per-window ratios.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Any
 
 import torch
 
-from mile_engine.config import load_settings
+from mile_engine.config import Settings, load_settings
 from mile_engine.data import Batch
 from mile_engine.metrics import evaluate_logits
 from mile_engine.schemas import multi_label_bce
@@ -50,7 +51,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
+def timed(step: Callable[[], object], steps: int, device: torch.device) -> float:
     """Seconds that `steps` calls of `step` take, device work included."""
     start = time.perf_counter()
     for _ in range(steps):
@@ -60,7 +61,7 @@ def timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
 
 
 def timed_rate(
-    step: Callable[[], None], images_per_step: int, device: torch.device,
+    step: Callable[[], object], images_per_step: int, device: torch.device,
     windows: int, steps: int, warmup: int,
 ) -> float:
     """Median images/s over `windows` windows of `steps` steps, after `warmup` steps."""
@@ -70,53 +71,95 @@ def timed_rate(
     )
 
 
-def paired_rates(
-    engine: Callable[[], None], ceiling: Callable[[], None], images_per_step: int,
-    device: torch.device, windows: int, steps: int, warmup: int,
-) -> dict[str, Any]:
-    """The engine against the ceiling, their timed windows alternating.
+def alternating_rates(
+    steps: dict[str, Callable[[], object]], images_per_step: int, device: torch.device,
+    windows: int, steps_per_window: int, warmup: int,
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Images/s of each step function in each window, their timed windows alternating.
 
-    Alternating puts slow drift (clock speed, caches, other load on the machine) on both
-    alike; the ratio is the median of the per-pair ratios.
+    Alternating puts slow drift (clock speed, caches, other load on the machine) on all of
+    them alike, so the per-window ratios between them are what to compare. Returns the
+    rates per window and the warm-up seconds of each.
     """
-    engine_warmup, ceiling_warmup = timed(engine, warmup, device), timed(ceiling, warmup, device)
-    pairs = []
+    warmup_s = {name: timed(step, warmup, device) for name, step in steps.items()}
+    rates: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(windows):
-        engine_s, ceiling_s = timed(engine, steps, device), timed(ceiling, steps, device)
-        pairs.append((images_per_step * steps / engine_s, images_per_step * steps / ceiling_s))
-    return {
-        "engine": statistics.median(e for e, _ in pairs),
-        "ceiling": statistics.median(c for _, c in pairs),
-        "ratio": statistics.median(e / c for e, c in pairs),
-        "warmup_s": {"engine": engine_warmup, "ceiling": ceiling_warmup},
-    }
+        for name, step in steps.items():
+            rates[name].append(images_per_step * steps_per_window
+                               / timed(step, steps_per_window, device))
+    return rates, warmup_s
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Run every measurement for one settings file; return the results."""
-    settings = load_settings(args.config, args.set, missing_ok=True)
-    torch.manual_seed(0)
-    trainer = Trainer(settings, Path("."))
-    device, source = trainer.device, trainer.source
-    bs = settings.batch_size
-    kw = {"windows": args.windows, "steps": args.steps, "warmup": args.warmup}
+def median_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """The median of the per-window ratios of two alternating measurements."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
-    # The engine takes fresh batches from its source and runs the trainer's own step
-    # functions; the ceiling runs the same steps on one batch made beforehand and kept
-    # on the device. It is a copy of a real batch, not random noise: on the CPU a step
-    # on normal-distributed inputs ran 2-3% slower than on the same-shaped grids, which
-    # read as an engine "faster than its ceiling".
-    fixed = source.train_batch()
-    synthetic = Batch(fixed.images.clone(memory_format=torch.contiguous_format),
-                      fixed.labels.clone(), fixed.real)
-    interactive = paired_rates(
-        lambda: trainer.interactive_step(source.train_batch()),
-        lambda: trainer.interactive_step(synthetic), bs, device, **kw,
-    )
-    imitation = paired_rates(
-        lambda: trainer.imitation_step(source.train_batch()),
-        lambda: _bare_imitation(trainer, synthetic), bs, device, **kw,
-    )
+
+class Subject:
+    """One trainer to measure: its engine and ceiling step functions for both phases."""
+
+    def __init__(self, settings: Settings) -> None:
+        torch.manual_seed(0)
+        self.settings = settings
+        self.trainer = trainer = Trainer(settings, Path("."))
+        self.source = source = trainer.source
+        # The engine takes fresh batches from its source and runs the trainer's own step
+        # functions; the ceiling runs the same steps on one batch made beforehand and kept
+        # on the device. It is a copy of a real batch, not random noise: on the CPU a step
+        # on normal-distributed inputs ran 2-3% slower than on the same-shaped grids,
+        # which read as an engine "faster than its ceiling".
+        fixed = source.train_batch()
+        self.input_size = list(fixed.images.shape[1:])
+        synthetic = Batch(fixed.images.clone(memory_format=torch.contiguous_format),
+                          fixed.labels.clone(), fixed.real)
+        self.steps: dict[str, dict[str, Callable[[], object]]] = {
+            "interactive": {
+                "engine": lambda: trainer.interactive_step(source.train_batch()),
+                "ceiling": lambda: trainer.interactive_step(synthetic),
+            },
+            "imitation": {
+                "engine": lambda: trainer.imitation_step(source.train_batch()),
+                "ceiling": lambda: _bare_imitation(trainer, synthetic),
+            },
+        }
+
+
+def measure_steps(
+    subjects: dict[str, Subject], args: argparse.Namespace
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Engine against ceiling for each subject and step, all their windows alternating.
+
+    Returns, per subject and step: engine and ceiling images/s (medians), their ratio (the
+    median of the per-window ratios), the warm-up seconds, and the per-window rates.
+    """
+    first = next(iter(subjects.values()))
+    device, bs = first.trainer.device, first.settings.batch_size
+    out: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in subjects}
+    for step in ("interactive", "imitation"):
+        functions = {(name, side): fn for name, subject in subjects.items()
+                     for side, fn in subject.steps[step].items()}
+        rates, warmup_s = alternating_rates(
+            {f"{name}/{side}": fn for (name, side), fn in functions.items()}, bs, device,
+            args.windows, args.steps, args.warmup,
+        )
+        for name in subjects:
+            engine, ceiling = rates[f"{name}/engine"], rates[f"{name}/ceiling"]
+            out[name][step] = {
+                "engine": statistics.median(engine),
+                "ceiling": statistics.median(ceiling),
+                "ratio": median_ratio(engine, ceiling),
+                "warmup_s": {"engine": warmup_s[f"{name}/engine"],
+                             "ceiling": warmup_s[f"{name}/ceiling"]},
+                "windows": {"engine": engine, "ceiling": ceiling},
+            }
+    return out
+
+
+def measure_rest(subject: Subject, steps: dict[str, dict[str, Any]],
+                 args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluation, the data source alone and the metrics for one subject; the result."""
+    trainer, source, settings, device = (subject.trainer, subject.source, subject.settings,
+                                         subject.trainer.device)
     val_images = len(source.val_targets()[0])
     start = time.perf_counter()
     trainer.evaluate()
@@ -124,7 +167,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     eval_rate = val_images / (time.perf_counter() - start)
 
     # -- the data alone: what the source delivers with no network to feed
-    data_rate = timed_rate(source.train_batch, bs, device, **kw)
+    data_rate = timed_rate(source.train_batch, settings.batch_size, device,
+                           windows=args.windows, steps=args.steps, warmup=args.warmup)
 
     # -- metrics alone on ImageNet-sized logits
     gen = torch.Generator().manual_seed(0)
@@ -140,7 +184,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                      if k in ("dataset", "model", "schema", "batch_size", "image_size",
                               "grid_objects", "precision", "compile", "decode",
                               "num_workers")},
-        "input_size": list(fixed.images.shape[1:]),
+        "input_size": subject.input_size,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(),
@@ -148,8 +192,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "torch": torch.__version__,
         "precision": str(trainer.dtype),
         "precision_reason": trainer.precision_reason,
-        "interactive": interactive,
-        "imitation": imitation,
+        "interactive": steps["interactive"],
+        "imitation": steps["imitation"],
         "data_images_per_s": data_rate,
         "evaluation_images_per_s": eval_rate,
         "metrics_50k_x_1000_s": metrics_s,
@@ -193,10 +237,15 @@ def print_result(result: dict[str, Any], warmup: int) -> None:
 
 
 def precision_gains(by_precision: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Each precision's engine and ceiling images/s over the first precision's, per step."""
+    """Each precision's engine and ceiling images/s over the first precision's, per step.
+
+    The windows of all precisions alternated, so each gain is the median of per-window
+    ratios, as free of the machine's drift as the engine/ceiling ratio.
+    """
     first = next(iter(by_precision.values()))
     return {
-        name: {f"{step}_{side}": result[step][side] / first[step][side]
+        name: {f"{step}_{side}": median_ratio(result[step]["windows"][side],
+                                              first[step]["windows"][side])
                for step in ("interactive", "imitation") for side in ("engine", "ceiling")}
         for name, result in by_precision.items()
     }
@@ -214,21 +263,26 @@ def main() -> None:
                         help="measure each precision setting in turn (e.g. fp32,bf16) and "
                              "report the gain of each over the first")
     args = parser.parse_args()
+    names = args.precisions.split(",") if args.precisions else [""]
+    # Every precision's trainer is built first, so that their timed windows alternate.
+    subjects = {
+        name: Subject(load_settings(args.config, [*args.set, *([f"precision={name}"]
+                                                              if name else [])],
+                                    missing_ok=True))
+        for name in names
+    }
+    steps = measure_steps(subjects, args)
+    by_precision = {name: measure_rest(subjects[name], steps[name], args) for name in names}
+    for name in names:
+        print_result(by_precision[name], args.warmup)
     if args.precisions:
-        base_set = list(args.set)
-        by_precision = {}
-        for name in args.precisions.split(","):
-            args.set = [*base_set, f"precision={name}"]
-            by_precision[name] = measure(args)
-            print_result(by_precision[name], args.warmup)
         gains = precision_gains(by_precision)
         for name, gain in gains.items():
-            print(f"{name} over {next(iter(gains))}: " + ", ".join(
+            print(f"{name} over {names[0]}: " + ", ".join(
                 f"{key} x{value:.2f}" for key, value in gain.items()))
         result: dict[str, Any] = {"by_precision": by_precision, "gain": gains}
     else:
-        result = measure(args)
-        print_result(result, args.warmup)
+        result = by_precision[""]
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
