@@ -59,6 +59,8 @@ SWEEP_RHOS = (0.05, 0.1, 0.25, 0.5, 0.75)
 EVAL_BATCH = 512
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
+FUSED_SGD_DEVICES = ("cpu", "cuda")
+"""Device types with a fused SGD kernel (torch.optim.SGD(fused=True))."""
 # The position shown (generation, phase, step) is never older than this, whatever
 # `log_every` says: a `Position` event (plain counters, no host sync) is due after it.
 POSITION_INTERVAL_S = 1.0
@@ -196,6 +198,11 @@ class Trainer:
             lr=settings.lr,
             momentum=MOMENTUM,
             weight_decay=WEIGHT_DECAY,
+            # One kernel over all parameters: on the CPU, PyTorch's default loops over them
+            # one by one (ResNet-18 on 2 cores: 9 ms a step, 2 ms fused; the default digits
+            # run's interactive step went from 1,123 to 1,277 img/s). Same update rule and
+            # state, so checkpoints interchange with unfused runs.
+            fused=self.device.type in FUSED_SGD_DEVICES,
         )
         self.scheduler = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -666,6 +673,10 @@ class Trainer:
         self.student.load_state_dict(state["student"])
         self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # The saved groups carry the saving machine's kernel choice (`fused`); this one's
+        # applies: a CPU save resumes fused on a GPU, an older unfused save fused here.
+        for group in self.optimizer.param_groups:
+            group["fused"], group["foreach"] = self.device.type in FUSED_SGD_DEVICES, None
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:  # empty when saved without fp16: a new fp16 scaler starts fresh

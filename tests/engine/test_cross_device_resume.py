@@ -120,3 +120,24 @@ def test_trainer_resumes_a_cuda_checkpoint_on_cpu(tmp_path: Path) -> None:
     trainer.load_state_dict(state)
     warnings = [e.text for e in events if isinstance(e, ev.Message) and e.level == "warning"]
     assert len(warnings) == 1 and "drawn on cuda" in warnings[0]
+
+
+def test_an_unfused_optimizer_state_resumes_with_this_devices_fused_kernel(
+    tmp_path: Path,
+) -> None:
+    # Saves from before the fused kernel, or from a device without one, record
+    # fused=None; loading them must not switch this CPU back to the slow per-parameter loop,
+    # and must keep the saved momentum.
+    trainer = Trainer(tiny(), tmp_path)
+    assert all(group["fused"] for group in trainer.optimizer.param_groups)
+    trainer.interactive_step(trainer.source.train_batch())
+    saved = trainer.state_dict()
+    for group in saved["optimizer"]["param_groups"]:
+        group["fused"] = None
+    resumed = Trainer(tiny(), tmp_path)
+    resumed.load_state_dict(saved)
+    assert all(group["fused"] for group in resumed.optimizer.param_groups)
+    for kept, loaded in zip(trainer.student.parameters(), resumed.student.parameters(),
+                            strict=True):
+        assert torch.equal(trainer.optimizer.state[kept]["momentum_buffer"],
+                           resumed.optimizer.state[loaded]["momentum_buffer"])
