@@ -232,10 +232,12 @@ class Inspection:
         sigmoid = uses_sigmoid(s.schema)
         # Shaped like the trainer's networks; refresh() copies their weights in.
         classes, side = trainer.source.num_classes, trainer.source.input_shape[-1]
+        # Placed in the trainer's layout for its precision (channels_last under bf16),
+        # so that the copies run the kernels the trainer runs.
         student = place(build_model(s.model, classes, sigmoid, image_size=side),
-                        trainer.device)
+                        trainer.device, trainer.dtype)
         teacher = place(build_model(s.model, classes, sigmoid, image_size=side),
-                        trainer.device) if s.schema == "MILe" else None
+                        trainer.device, trainer.dtype) if s.schema == "MILe" else None
         view = cls(s, trainer.source, student, teacher, trainer.device, trainer.dtype,
                    list(trainer.source.class_names), trainer)
         view.refresh()

@@ -220,3 +220,15 @@ def test_checkpoint_at_start_loads_for_inspection(tmp_path: Path) -> None:
     view = inspection.Inspection.from_checkpoint(Path(saved.path))
     assert view.size == 64 and view.global_step == 0
     assert view.sample(64).index == 0  # indices wrap around
+
+
+def test_live_inspection_of_a_bf16_run_runs_the_trainers_layout(tmp_path: Path) -> None:
+    # Under CPU bf16 the trainer's networks are channels_last (oneDNN's fast bf16 path);
+    # the inspector's copies must be too.
+    trainer = Trainer(tiny(checkpoint_path=str(tmp_path), precision="bf16"), tmp_path)
+    assert trainer.student.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    view = inspection.Inspection.from_trainer(trainer)
+    for copy in (view.student, view.teacher):
+        assert copy is not None
+        assert copy.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert math.isfinite(view.sample(0).prediction[0].prob)
