@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mile_engine import events as ev
@@ -239,16 +238,3 @@ def compare(runs: Sequence[RunData], loss_points: int = LOSS_POINTS) -> Comparis
         result.loss.append(_loss_series(name, history, loss_points))
         result.best.append(_best_metrics(name, history, scored))
     return result
-
-
-def load_run(run_dir: Path) -> RunData:
-    """A run folder's history and settings, to compare.
-
-    Raises:
-        ValueError: `run_dir` is not a run folder, or its metrics.jsonl is damaged.
-    """
-    from mile_engine.run_catalog import summarize_run
-    from mile_engine.run_history import load_history
-
-    summary = summarize_run(run_dir)
-    return RunData(summary.name, load_history(run_dir), summary.settings)

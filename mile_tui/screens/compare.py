@@ -7,12 +7,18 @@ settings in which the runs differ. The data comes from `mile_engine.comparison`.
 
 At 80 columns each chart has a tab of its own; from `WIDE` columns on, the F1 and
 coverage charts share one tab, side by side.
+
+The screen follows the runs while it is open: every `FOLLOW_INTERVAL_S` it reads only
+the bytes each run's metrics.jsonl gained (`MetricsFollower`), and redraws when any did,
+so a run still training moves on the charts and tables by itself.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
+from typing import Literal
 
 from rich.text import Text
 from textual import work
@@ -25,12 +31,17 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from mile_engine.comparison import Comparison, RunData, Series, compare, load_run
+from mile_engine import events as ev
+from mile_engine.comparison import Comparison, RunData, Series, compare
+from mile_engine.run_catalog import summarize_run
+from mile_engine.run_history import MetricsFollower
 from mile_tui.checkpoint_browser import wrap_name
 from mile_tui.marks import BEST_MARK
 
 WIDE = 120
 """From this many columns the F1 and coverage charts share a tab."""
+FOLLOW_INTERVAL_S = 2.0
+"""How often the screen looks for records the runs appended (a stat per run when none)."""
 
 PALETTE: list[tuple[int, int, int]] = [
     (66, 135, 245), (245, 145, 40), (60, 180, 75), (230, 60, 60), (160, 110, 220),
@@ -120,31 +131,82 @@ def step_ticks(low: float, high: float, count: int = 6) -> list[int]:
     return list(range(int(first), int(high) + 1, int(gap)))
 
 
+LOG_MANTISSAS = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+"""Where the ticks of a log axis go in each decade (1, 2, 5 alone when that is enough)."""
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """Round values between `low` and `high` (both > 0) to mark a log axis with: 1, 2
+    and 5 in each decade, or more mantissas when those leave fewer than three."""
+    for mantissas in ((1.0, 2.0, 5.0), LOG_MANTISSAS):
+        ticks = [m * 10.0 ** e
+                 for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+                 for m in mantissas]
+        inside = [round(t, 12) for t in ticks
+                  if low <= t * (1 + 1e-9) and t <= high * (1 + 1e-9)]
+        if len(inside) >= 3:
+            return inside
+    return [low, high] if low < high else [low]
+
+
+def linear_ticks(low: float, high: float, count: int = 6) -> list[float]:
+    """About `count` round values (steps of 1, 2, 2.5 or 5 times a power of ten) from
+    `low` to `high`."""
+    if not high > low:
+        return [low]
+    rough = (high - low) / (count - 1)
+    power = 10.0 ** math.floor(math.log10(rough))
+    step = next(m * power for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * power >= rough)
+    first = math.ceil(low / step - 1e-9)
+    return [round(i * step, 12) for i in range(first, math.floor(high / step + 1e-9) + 1)]
+
+
 def draw(plot: PlotextPlot, series: list[Series], title: str, xlabel: str,
-         per_generation: bool) -> None:
-    """Redraw `plot` with one curve a run in the run's colour."""
+         per_generation: bool, y_axis: Literal["auto", "linear", "log"] = "auto") -> None:
+    """Redraw `plot` with one curve a run in the run's colour.
+
+    `y_axis`: "auto" leaves the y ticks to plotext; "linear" and "log" place round ones
+    (a chart that switches between the two sets its ticks each time, since plotext
+    cannot be told to go back to its own). On "log" the y values are drawn as their
+    logarithms, the ticks labelled in the values: plotext's own log scale transforms
+    its data in place at every build, so a chart drawn twice, as a terminal redraws
+    it, failed.
+    """
+    log_y = y_axis == "log"
     plt = plot.plt
     plt.clear_data()
     plt.title(title)
     plt.xlabel(xlabel)
     xs: list[float] = []
+    shown: list[float] = []
     for index, run in enumerate(series):
-        if not run.xs:
+        points = [(x, y) for x, y in zip(run.xs, run.ys, strict=True)
+                  if not log_y or y > 0]
+        if not points:
             continue
-        plt.plot(run.xs, run.ys, marker="hd", color=colour(index))
+        run_xs = [x for x, _ in points]
+        run_ys = [math.log10(y) if log_y else y for _, y in points]
+        plt.plot(run_xs, run_ys, marker="hd", color=colour(index))
         if per_generation:
             # A dot on each evaluation: a generation is a point, not a stretch of line.
-            plt.scatter(run.xs, run.ys, marker="●", color=colour(index))
-        xs.extend(run.xs)
+            plt.scatter(run_xs, run_ys, marker="●", color=colour(index))
+        xs.extend(run_xs)
+        shown.extend(y for _, y in points)
+    if shown and y_axis == "log":
+        ticks = log_ticks(min(shown), max(shown))
+        plt.yticks([math.log10(t) for t in ticks], [f"{t:g}" for t in ticks])
+    elif shown and y_axis == "linear":
+        ticks = linear_ticks(min(shown), max(shown))
+        plt.yticks(ticks, [f"{t:g}" for t in ticks])
     if xs:
         if per_generation:
             last = int(max(xs))
             every = max(1, -(-last // 12))  # at most about a dozen ticks
             plt.xticks([float(g) for g in range(1, last + 1, every)])
         else:
-            ticks = step_ticks(min(xs), max(xs))
-            if ticks:  # else plotext's own
-                plt.xticks([float(t) for t in ticks], [f"{t:,}" for t in ticks])
+            steps = step_ticks(min(xs), max(xs))
+            if steps:  # else plotext's own
+                plt.xticks([float(t) for t in steps], [f"{t:,}" for t in steps])
     plot.refresh()
 
 
@@ -176,8 +238,10 @@ class CompareScreen(Screen[None]):
         Binding("3", "tab('loss')", "Loss", tooltip="training loss against the global step"),
         Binding("4", "tab('tables')", "Tables",
                 tooltip="best metrics per run and the settings that differ"),
+        Binding("l", "log_loss", "Log loss", show=False,
+                tooltip="the loss chart on a log scale, or back to a linear one"),
         Binding("ctrl+r", "reload", "Reload", show=False,
-                tooltip="read the runs again (a run still training has gone on)"),
+                tooltip="read the runs again from the start"),
     ]
 
     def __init__(self, run_dirs: list[Path]) -> None:
@@ -186,6 +250,14 @@ class CompareScreen(Screen[None]):
         self.run_dirs = [Path(d) for d in run_dirs]
         self.comparison: Comparison | None = None
         self.errors: list[str] = []
+        self.log_loss = False
+        self.live = 0
+        """How many of the runs were training at the last look."""
+        # Per run folder: its follower, the events read so far, its name and settings.
+        self._followers: dict[Path, MetricsFollower] = {}
+        self._events: dict[Path, list[ev.Event]] = {}
+        self._runs: dict[Path, RunData] = {}
+        self._lock = threading.Lock()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -218,33 +290,67 @@ class CompareScreen(Screen[None]):
         self.sub_title = f"compare {len(self.run_dirs)} runs"
         self.query_one("#cmp-status", Static).update(Text("reading the runs…", "dim"))
         self.load()
+        self.set_interval(FOLLOW_INTERVAL_S, self.follow)
 
     def on_resize(self) -> None:
         self._layout()
         self.call_after_refresh(self._fill_tables)
 
     # ------------------------------------------------------------------ data
-    @work(thread=True, exclusive=True)
-    def load(self) -> None:
-        """Read every run's history in a thread: a long run's metrics take a while."""
-        runs: list[RunData] = []
-        errors: list[str] = []
-        for run_dir in self.run_dirs:
-            try:
-                runs.append(load_run(run_dir))
-            except (OSError, ValueError) as exc:
-                # The engine's messages start with the folder's path: name it once.
-                reason = str(exc).removeprefix(f"{run_dir}: ")
-                errors.append(f"{run_dir.name}: {reason}")
-        result = compare(runs)
-        self.app.call_from_thread(self.show, result, errors)
+    @work(thread=True)
+    def load(self, from_start: bool = False) -> None:
+        """Read what each run's history gained since the last look (all of it the first
+        time, or with `from_start`) in a thread, and redraw when anything changed.
 
-    def show(self, comparison: Comparison, errors: list[str] | None = None) -> None:
-        """Draw `comparison`; `errors`: one line per run that could not be read."""
+        One look at a time: the followers and event lists belong to whoever holds
+        `_lock`, so a reload (ctrl+r) waits for a look in progress.
+        """
+        with self._lock:
+            if from_start:
+                self._followers.clear()
+            changed, runs, errors, live = False, [], [], 0
+            for run_dir in self.run_dirs:
+                try:
+                    summary = summarize_run(run_dir)
+                    follower = self._followers.get(run_dir)
+                    fresh = follower is None
+                    if follower is None:
+                        follower = self._followers[run_dir] = MetricsFollower(run_dir)
+                    new = follower.read_new()
+                    if fresh or follower.restarted:
+                        # A first look, or a file replaced: its history is `new` alone.
+                        self._events[run_dir] = []
+                        self._runs.pop(run_dir, None)
+                    if new or run_dir not in self._runs:
+                        self._events[run_dir].extend(new)
+                        self._runs[run_dir] = RunData(summary.name, self._events[run_dir],
+                                                      summary.settings)
+                        changed = True
+                    runs.append(self._runs[run_dir])
+                    live += summary.status == "running"
+                except (OSError, ValueError) as exc:
+                    # The engine's messages start with the folder's path: name it once.
+                    reason = str(exc).removeprefix(f"{run_dir}: ")
+                    errors.append(f"{run_dir.name}: {reason}")
+            if changed or from_start or errors != self.errors or live != self.live:
+                self.app.call_from_thread(self.show, compare(runs), errors, live)
+
+    def follow(self) -> None:
+        """The timer's look at the runs; skipped while the previous look still reads."""
+        if not self._lock.locked():
+            self.load()
+
+    def show(self, comparison: Comparison, errors: list[str] | None = None,
+             live: int = 0) -> None:
+        """Draw `comparison`; `errors`: one line per run that could not be read; `live`:
+        how many of the runs are training."""
         if not self.is_mounted:  # closed while its runs were being read
             return
         self.comparison = comparison
         self.errors = list(errors or [])
+        self.live = live
+        self.sub_title = f"compare {len(self.run_dirs)} runs" + (
+            f" · following {live} live" if live else "")
         status = self.query_one("#cmp-status", Static)
         status.update("\n".join(f"not shown: {line}" for line in self.errors))
         status.display = bool(self.errors)
@@ -260,12 +366,19 @@ class CompareScreen(Screen[None]):
                 legend_entries(names, no_eval, "no evaluation yet"))
         self.query_one("#cmp-f1-legend", Legend).show(
             legend_entries(names, no_eval, "no evaluation yet"))
-        draw(self.query_one("#cmp-loss-chart", PlotextPlot), comparison.loss, "training loss",
-             "global step", False)
+        self._draw_loss()
         self.query_one("#cmp-loss-legend", Legend).show(
             legend_entries(names, no_loss, "no steps yet"))
         self._layout()
         self._fill_tables()
+
+    def _draw_loss(self) -> None:
+        """The loss chart, on the scale the user chose (`l`)."""
+        if self.comparison is None:
+            return
+        draw(self.query_one("#cmp-loss-chart", PlotextPlot), self.comparison.loss,
+             "training loss (log scale)" if self.log_loss else "training loss",
+             "global step", False, y_axis="log" if self.log_loss else "linear")
 
     def _layout(self) -> None:
         """Side by side when wide; a tab each when narrow."""
@@ -338,8 +451,15 @@ class CompareScreen(Screen[None]):
         self.query_one(TabbedContent).active = f"cmp-{tab}"
 
     def action_reload(self) -> None:
-        """Read every run's folder again."""
-        self.load()
+        """Read every run's folder again, from the start."""
+        self.load(from_start=True)
+
+    def action_log_loss(self) -> None:
+        """Switch the loss chart between a linear and a log scale."""
+        self.log_loss = not self.log_loss
+        self._draw_loss()
+        self.notify("loss on a log scale" if self.log_loss else "loss on a linear scale",
+                    timeout=2)
 
     def action_close(self) -> None:
         """Back to the screen beneath (the runs list)."""

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +22,21 @@ from hypothesis import strategies as st
 from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static, TabbedContent
+from textual_plotext import PlotextPlot
 
 from mile_engine import events as ev
 from mile_engine.config import Settings
+from mile_engine.run_lock import hold_active
 from mile_engine.runs import METRICS_FILE, SETTINGS_FILE, event_record
 from mile_tui.app import create_app
-from mile_tui.screens.compare import CompareScreen, Legend, step_ticks
+from mile_tui.screens.compare import (
+    LOG_MANTISSAS,
+    CompareScreen,
+    Legend,
+    linear_ticks,
+    log_ticks,
+    step_ticks,
+)
 from tests.tui.conftest import wait_for
 
 SMALL = (80, 24)
@@ -174,6 +186,96 @@ async def test_reload_reads_what_a_live_run_added(tmp_path: Path) -> None:
         rows = cells(screen.query_one("#cmp-best", DataTable))
         assert rows[2][1] == "★ 0.610" and rows[0][1] == "0.550"
         assert "no evaluation" not in str(screen.query_one("#cmp-f1-legend", Legend).render())
+
+
+async def test_the_screen_follows_runs_that_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No key pressed: a run a trainer holds (its active lock) is followed, what it
+    # appends shows by itself, read once (no record counted twice).
+    monkeypatch.setattr("mile_tui.screens.compare.FOLLOW_INTERVAL_S", 0.05)
+    runs = demo_runs(tmp_path)
+    trainer_lock = hold_active(runs[2])
+    app = CompareApp(runs)
+    async with app.run_test(size=SMALL) as pilot:
+        screen = await loaded(pilot)
+        await wait_for(pilot, lambda: "following 1 live" in screen.sub_title)
+        with (runs[2] / METRICS_FILE).open("a", encoding="utf-8") as f:
+            for event in [*steps(1, 5, 6, 0.8), evaluated(1, 6, 0.61, 1.3, 0.6)]:
+                f.write(json.dumps(event_record(event)) + "\n")
+        await wait_for(pilot, lambda: screen.comparison is not None
+                       and screen.comparison.best[2].best_f1 == 0.61)
+        result = screen.comparison
+        assert result.loss[2].xs == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+        assert result.f1[2].ys == [0.61] and result.f1[0].ys == [0.45, 0.55, 0.52]
+        assert len(result.loss[0].xs) == 30
+        await wait_for(pilot, lambda: cells(screen.query_one("#cmp-best", DataTable))[2][1]
+                       == "★ 0.610")
+        assert trainer_lock is not None
+        trainer_lock.close()  # the trainer ends
+        await wait_for(pilot, lambda: "live" not in screen.sub_title)
+
+
+def y_ticks(plot: PlotextPlot) -> list[tuple[int, float]]:
+    """(row, value) of each y-axis tick of a chart as it renders, top to bottom."""
+    lines = plot.render().plain.splitlines()  # type: ignore[union-attr]
+    return [(row, float(m.group(1))) for row, line in enumerate(lines)
+            if (m := re.match(r"\s*([\d.]+)┤", line))]
+
+
+def off_line(ticks: list[tuple[int, float]], scale: Callable[[float], float]) -> float:
+    """How many rows the ticks between the first and last sit off a straight line in
+    `scale(value)`: about 0 (rounding to a row) when the axis has that scale."""
+    (r0, v0), (r1, v1) = ticks[0], ticks[-1]
+    per_unit = (r1 - r0) / (scale(v1) - scale(v0))
+    return max(abs(r0 + per_unit * (scale(v) - scale(v0)) - r) for r, v in ticks[1:-1])
+
+
+async def test_l_puts_the_loss_on_a_log_scale_and_back(tmp_path: Path) -> None:
+    # Read off the rendered chart: on a linear axis the ticks' rows follow their values,
+    # on a log axis their logarithms. The losses span 0.375 to 1.364, so the two differ
+    # by rows on a 30-row chart.
+    app = CompareApp(demo_runs(tmp_path))
+    async with app.run_test(size=LARGE) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        chart = screen.query_one("#cmp-loss-chart", PlotextPlot)
+        for log_scale in (False, True, False):
+            ticks = y_ticks(chart)
+            chart.render()  # drawn again, as a redraw does: nothing may change or fail
+            assert y_ticks(chart) == ticks
+            assert len(ticks) >= 3, ticks
+            linear, logarithmic = off_line(ticks, lambda v: v), off_line(ticks, math.log10)
+            title = "training loss (log scale)" in chart.render().plain  # type: ignore[union-attr]
+            if log_scale:
+                assert logarithmic <= 1 < linear and title, (ticks, linear, logarithmic)
+            else:
+                assert linear <= 1 < logarithmic and not title, (ticks, linear, logarithmic)
+            await pilot.press("l")
+            await pilot.pause()
+
+
+@given(st.floats(1e-4, 1e4), st.floats(1.01, 1e4))
+def test_log_ticks_are_round_and_inside(low: float, factor: float) -> None:
+    high = low * factor
+    ticks = log_ticks(low, high)
+    assert ticks == sorted(ticks) and len(ticks) >= 2
+    for tick in ticks:
+        assert low * (1 - 1e-9) <= tick <= high * (1 + 1e-9)
+        if len(ticks) >= 3:  # round ones: a mantissa of LOG_MANTISSAS times 10^k
+            mantissa = tick / 10 ** math.floor(math.log10(tick) + 1e-12)
+            assert any(abs(mantissa - m) < 1e-6 for m in LOG_MANTISSAS), tick
+
+
+@given(st.floats(-1e3, 1e3), st.floats(1e-3, 1e3))
+def test_linear_ticks_are_evenly_spaced_and_inside(low: float, span: float) -> None:
+    high = low + span
+    ticks = linear_ticks(low, high)
+    assert 2 <= len(ticks) <= 11, ticks
+    assert all(low - 1e-6 * span <= t <= high + 1e-6 * span for t in ticks)
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert max(gaps) - min(gaps) <= 1e-9 * max(1.0, abs(high), abs(low))
 
 
 async def test_tabs_at_80_and_120_columns(tmp_path: Path) -> None:
