@@ -50,6 +50,7 @@ from mile_tui.preferences import (
 )
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.help import HELP_BINDING, open_help
+from mile_tui.screens.more_generations import MoreGenerationsScreen, generations_done
 from mile_tui.screens.run import RunScreen
 from mile_tui.screens.runs import RunsScreen
 from mile_tui.screens.settings import SettingsScreen
@@ -357,16 +358,59 @@ class MileApp(App[None]):
     def resume_run(self, run: RunSummary, checkpoint: Path | None = None) -> None:
         """Continue `run` in its own folder, from `checkpoint` or else its newest save
         that verifies, its whole history on screen first; a busy run is refused in one
-        line that names who holds it."""
+        line that names who holds it. A finished run resumed from a save that has
+        every generation done asks first how many generations to train to."""
+        now = self._resumable(run)
+        if now is None:
+            return
+        done = self._nothing_left(now, checkpoint)
+        if done is None:
+            self._resume_now(now, checkpoint)
+            return
+
+        def answered(total: int | None) -> None:
+            if total is None:
+                return  # cancelled: nothing happens
+            again = self._resumable(now)  # the folder may have changed while asking
+            if again is not None:
+                self._resume_now(again, checkpoint, [f"epoch_num={total}"])
+
+        self.push_screen(MoreGenerationsScreen(now.name, done, now.generations), answered)
+
+    def _resumable(self, run: RunSummary) -> RunSummary | None:
+        """`run` as its folder says now, or None after saying in one line why it
+        cannot be resumed."""
         try:
             run = summarize_run(run.path)  # its status now, not when it was listed
         except (OSError, ValueError) as exc:
             self.notify(str(exc), title="Cannot resume", severity="error")
-            return
+            return None
         problem = self.resume_problem(run)
         if problem:
             self.notify(problem, title="Cannot resume", severity="error", timeout=8)
-            return
+            return None
+        return run
+
+    @staticmethod
+    def _nothing_left(run: RunSummary, checkpoint: Path | None) -> int | None:
+        """The generations done when resuming `run` from `checkpoint` (None: its newest
+        save) would train nothing: the run finished and the save has every generation
+        of its `epoch_num` done. None when the resume has work left (or it is unknown)."""
+        if run.status != "finished":
+            return None
+        done = run.generation if checkpoint is None else generations_done(run.path, checkpoint)
+        if done is None or done < run.generations:
+            return None  # an earlier save of a finished run trains its last generations again
+        return done
+
+    def _resume_now(self, run: RunSummary, checkpoint: Path | None,
+                    overrides: Sequence[str] = ()) -> None:
+        """Launch the resume of `run` (checked already), `overrides` applied on top of
+        its saved settings by the engine, as `--resume RUN --set key=value` does."""
+        from mile_tui.checkpoint_browser import CheckpointBrowser
+
+        if isinstance(self.screen, CheckpointBrowser):
+            self.pop_screen()
         try:
             settings = self.form.settings()
         except SettingsError:
@@ -374,11 +418,12 @@ class MileApp(App[None]):
             # checkpoint_path, and a path given in full needs none.
             settings = Settings(checkpoint_path=str(run.path.parent))
         target = checkpoint if checkpoint is not None else run.path
-        self._launch(settings, resume=str(target), history=run.path)
+        self._launch(settings, resume=str(target), history=run.path, overrides=overrides)
 
     def _resume_from_browser(self, run_dir: Path, checkpoint: Path | None) -> str | None:
         """The checkpoint browser's resume key: a refusal to show there, or None once
-        the run is going (the browser is closed first)."""
+        the run is going (the browser is closed first) or its question is asked (the
+        browser stays beneath it, for a cancel)."""
         try:
             run = summarize_run(run_dir)
         except (OSError, ValueError) as exc:
@@ -386,10 +431,6 @@ class MileApp(App[None]):
         problem = self.resume_problem(run)
         if problem:
             return problem
-        from mile_tui.checkpoint_browser import CheckpointBrowser
-
-        if isinstance(self.screen, CheckpointBrowser):
-            self.pop_screen()
         self.resume_run(run, checkpoint)
         return None
 
@@ -415,9 +456,10 @@ class MileApp(App[None]):
             self.call_after_refresh(self.settings_screen.focus_setting, bad)
 
     def _launch(self, settings: Settings, resume: str | None,
-                history: Path | None = None) -> None:
+                history: Path | None = None, overrides: Sequence[str] = ()) -> None:
         """Start the trainer thread; with `history` (the resumed run's folder) its
-        earlier events are read and shown first, before the trainer adds to them."""
+        earlier events are read and shown first, before the trainer adds to them.
+        `overrides`: `key=value` changes to a resumed run's saved settings."""
         self._stop_following()
         self._history_token += 1  # a history still being read belongs to another run
         self.control = Control()
@@ -434,7 +476,7 @@ class MileApp(App[None]):
         self.worker = self.run_worker(
             lambda: train_in_thread(settings, self.control or Control(), self.buffer.put,
                                     resume, started=lambda t: setattr(self, "trainer", t),
-                                    before=before),
+                                    before=before, overrides=overrides),
             name="trainer", group="trainer", thread=True, exit_on_error=False,
         )
         self.refresh_bindings()
@@ -736,13 +778,16 @@ def fold_history(run_dir: Path, follower: MetricsFollower | None = None) -> RunV
 def train_in_thread(settings: Settings, control: Control, sink: ev.Sink,
                     resume: str | None = None,
                     started: Callable[[Any], None] | None = None,
-                    before: Callable[[], None] | None = None) -> None:
+                    before: Callable[[], None] | None = None,
+                    overrides: Sequence[str] = ()) -> None:
     """Build a run and train it, reporting everything (errors too) as events to `sink`.
 
     Runs in the worker thread: building the model and the data can take a while and
     must not freeze the screen. `before` runs first, in this thread (a resumed run's
-    history is read there, before the trainer appends to it). A settings or checkpoint
-    problem (a busy run, a missing or damaged save) is one line, without a traceback.
+    history is read there, before the trainer appends to it). `overrides` change a
+    resumed run's saved settings, checked by the engine (`mile_engine.session.RESUMABLE`).
+    A settings or checkpoint problem (a busy run, a missing or damaged save, a setting
+    a resume must keep) is one line, without a traceback.
     """
     from mile_engine.checkpoint_files import CheckpointError
 
@@ -751,7 +796,7 @@ def train_in_thread(settings: Settings, control: Control, sink: ev.Sink,
     try:
         from mile_engine.session import open_run
 
-        trainer = open_run(settings, [sink], control, resume=resume)
+        trainer = open_run(settings, [sink], control, resume=resume, overrides=overrides)
     except Exception as exc:  # reported in the UI; the app stays usable
         plain = isinstance(exc, (SettingsError, CheckpointError))
         error = str(exc) if plain else f"{type(exc).__name__}: {exc}"

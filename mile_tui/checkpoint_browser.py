@@ -490,7 +490,8 @@ class ConsoleCheckpointBrowser(CheckpointBrowser):
 
     BINDINGS = [
         Binding("r", "resume", "Resume",
-                tooltip="continue the run from the highlighted save, its history on screen"),
+                tooltip="continue the run from the highlighted save, its history on screen "
+                "(the last save of a finished run asks how many generations to train to)"),
         Binding("p", "prune", "Prune", show=False,
                 tooltip="remove all but the newest and the best saves (asks first)"),
     ]

@@ -183,7 +183,8 @@ class RunsScreen(Screen[None]):
         Binding("enter", "open", "Open", priority=True,
                 tooltip="the run's whole history; a live run is followed as it trains"),
         Binding("r", "resume", "Resume",
-                tooltip="continue the run from its newest save that verifies"),
+                tooltip="continue the run from its newest save that verifies (a finished "
+                "run asks how many generations to train to)"),
         Binding("space", "mark", "Mark", tooltip="mark the run for a comparison"),
         Binding("c", "compare", "Compare",
                 tooltip="overlay the marked runs' metrics and settings"),
