@@ -54,9 +54,9 @@ def parse_total(text: str, done: int) -> int | str:
     try:
         total = int(text.strip())
     except ValueError:
-        return f"'{text.strip()}' is not a whole number: enter a generation above {done}."
+        return f"'{text.strip()}' is not a whole number: enter one above {done}."
     if total <= done:
-        return f"The run has done {done} generations: enter a number above {done}."
+        return f"Enter a number above {done} (the generations done)."
     return total
 
 
