@@ -1,0 +1,97 @@
+"""The trainer's choice of the best generation, and how it numbers generations.
+
+The validation set of each evaluation is scripted so that its ReaL F1 is known whatever
+the weights, while top-1 and ReaL accuracy stay constant: twenty copies of one image
+(one argmax, whichever it is), ReaL sets the ten cyclic windows of `a` classes and the
+ten of `b` classes (F1 = mean of a/(5(1+a)) and b/(5(1+b)); ReaL accuracy (a+b)/20),
+single labels 0..9 twice (top-1 = 1/10). A best chosen by another metric, by `>=`, or
+numbered off by one then shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mile_engine import events as ev
+from mile_engine.config import Settings
+from mile_engine.data import Batch
+from mile_engine.trainer import Trainer
+from tests.engine.fixed_source import NUM_CLASSES, FixedSource, random_batches
+
+
+def scripted_f1(a: int, b: int) -> float:
+    """ReaL F1 of a one-label prediction over `windows(a, b)`."""
+    return (a / (5 * (1 + a)) + b / (5 * (1 + b))) / 2
+
+
+def windows(a: int, b: int) -> Batch:
+    """Twenty copies of one image; copy i's ReaL set is {i..i+a-1}, copy 10+i's
+    {i..i+b-1} (mod 10); single labels 0..9, 0..9."""
+    image = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    starts = torch.arange(NUM_CLASSES)[:, None]
+    real = torch.zeros(2 * NUM_CLASSES, NUM_CLASSES, dtype=torch.bool)
+    real[starts, (starts + torch.arange(a)) % NUM_CLASSES] = True
+    real[NUM_CLASSES + starts, (starts + torch.arange(b)) % NUM_CLASSES] = True
+    labels = torch.arange(2 * NUM_CLASSES) % NUM_CLASSES
+    return Batch(image.expand(2 * NUM_CLASSES, -1, -1, -1).clone(), labels, real)
+
+
+def scripted_run(script: list[tuple[int, int]], tmp_path: Path,
+                 schema: str = "softmax") -> tuple[Trainer, list[ev.Evaluated]]:
+    """Train one generation per scripted validation set; return the Evaluated events."""
+    settings = Settings(
+        schema=schema, k_t=1, k_s=1, epoch_num=len(script), lr=0.01, scheduler="none",
+        log_every=1, device="cpu", precision="fp32",
+    )
+    source = FixedSource(random_batches(2), [windows(a, b) for a, b in script])
+    evaluated: list[ev.Evaluated] = []
+
+    def record(event: ev.Event) -> None:
+        if isinstance(event, ev.Evaluated):
+            evaluated.append(event)
+
+    trainer = Trainer(settings, tmp_path, sinks=[record], source=source)
+    ended = trainer.train()
+    assert ended.status == "finished", ended.error
+    return trainer, evaluated
+
+
+def expected_best(f1s: list[float]) -> tuple[list[bool], int]:
+    """Brute force: each evaluation is a best iff its F1 beats every earlier one
+    strictly; the best generation is the first with the highest F1 (1-based)."""
+    flags = [all(f > g for g in f1s[:i]) for i, f in enumerate(f1s)]
+    top = max(f1s)
+    return flags, f1s.index(top) + 1
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        [(2, 8), (3, 7), (5, 5)],  # F1 rises while top-1 and ReaL accuracy stay flat
+        [(2, 8), (3, 7), (3, 7), (1, 9)],  # a tie: the earlier one stays the best
+        [(5, 5), (1, 9), (4, 6)],  # the first is the best
+    ],
+    ids=["rising", "tie", "first"],
+)
+def test_the_best_generation_is_the_first_with_the_highest_real_f1(
+    script: list[tuple[int, int]], tmp_path: Path
+) -> None:
+    trainer, evaluated = scripted_run(script, tmp_path)
+    f1s = [scripted_f1(a, b) for a, b in script]
+    got = [e.metrics["real_f1"] for e in evaluated]
+    assert got == pytest.approx(f1s, abs=1e-9)
+    # The flat metrics cannot decide anything.
+    assert {round(e.metrics["top1"], 9) for e in evaluated} == {0.1}
+    assert {round(e.metrics["real_accuracy"], 9) for e in evaluated} == {0.5}
+
+    flags, best_generation = expected_best(got)
+    assert [e.best for e in evaluated] == flags
+    assert [e.generation for e in evaluated] == list(range(1, len(script) + 1))
+    assert trainer.best_metrics is not None
+    assert trainer.best_metrics["generation"] == best_generation
+    assert trainer.best_metrics["real_f1"] == pytest.approx(f1s[best_generation - 1], abs=1e-9)
+    # The history numbers generations from 1 too, one record per evaluation.
+    assert [h["generation"] for h in trainer.history] == list(range(1, len(script) + 1))
