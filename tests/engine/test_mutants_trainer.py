@@ -39,11 +39,11 @@ def windows(a: int, b: int) -> Batch:
     return Batch(image.expand(2 * NUM_CLASSES, -1, -1, -1).clone(), labels, real)
 
 
-def scripted_run(script: list[tuple[int, int]], tmp_path: Path,
-                 schema: str = "softmax") -> tuple[Trainer, list[ev.Evaluated]]:
+def scripted_run(script: list[tuple[int, int]],
+                 tmp_path: Path) -> tuple[Trainer, list[ev.Evaluated]]:
     """Train one generation per scripted validation set; return the Evaluated events."""
     settings = Settings(
-        schema=schema, k_t=1, k_s=1, epoch_num=len(script), lr=0.01, scheduler="none",
+        schema="softmax", k_t=1, k_s=1, epoch_num=len(script), lr=0.01, scheduler="none",
         log_every=1, device="cpu", precision="fp32",
     )
     source = FixedSource(random_batches(2), [windows(a, b) for a, b in script])
