@@ -19,6 +19,7 @@ from mile_engine.checkpoints import RunCheckpointer, atomic_write_text, find_res
 from mile_engine.config import (
     FIELDS,
     Settings,
+    SettingsError,
     apply_allowed_overrides,
     build_settings,
     check_checkpoint_path,
@@ -115,6 +116,14 @@ def open_run(
         trainer = Trainer(run_settings, point.run_dir, sinks=live, control=control, dist=dist,
                           load_weights=False)
         trainer.load_state_dict(point.state)
+        if run_settings.epoch_num < trainer.generation:
+            # Checked before the folder is touched: settings.toml would otherwise say
+            # fewer generations than the run's own history holds.
+            raise SettingsError(
+                f"epoch_num = {run_settings.epoch_num} is fewer than the "
+                f"{trainer.generation} generations this run has done; give "
+                f"{trainer.generation} or more."
+            )
         trainer.resumed_from = str(point.path)
         warnings = point.warnings
         # Taken before touching the folder: refuses a run that another process trains.

@@ -49,3 +49,22 @@ def test_a_run_started_from_weights_resumes_after_the_weights_file_has_gone(
     for name, value in resumed.student.state_dict().items():
         assert torch.equal(value, trained[name]), name
     assert resumed.train().status == "finished"
+
+
+def test_a_resume_with_fewer_generations_than_done_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    settings = tiny(checkpoint_path=str(tmp_path / "runs"), epoch_num=2)
+    trainer = open_run(settings)
+    assert trainer.train().status == "finished"
+    trainer.checkpointer.close()  # type: ignore[union-attr]
+    run_dir = trainer.run_dir
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    with pytest.raises(SettingsError, match="epoch_num = 1 is fewer than the 2 generations"):
+        open_run(settings, resume=run_dir, overrides=["epoch_num=1"])
+    after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    assert after == before
+    # As many as done is allowed: the run is finished at once, nothing trained.
+    again = open_run(settings, resume=run_dir, overrides=["epoch_num=2"])
+    ended = again.train()
+    assert ended.status == "finished" and ended.global_step == trainer.global_step
