@@ -84,3 +84,34 @@ def test_training_grids_hold_training_tiles_where_their_index_says() -> None:
     grey = (batch.images[:, 0] * 0.5 + 0.5) * 255
     assert torch.allclose(grey, grids.images.float(), atol=1e-3)
     assert torch.equal(batch.labels, grids.labels)
+
+
+def picked_positions(objects: int, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grids whose every tile is its own class (no two cells share a class, so the label
+    names its cell): (filled bool [N, 9], position of the labelled cell [N])."""
+    n = 400  # tiles (and classes): repeats within a grid are rare and are dropped
+    tiles = torch.zeros(n, 1, 1, dtype=torch.uint8)
+    grids = compose_grids(tiles, torch.arange(n), n, count,
+                          objects, torch.Generator().manual_seed(seed))
+    index = grids.tile_index
+    filled = index >= 0
+    # Keep grids whose filled cells hold distinct tiles.
+    ordered = index.masked_fill(~filled, -1).sort(dim=1).values
+    distinct = ((ordered[:, 1:] != ordered[:, :-1]) | (ordered[:, 1:] < 0)).all(dim=1)
+    position = (index == grids.labels[:, None]).float().argmax(dim=1)
+    return filled[distinct], position[distinct]
+
+
+def test_layouts_and_outer_picks_are_uniform_over_positions() -> None:
+    outer = [c for c in range(9) if c != CENTRE]
+    # Two objects: the one outer cell is any of the eight equally often.
+    filled, _ = picked_positions(2, 20_000, seed=3)
+    shares = filled[:, outer].float().mean(dim=0)
+    assert torch.allclose(shares, torch.full((8,), 1 / 8), atol=0.01), shares
+    # Nine objects: when the label is not the centre's, each outer cell is picked
+    # equally often (sd of each share about 0.004 over ~8,000 picks).
+    filled, position = picked_positions(9, 20_000, seed=4)
+    off_centre = position[position != CENTRE]
+    counts = torch.bincount(off_centre, minlength=9)[outer].float()
+    assert torch.allclose(counts / len(off_centre), torch.full((8,), 1 / 8), atol=0.015), counts
+    assert abs(len(off_centre) / len(position) - 0.4) < 0.015
