@@ -19,7 +19,9 @@ from mile_engine import events as ev
 from mile_engine.config import Settings
 from mile_engine.data import Batch
 from mile_engine.trainer import Trainer
-from tests.engine.fixed_source import NUM_CLASSES, FixedSource, random_batches
+from tests.engine.fixed_source import NUM_CLASSES, FixedSource, random_batches, val_set
+from tests.engine.test_metrics import assert_metrics_equal
+from tests.engine.test_trainer import evaluation_reference
 
 
 def scripted_f1(a: int, b: int) -> float:
@@ -95,3 +97,28 @@ def test_the_best_generation_is_the_first_with_the_highest_real_f1(
     assert trainer.best_metrics["real_f1"] == pytest.approx(f1s[best_generation - 1], abs=1e-9)
     # The history numbers generations from 1 too, one record per evaluation.
     assert [h["generation"] for h in trainer.history] == list(range(1, len(script) + 1))
+
+
+def test_the_reported_metrics_are_those_at_the_runs_rho(tmp_path: Path) -> None:
+    # A barely trained sigmoid head (bias -log 10: probabilities near 0.1) on random
+    # images: the prediction sets at rho = 0.3 differ from those at the swept 0.05, so
+    # reporting (or choosing the best by) another threshold's metrics shows.
+    rho = 0.3
+    settings = Settings(
+        schema="MILe", k_t=1, k_s=1, epoch_num=1, lr=1e-6, rho=rho, scheduler="none",
+        log_every=1, device="cpu", precision="fp32",
+    )
+    source = FixedSource(random_batches(2), [val_set(size=32)])
+    evaluated: list[ev.Evaluated] = []
+    trainer = Trainer(settings, tmp_path, source=source,
+                      sinks=[lambda e: evaluated.append(e) if isinstance(e, ev.Evaluated)
+                             else None])
+    ended = trainer.train()
+    assert ended.status == "finished", ended.error
+    (event,) = evaluated
+    want = evaluation_reference(trainer, [str(rho), "0.05"])
+    assert want[str(rho)]["coverage"] != pytest.approx(want["0.05"]["coverage"])
+    assert event.metrics["rho"] == rho
+    assert_metrics_equal(event.metrics, want[str(rho)])
+    assert trainer.best_metrics is not None
+    assert trainer.best_metrics["real_f1"] == pytest.approx(want[str(rho)]["real_f1"], abs=1e-9)
