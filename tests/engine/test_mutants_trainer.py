@@ -122,3 +122,24 @@ def test_the_reported_metrics_are_those_at_the_runs_rho(tmp_path: Path) -> None:
     assert_metrics_equal(event.metrics, want[str(rho)])
     assert trainer.best_metrics is not None
     assert trainer.best_metrics["real_f1"] == pytest.approx(want[str(rho)]["real_f1"], abs=1e-9)
+
+
+@pytest.mark.parametrize("step", ["interactive_step", "imitation_step"])
+def test_each_training_step_trains_the_student_in_train_mode(step: str, tmp_path: Path) -> None:
+    # An evaluation (or the inspector, during a pause) leaves the student in eval mode;
+    # the next step, whichever phase it belongs to, must train it with batch statistics
+    # (its batch-norm running means move) while the teacher stays frozen in eval mode.
+    settings = Settings(schema="MILe", k_t=1, k_s=1, epoch_num=1, lr=0.01, device="cpu",
+                        precision="fp32", scheduler="none")
+    batches = random_batches(2)
+    trainer = Trainer(settings, tmp_path, source=FixedSource(batches, [val_set()]))
+    for _ in trainer.predict_logits():  # leaves the student in eval mode
+        pass
+    assert not trainer.student.training
+    before = {k: v.clone() for k, v in trainer.student.state_dict().items()
+              if k.endswith("running_mean")}
+    getattr(trainer, step)(batches[0])
+    assert trainer.student.training
+    after = trainer.student.state_dict()
+    assert all(not torch.equal(after[k], v) for k, v in before.items())
+    assert not trainer.teacher.training
