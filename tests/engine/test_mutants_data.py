@@ -115,3 +115,14 @@ def test_layouts_and_outer_picks_are_uniform_over_positions() -> None:
     counts = torch.bincount(off_centre, minlength=9)[outer].float()
     assert torch.allclose(counts / len(off_centre), torch.full((8,), 1 / 8), atol=0.015), counts
     assert abs(len(off_centre) / len(position) - 0.4) < 0.015
+
+
+def test_every_tile_of_the_bank_is_drawn_equally_often() -> None:
+    # Ten tiles, 5,000 grids of four objects: 20,000 filled cells, each tile's share
+    # 1/10 with sd about 0.002.
+    tiles = torch.zeros(10, 1, 1, dtype=torch.uint8)
+    grids = compose_grids(tiles, torch.arange(10), 10, 5_000, 4,
+                          torch.Generator().manual_seed(11))
+    drawn = grids.tile_index[grids.tile_index >= 0]
+    shares = torch.bincount(drawn, minlength=10).float() / len(drawn)
+    assert torch.allclose(shares, torch.full((10,), 0.1), atol=0.01), shares
