@@ -51,6 +51,8 @@ def parse_total(text: str, done: int) -> int | str:
 
     It must be a whole number above `done` (the generations the save has completed).
     """
+    if not text.strip():
+        return f"Enter a whole number above {done}."
     try:
         total = int(text.strip())
     except ValueError:

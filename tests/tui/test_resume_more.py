@@ -152,7 +152,7 @@ async def test_a_bad_number_is_one_line_and_the_question_stays(settings_file: Pa
         screen = await the_question(app, pilot)
         assert error_line(screen) == ""
         for bad, says in (("1", "above 1"), ("0", "above 1"), ("x", "not a whole number"),
-                          ("", "not a whole number"), ("1.5", "not a whole number")):
+                          ("", "Enter a whole number above 1"), ("1.5", "not a whole number")):
             await answer(pilot, screen, bad)
             assert app.screen is screen, bad  # still asking
             line = error_line(screen)
