@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from mile_engine.checkpoints import MANIFEST_FILE, read_records
 from mile_engine.runs import read_metrics
@@ -26,7 +27,7 @@ TINY = ["--set", "batch_size=8", "--set", "val_size=64", "--set", "k_t=3", "--se
 REPO = Path(__file__).resolve().parents[2]
 
 
-def cli(root: Path, *args: str):  # type: ignore[no-untyped-def]
+def cli(root: Path, *args: str) -> Result:
     """Invoke `mile-tui checkpoints ARGS` with checkpoint_path = root."""
     return CliRunner().invoke(
         app, ["checkpoints", *args, "--set", f"checkpoint_path={root}"], catch_exceptions=False
@@ -182,7 +183,10 @@ def _start(root: Path, *extra: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_for(predicate, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(
+    predicate: Callable[[], bool], proc: subprocess.Popen[bytes], timeout: float = 120.0
+) -> None:
+    """Poll `predicate` until it holds; fail if `proc` dies or `timeout` passes first."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""

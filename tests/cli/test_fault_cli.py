@@ -169,7 +169,8 @@ def test_a_failed_save_says_the_cause_in_one_line_and_keeps_the_detail_in_run_lo
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = ckf._write_payload
-    monkeypatch.setattr(ckf, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 1000)))
+    # FullAfter is a RawIOBase standing in for the IO[bytes] torch.save writes to.
+    monkeypatch.setattr(ckf, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 1000)))  # type: ignore[arg-type]
     root = tmp_path / "runs"
     result = CliRunner().invoke(app, ["run", "--headless", *TINY, "--set", "k_t=2",
                                       "--set", "val_size=16", "--set", "epoch_num=1",
@@ -189,7 +190,8 @@ def test_export_to_a_full_disk_exits_1_with_one_line(
 ) -> None:
     make_run(tmp_path, [0.5])
     real = ckf._write_payload
-    monkeypatch.setattr(ckf, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 100)))
+    # FullAfter is a RawIOBase standing in for the IO[bytes] torch.save writes to.
+    monkeypatch.setattr(ckf, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 100)))  # type: ignore[arg-type]
     out = tmp_path / "weights.pt"
     result = CliRunner().invoke(app, ["checkpoints", "export", "run-a", str(out),
                                       "--set", f"checkpoint_path={tmp_path}"])

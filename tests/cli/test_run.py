@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from mile_tui.cli import app
 
@@ -16,7 +16,8 @@ TINY = ["--set", "batch_size=8", "--set", "val_size=64", "--set", "k_t=3", "--se
         "--set", "epoch_num=2", "--set", "log_every=1", "--set", "device=cpu"]
 
 
-def invoke(args: list[str], tmp_path: Path):  # type: ignore[no-untyped-def]
+def invoke(args: list[str], tmp_path: Path) -> Result:
+    """Run `mile-tui run --headless ARGS` with its runs under `tmp_path`."""
     runner = CliRunner()
     return runner.invoke(
         app, ["run", "--headless", *args, "--set", f"checkpoint_path={tmp_path / 'runs'}"]

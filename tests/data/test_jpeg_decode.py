@@ -127,7 +127,7 @@ def test_a_jpeg_the_device_refuses_is_decoded_by_pil(
         calls.append(len(batch))
         if any(d.shape == refused.shape and torch.equal(d, refused) for d in batch):
             raise RuntimeError("nvjpegDecode: unsupported JPEG")
-        return real_decode(data, **kw)  # type: ignore[arg-type]
+        return real_decode(data, **kw)
 
     monkeypatch.setattr(jpeg, "decode_jpeg", picky)
     images, ok, failures = device_batch(files)

@@ -161,7 +161,8 @@ def test_a_save_on_a_full_disk_leads_with_the_cause(
     run_dir = make_run(tmp_path, [0.3])
     real = ckf._write_payload
     # torch.save itself meets the full disk: it reports `enforce fail at inline_container`.
-    monkeypatch.setattr(ckf, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 300)))
+    # FullAfter is a RawIOBase standing in for the IO[bytes] torch.save writes to.
+    monkeypatch.setattr(ckf, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 300)))  # type: ignore[arg-type]
     saver = ck.RunCheckpointer(run_dir, 3)
     trainer = FakeTrainer()
     trainer.advance(4, 0.5)

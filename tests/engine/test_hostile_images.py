@@ -18,6 +18,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -375,7 +376,7 @@ def test_imagenet_datasets_skip_images_over_the_limit(
     Image.new("RGB", (64, 48), (10, 20, 30)).save(tmp_path / "small.jpg")
     names = ["bomb.png", "small.jpg"]
     for kind in (ImageFiles, JpegFiles):
-        extra = {"train": False} if kind is JpegFiles else {}
+        extra: dict[str, Any] = {"train": False} if kind is JpegFiles else {}
         val = kind(str(tmp_path), names, val_transform(16), 16, substitute=False, **extra)
         _, index, skipped = val[0]
         assert index == -1 and "too large" in skipped[0][1], kind

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from mile_engine import inference as inf
 from mile_engine import inspection
@@ -203,6 +204,7 @@ def test_live_inspection_copies_the_trainers_weights(tmp_path: Path) -> None:
     assert view.tap is not None and view.tap in trainer.sinks
     for name, value in trainer.student.state_dict().items():
         assert torch.equal(view.student.state_dict()[name], value)
+    assert isinstance(trainer.student.fc, nn.Linear) and isinstance(view.student.fc, nn.Linear)
     trainer.student.fc.bias.data += 1.0  # training moves on; the copy does not
     assert not torch.equal(view.student.fc.bias, trainer.student.fc.bias)
     assert view.refresh(timeout=0.01)
@@ -226,9 +228,10 @@ def test_live_inspection_of_a_bf16_run_runs_the_trainers_layout(tmp_path: Path) 
     # Under CPU bf16 the trainer's networks are channels_last (oneDNN's fast bf16 path);
     # the inspector's copies must be too.
     trainer = Trainer(tiny(checkpoint_path=str(tmp_path), precision="bf16"), tmp_path)
+    assert isinstance(trainer.student.conv1, nn.Conv2d)
     assert trainer.student.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     view = inspection.Inspection.from_trainer(trainer)
     for copy in (view.student, view.teacher):
-        assert copy is not None
+        assert copy is not None and isinstance(copy.conv1, nn.Conv2d)
         assert copy.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert math.isfinite(view.sample(0).prediction[0].prob)

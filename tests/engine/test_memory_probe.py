@@ -43,7 +43,7 @@ def out_of_memory(*args: object, **kwargs: object) -> torch.Tensor:
 
 def test_an_allocation_failure_names_the_settings(tmp_path: Path) -> None:
     trainer = Trainer(tiny(batch_size=4096), tmp_path)
-    trainer.student.forward = out_of_memory  # type: ignore[method-assign]
+    trainer.student.forward = out_of_memory
     with pytest.raises(SettingsError, match=r"batch_size = 4096 does not fit .* 24x24"):
         trainer.check_memory()
 
@@ -55,7 +55,7 @@ def test_open_run_probes_before_making_the_folder(
     real_check = Trainer.check_memory
 
     def failing_check(self: Trainer) -> None:
-        self.student.forward = out_of_memory  # type: ignore[method-assign]
+        self.student.forward = out_of_memory
         real_check(self)
 
     monkeypatch.setattr(Trainer, "check_memory", failing_check)

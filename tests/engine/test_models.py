@@ -120,6 +120,7 @@ def test_every_listed_model_gets_a_head_of_c_classes() -> None:
             model = build_model(name, C, sigmoid_head=True, image_size=224)
         head_name, head = find_head(model)
         weight = head.weight
+        assert isinstance(weight, torch.Tensor), name
         assert weight.shape[0] == C, name
         # The head is the network's last parametrised layer: nothing trainable after it.
         names_after = [n for n, _ in model.named_parameters()]
@@ -156,6 +157,7 @@ def test_weights_with_another_head_load_the_body_and_say_so(tmp_path: Path) -> N
     body = {k: v for k, v in imagenet.state_dict().items() if not k.startswith("fc.")}
     for key, value in body.items():
         assert torch.equal(model.state_dict()[key], value), key
+    assert isinstance(model.fc, nn.Linear)
     assert model.fc.weight.shape == (C, 512)
     assert torch.equal(model.fc.bias, torch.full((C,), -math.log(C)))  # fresh head, sigmoid init
     assert lines[0] == f"weights {path}: {len(body)} tensors loaded."
@@ -222,8 +224,9 @@ def test_weights_name_in_the_cache_loads_without_downloading(tmp_path: Path) -> 
         lines: list[str] = []
         model = build_model("resnet18-10", C, sigmoid_head=False, weights=weights,
                             report=lines.append)
-        assert torch.equal(model.layer4[1].conv2.weight, published.layer4[1].conv2.weight)
-        assert model.fc.out_features == C
+        assert torch.equal(model.get_parameter("layer4.1.conv2.weight"),
+                           published.get_parameter("layer4.1.conv2.weight"))
+        assert isinstance(model.fc, nn.Linear) and model.fc.out_features == C
         assert "ResNet18_Weights.IMAGENET1K_V1" in lines[0] and str(cache) in lines[0]
 
 
@@ -304,7 +307,8 @@ def test_headless_run_with_another_backbone_records_class_names(tmp_path: Path) 
     assert load_checkpoint(checkpoint)["class_names"] == expected
     loaded = load_model(checkpoint)
     assert loaded.class_names == expected
-    assert find_head(loaded.student)[1].weight.shape[0] == 10
+    head_weight = find_head(loaded.student)[1].weight
+    assert isinstance(head_weight, torch.Tensor) and head_weight.shape[0] == 10
 
 
 def test_checkpoint_class_names_recorded_or_derived(tmp_path: Path) -> None:

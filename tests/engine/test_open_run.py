@@ -38,6 +38,7 @@ def test_a_run_started_from_weights_resumes_after_the_weights_file_has_gone(
     settings = tiny(checkpoint_path=str(tmp_path / "runs"), epoch_num=1, weights=str(weights))
     trainer = open_run(settings)
     # The student started from the file (before any step).
+    assert isinstance(trainer.student.conv1, torch.nn.Conv2d)
     assert torch.equal(trainer.student.conv1.weight, start.conv1.weight)
     trainer.train()
     trained = {k: v.clone() for k, v in trainer.student.state_dict().items()}

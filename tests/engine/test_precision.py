@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 from mile_engine import device as dev
 from mile_engine import events as ev
@@ -88,7 +89,8 @@ def test_auto_bf16_run_says_why_and_runs_channels_last(
     with_flags(monkeypatch, BF16_CPU)
     trainer = Trainer(tiny(precision="auto", image_size=64), Path())
     assert trainer.dtype == torch.bfloat16
-    conv = trainer.student.conv1.weight  # type: ignore[union-attr]
+    assert isinstance(trainer.student.conv1, nn.Conv2d)
+    conv = trainer.student.conv1.weight
     assert conv.dtype == torch.float32  # autocast keeps fp32 weights
     assert conv.is_contiguous(memory_format=torch.channels_last)
     line = describe(run_started(trainer))
@@ -99,7 +101,8 @@ def test_auto_on_digits_stays_fp32_and_contiguous(monkeypatch: pytest.MonkeyPatc
     with_flags(monkeypatch, BF16_CPU)
     trainer = Trainer(tiny(precision="auto"), Path())  # digits: 24 px
     assert trainer.dtype == torch.float32
-    conv = trainer.student.conv1.weight  # type: ignore[union-attr]
+    assert isinstance(trainer.student.conv1, nn.Conv2d)
+    conv = trainer.student.conv1.weight
     assert not conv.is_contiguous(memory_format=torch.channels_last)
     line = describe(run_started(trainer))
     assert line is not None and "in fp32 (auto: CPU has avx512_bf16 but 24 px inputs" in line

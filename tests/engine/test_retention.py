@@ -152,12 +152,12 @@ class RetentionMachine(RuleBasedStateMachine):
             fh.write(b"half a checkpoint")
             raise OSError(28, "No space left on device")
 
-        ckf._write_payload = half_then_fail  # type: ignore[assignment]
+        ckf._write_payload = half_then_fail
         try:
             with pytest.raises(ck.CheckpointWriteError):
                 self.saver.save(self.trainer, "request")  # type: ignore[arg-type]
         finally:
-            ckf._write_payload = original  # type: ignore[assignment]
+            ckf._write_payload = original
 
     @rule(keep=KEEP, rewind=st.booleans())
     def resume(self, keep: int, rewind: bool) -> None:

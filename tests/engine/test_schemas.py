@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mile_engine.models import build_model
 from mile_engine.schemas import (
@@ -53,6 +54,8 @@ def test_losses() -> None:
 
 def test_sigmoid_head_bias_starts_at_minus_log_c() -> None:
     model = build_model("resnet18-10", 10, sigmoid_head=True)
+    assert isinstance(model.fc, nn.Linear)
     assert torch.allclose(model.fc.bias, torch.full((10,), -math.log(10)))
     plain = build_model("resnet18-10", 10, sigmoid_head=False)
+    assert isinstance(plain.fc, nn.Linear)
     assert not torch.allclose(plain.fc.bias, torch.full((10,), -math.log(10)))

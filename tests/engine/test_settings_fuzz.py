@@ -63,7 +63,8 @@ DOCUMENTS = st.dictionaries(
 
 def _near(name: str) -> st.SearchStrategy[Any]:
     """Values at and just beyond the documented range of setting `name`."""
-    meta, kind = FIELDS[name].metadata, type(FIELDS[name].default)
+    meta = FIELDS[name].metadata
+    kind: type = type(FIELDS[name].default)  # `type`: mypy reads default as maybe MISSING
     if meta["choices"]:
         return st.sampled_from([*meta["choices"], meta["choices"][0].upper(), ""])
     if kind is bool:

@@ -217,7 +217,8 @@ def _valid_values() -> st.SearchStrategy[dict[str, object]]:
     text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"))
     parts: dict[str, st.SearchStrategy[object]] = {}
     for name, f in FIELDS.items():
-        meta, kind = f.metadata, type(f.default)
+        meta = f.metadata
+        kind: type = type(f.default)  # `type`: mypy reads default as maybe MISSING
         if meta["choices"]:
             parts[name] = st.sampled_from(meta["choices"])
         elif kind is bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 
 from mile_engine import events as ev
 from mile_engine import schemas
-from mile_engine.config import SettingsError
+from mile_engine.config import Settings, SettingsError
 from mile_engine.control import Control
 from mile_engine.data import Batch
 from mile_engine.metrics import METRIC_NAMES
@@ -21,7 +22,13 @@ from tests.conftest import tiny
 from tests.engine.test_metrics import as_python, assert_metrics_equal, reference_metrics
 
 
-def run(settings, tmp_path: Path, sinks=(), control=None):  # type: ignore[no-untyped-def]
+def run(
+    settings: Settings,
+    tmp_path: Path,
+    sinks: Sequence[ev.Sink] = (),
+    control: Control | None = None,
+) -> tuple[Trainer, list[ev.Event], ev.RunEnded]:
+    """Train `settings` in `tmp_path`; return the trainer, every event, and the end."""
     seen: list[ev.Event] = []
     trainer = Trainer(settings, tmp_path, sinks=[seen.append, *sinks], control=control)
     ended = trainer.train()
@@ -238,7 +245,7 @@ def test_training_error_is_reported_not_raised(tmp_path: Path) -> None:
     seen: list[ev.Event] = []
     trainer.sinks = [seen.append]
 
-    def broken() -> None:
+    def broken() -> Batch:
         raise RuntimeError("disk on fire")
 
     trainer.source.train_batch = broken  # type: ignore[method-assign]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from mile_engine import events as ev
 from mile_engine.checkpoints import load_checkpoint
@@ -49,7 +50,8 @@ def test_a_bf16_run_trains_evaluates_saves_and_resumes(tmp_path: Path) -> None:
     assert trainer.device.type == torch.device(DEVICE).type
     assert trainer.dtype == torch.bfloat16
     if ON_CUDA:  # the layout cuDNN's fastest convolutions want
-        weight = trainer.student.conv1.weight  # type: ignore[union-attr]
+        assert isinstance(trainer.student.conv1, nn.Conv2d)
+        weight = trainer.student.conv1.weight
         assert weight.is_contiguous(memory_format=torch.channels_last)
     trainer.train()
     finished(seen)

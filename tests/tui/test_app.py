@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Input, Select, Static
 
 from mile_engine import events as ev
 from mile_engine.control import Control
+from mile_engine.data import Batch
 from mile_engine.data.tiles import GridSource
 from mile_tui.app import DRAIN_INTERVAL, EventsReady, MileApp, create_app
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.settings import SettingsScreen
+from mile_tui.widgets.log import LogPanel
 from mile_tui.widgets.run_view import RunView
 from tests.tui.conftest import wait_for
 
@@ -27,14 +30,14 @@ def slow_batches(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Make every training batch take a little longer, so the UI sees each phase."""
     original = GridSource.train_batch
 
-    def train_batch(self: GridSource):  # type: ignore[no-untyped-def]
+    def train_batch(self: GridSource) -> Batch:
         time.sleep(seconds)
         return original(self)
 
     monkeypatch.setattr(GridSource, "train_batch", train_batch)
 
 
-async def type_into(pilot, app: MileApp, name: str, text: str) -> None:  # type: ignore[no-untyped-def]
+async def type_into(pilot: Pilot[None], app: MileApp, name: str, text: str) -> None:
     """Replace a setting's text the way a user would: focus, clear, type."""
     editor = app.settings_screen.query_one(f"#field-{name}", Input)
     editor.focus()
@@ -43,7 +46,7 @@ async def type_into(pilot, app: MileApp, name: str, text: str) -> None:  # type:
     await pilot.pause()
 
 
-async def start_and_wait(pilot, app: MileApp, steps: int) -> RunView:  # type: ignore[no-untyped-def]
+async def start_and_wait(pilot: Pilot[None], app: MileApp, steps: int) -> RunView:
     """Start a run from the settings screen (F5); return once it has taken `steps` steps."""
     await pilot.press("f5")
     view = app.run_screen.view
@@ -103,10 +106,10 @@ async def test_edit_and_save_keeps_comments(settings_file: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await type_into(pilot, app, "k_t", "5")
         assert "●" in str(app.settings_screen.query_one("#label-k_t").render())
-        assert "unsaved" in app.screen.sub_title
+        assert app.screen.sub_title is not None and "unsaved" in app.screen.sub_title
         await pilot.press("ctrl+s")
         await pilot.pause()
-        assert "unsaved" not in app.screen.sub_title
+        assert app.screen.sub_title is not None and "unsaved" not in app.screen.sub_title
     text = settings_file.read_text()
     assert "k_t = 5" in text
     assert "# my experiment: tiny digits run" in text
@@ -165,8 +168,11 @@ async def test_run_shows_phase_change_and_finishes(settings_file: Path) -> None:
         view = app.run_screen.view
         head = app.run_screen.query_one("#phase-head", Static)
         for phase in ("interactive", "imitation"):
-            await wait_for(pilot, lambda p=phase: p in str(head.render())
-                           and view.status == "paused")
+
+            def paused_in(p: str = phase) -> bool:
+                return p in str(head.render()) and view.status == "paused"
+
+            await wait_for(pilot, paused_in)
             await pilot.press("p")
         await wait_for(pilot, lambda: view.status == "finished")
         assert [row.generation for row in view.evals] == [1, 2]
@@ -222,7 +228,7 @@ async def test_pause_stops_the_step_counter_and_stop_ends_the_worker(
 async def test_engine_error_is_shown_and_app_stays_usable(
     settings_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: GridSource):  # type: ignore[no-untyped-def]
+    def broken(self: GridSource) -> Batch:
         raise RuntimeError("the data source broke")
 
     monkeypatch.setattr(GridSource, "train_batch", broken)
@@ -232,7 +238,8 @@ async def test_engine_error_is_shown_and_app_stays_usable(
         view = app.run_screen.view
         await wait_for(pilot, lambda: view.status == "failed")
         assert "the data source broke" in (view.error or "")
-        log_text = "\n".join(strip.text for strip in app.run_screen.query_one("#log").lines)
+        log = app.run_screen.query_one("#log", LogPanel)
+        log_text = "\n".join(strip.text for strip in log.lines)
         assert "the data source broke" in log_text
         await pilot.press("f2")
         await pilot.pause()
@@ -310,8 +317,11 @@ async def test_redraws_are_bounded_however_fast_events_come(
 
         def flood(count: int) -> None:
             # From another thread, as fast as it can: far faster than a screen follows.
-            thread = threading.Thread(target=lambda: [app.buffer.put(step)
-                                                      for _ in range(count)])
+            def put_all() -> None:
+                for _ in range(count):
+                    app.buffer.put(step)
+
+            thread = threading.Thread(target=put_all)
             thread.start()
             thread.join()
 
@@ -400,7 +410,8 @@ async def test_data_preparation_shows_its_progress_before_the_run(settings_file:
         assert "scanning /data/train" in panel("head") and panel("stats") == "340/1,000"
         app.buffer.put(ev.DataProgress("scanning /data/train", 1000, 1000))
         await wait_for(pilot, lambda: panel("stats") == "1,000/1,000")
-        log_text = "\n".join(strip.text for strip in app.run_screen.query_one("#log").lines)
+        log = app.run_screen.query_one("#log", LogPanel)
+        log_text = "\n".join(strip.text for strip in log.lines)
         assert "scanning /data/train: 1,000/1,000" in log_text
         app.buffer.put(ev.RunEnded("failed", 0, 0.0, None, "no images"))
         await wait_for(pilot, lambda: "Preparing data" not in panel("head"))

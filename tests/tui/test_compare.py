@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from textual.app import App
 from textual.pilot import Pilot
+from textual.screen import Screen
 from textual.widgets import DataTable, Static, TabbedContent
 from textual_plotext import PlotextPlot
 
@@ -113,6 +114,12 @@ class CompareApp(App[None]):
         self.push_screen(CompareScreen(self.run_dirs))
 
 
+def subtitle(screen: Screen[Any]) -> str:
+    """`screen`'s sub-title, which the compare screen always sets (never None)."""
+    assert screen.sub_title is not None
+    return screen.sub_title
+
+
 async def loaded(pilot: Pilot[None]) -> CompareScreen:
     """The compare screen once its runs are read and drawn."""
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, CompareScreen)
@@ -199,13 +206,14 @@ async def test_the_screen_follows_runs_that_go_on(
     app = CompareApp(runs)
     async with app.run_test(size=SMALL) as pilot:
         screen = await loaded(pilot)
-        await wait_for(pilot, lambda: "following 1 live" in screen.sub_title)
+        await wait_for(pilot, lambda: "following 1 live" in subtitle(screen))
         with (runs[2] / METRICS_FILE).open("a", encoding="utf-8") as f:
             for event in [*steps(1, 5, 6, 0.8), evaluated(1, 6, 0.61, 1.3, 0.6)]:
                 f.write(json.dumps(event_record(event)) + "\n")
         await wait_for(pilot, lambda: screen.comparison is not None
                        and screen.comparison.best[2].best_f1 == 0.61)
         result = screen.comparison
+        assert result is not None
         assert result.loss[2].xs == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
         assert result.f1[2].ys == [0.61] and result.f1[0].ys == [0.45, 0.55, 0.52]
         assert len(result.loss[0].xs) == 30
@@ -213,7 +221,7 @@ async def test_the_screen_follows_runs_that_go_on(
                        == "★ 0.610")
         assert trainer_lock is not None
         trainer_lock.close()  # the trainer ends
-        await wait_for(pilot, lambda: "live" not in screen.sub_title)
+        await wait_for(pilot, lambda: "live" not in subtitle(screen))
 
 
 def y_ticks(plot: PlotextPlot) -> list[tuple[int, float]]:

@@ -14,6 +14,7 @@ import torch
 from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import Static
+from torch import nn
 
 from mile_engine.checkpoints import RunCheckpointer
 from mile_engine.trainer import Trainer
@@ -37,6 +38,7 @@ def fixed_checkpoint(folder: Path) -> Path:
     trainer = Trainer(tiny(checkpoint_path=str(folder)), folder)
     for net, bias in ((trainer.student, {4: 4.0, 1: 0.5}),
                       (trainer.teacher, {4: 4.0, 1: 1.0, 7: 0.0})):
+        assert isinstance(net.fc, nn.Linear)
         with torch.no_grad():
             net.fc.weight.zero_()
             net.fc.bias.fill_(-8.0)
@@ -139,9 +141,11 @@ async def test_checkpoint_browser_opens_the_inspector_on_the_selected_save(
         await pilot.pause()
         await pilot.press("i")
         await _settle(pilot)
-        assert isinstance(app.screen, InspectorScreen)
-        assert Path(app.screen.target) == run.checkpoint
-        assert app.screen.inspection is not None
+        inspector = app.screen
+        assert isinstance(inspector, InspectorScreen)
+        assert isinstance(inspector.target, (Path, str))  # a save, not a live trainer
+        assert Path(inspector.target) == run.checkpoint
+        assert inspector.inspection is not None
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is app.browser
@@ -168,4 +172,5 @@ async def test_run_screen_i_opens_the_inspector_on_the_live_trainer(
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, InspectorScreen)
+        assert app.trainer is not None
         assert screen.inspection.tap not in app.trainer.sinks

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 from textual.app import App
 from textual.binding import Binding
+from textual.dom import DOMNode
 from textual.widgets import DataTable, Input, Static
 from textual.widgets._footer import FooterKey
 
@@ -57,7 +58,7 @@ def lists_key(app: App[None], text: str, binding: Binding) -> bool:
     return True
 
 
-def declared(screen_class: type) -> list[Binding]:
+def declared(screen_class: type[DOMNode]) -> list[Binding]:
     """The bindings a screen class declares (what the help must list)."""
     return [b for b in screen_class.BINDINGS if isinstance(b, Binding)]
 

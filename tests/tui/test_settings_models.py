@@ -10,14 +10,15 @@ import pytest
 import torchvision
 from textual.widgets import Input, Select, Static
 
-from mile_tui.app import create_app
+from mile_tui.app import MileApp, create_app
 from mile_tui.screens.settings_form import SettingsForm
 from tests.tui.conftest import wait_for
 
 SIZE = (100, 30)
 
 
-def error_text(app, name: str) -> str:  # type: ignore[no-untyped-def]
+def error_text(app: MileApp, name: str) -> str:
+    """The error line the settings screen shows under field `name`."""
     return str(app.settings_screen.query_one(f"#error-{name}", Static).render())
 
 
