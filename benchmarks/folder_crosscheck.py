@@ -35,7 +35,7 @@ from mile_engine.config import CROPS, Settings, build_settings
 from mile_engine.data import load_tiles
 from mile_engine.data.grids import compose_grids
 from mile_engine.data.tiles import GridSource
-from mile_engine.runs import create_run_dir
+from mile_engine.runstore.records import create_run_dir
 from mile_engine.trainer import Trainer
 
 TRAIN_SEED = 7  # the written training grids' own seed, apart from the runs' seeds

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from mile_engine import events as ev
-from mile_engine.checkpoint_files import (
+from mile_engine.oserrors import describe_os_error
+from mile_engine.runstore.files import (
     FORMAT,
     FORMAT_VERSION,
     REQUIRED_KEYS,
@@ -37,7 +38,8 @@ from mile_engine.checkpoint_files import (
     read_checkpoint_file,
     remove_stale_temps,
 )
-from mile_engine.manifest import (
+from mile_engine.runstore.lock import ACTIVE_FILE, LOCK_FILE, hold_active, run_is_active, run_lock
+from mile_engine.runstore.manifest import (
     MANIFEST_FILE,
     Record,
     best_record,
@@ -51,8 +53,6 @@ from mile_engine.manifest import (
     retained,
     write_manifest,
 )
-from mile_engine.oserrors import describe_os_error
-from mile_engine.run_lock import ACTIVE_FILE, LOCK_FILE, hold_active, run_is_active, run_lock
 
 if TYPE_CHECKING:
     from mile_engine.trainer import Trainer

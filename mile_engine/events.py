@@ -117,7 +117,7 @@ class Resumed:
 
 @dataclass(frozen=True)
 class Steered:
-    """The trainer acted on a steering request from its run folder (`mile_engine.steering`):
+    """The trainer acted on a steering request from its run folder (`runstore.steering`):
     "pause", "resume", "stop" or "save", at `global_step`."""
 
     request: str

@@ -25,7 +25,7 @@ from mile_engine.config import (
     check_checkpoint_path,
 )
 from mile_engine.control import Control
-from mile_engine.runs import SETTINGS_FILE, MetricsWriter, create_run_dir, log_file
+from mile_engine.runstore.records import SETTINGS_FILE, MetricsWriter, create_run_dir, log_file
 from mile_engine.trainer import Trainer
 
 # Settings a resumed run may change: they neither alter the training maths nor the shape

@@ -27,7 +27,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mile_engine import distributed, placement
 from mile_engine import events as ev
-from mile_engine.checkpoint_files import CheckpointError
 from mile_engine.config import Settings, SettingsError
 from mile_engine.control import Control
 from mile_engine.data import Batch, DataSource, build_source
@@ -41,6 +40,8 @@ from mile_engine.distributed import DistContext
 from mile_engine.metrics import METRIC_NAMES, EvalAccumulator
 from mile_engine.models import build_model, count_parameters
 from mile_engine.placement import model_input, place
+from mile_engine.runstore.files import CheckpointError
+from mile_engine.runstore.steering import RequestPoller
 from mile_engine.schemas import (
     IMITATION,
     Phase,
@@ -50,7 +51,6 @@ from mile_engine.schemas import (
     pseudo_labels,
     uses_sigmoid,
 )
-from mile_engine.steering import RequestPoller
 from mile_engine.system_stats import SystemSampler
 
 # Extra thresholds evaluated after every generation, so that schemas can be compared

@@ -9,7 +9,7 @@ the redraw rate does not follow the step rate and the trainer never waits for th
 A run opened from the Runs screen is replayed from its `metrics.jsonl` (read and folded
 in a thread worker), and a run that another process trains is then followed: a timer
 reads the bytes appended since, and the same code folds them in. Such a run is steered
-through request files in its folder (`mile_engine.steering`).
+through request files in its folder (`mile_engine.runstore.steering`).
 
 One module past 450 lines: the app's run lifecycle (start, drain, follow, pause, stop,
 resume, quit) shares the worker, the buffer, the control and the followed folder; the
@@ -37,9 +37,9 @@ from textual.worker import Worker, WorkerState
 from mile_engine import events as ev
 from mile_engine.config import FIELDS, Settings, SettingsError
 from mile_engine.control import Control
-from mile_engine.run_catalog import RunSummary, is_run_folder, list_runs, summarize_run
-from mile_engine.run_history import MetricsFollower
-from mile_engine.run_lock import run_is_active
+from mile_engine.runstore.catalog import RunSummary, is_run_folder, list_runs, summarize_run
+from mile_engine.runstore.history import MetricsFollower
+from mile_engine.runstore.lock import run_is_active
 from mile_tui.headless import resume_command
 from mile_tui.preferences import (
     Preferences,
@@ -596,7 +596,7 @@ class MileApp(App[None]):
         followed = self.followed
         if followed is None:
             return False
-        from mile_engine.steering import SteeringError, send_request
+        from mile_engine.runstore.steering import SteeringError, send_request
 
         try:
             send_request(followed.run_dir, request)
@@ -789,7 +789,7 @@ def train_in_thread(settings: Settings, control: Control, sink: ev.Sink,
     A settings or checkpoint problem (a busy run, a missing or damaged save, a setting
     a resume must keep) is one line, without a traceback.
     """
-    from mile_engine.checkpoint_files import CheckpointError
+    from mile_engine.runstore.files import CheckpointError
 
     if before is not None:
         before()

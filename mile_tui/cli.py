@@ -14,6 +14,7 @@ from mile_engine import events as ev
 from mile_engine.config import Settings, SettingsError
 from mile_engine.control import Control
 from mile_engine.device import resolve_device
+from mile_tui.commands.watch_cmd import RunsOption
 from mile_tui.headless import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -32,7 +33,6 @@ from mile_tui.options import (
     fail,
     settings_from_cli,
 )
-from mile_tui.watch_cmd import RunsOption
 
 __all__ = ["DEFAULT_CONFIG", "app", "expand_resume_flag", "fail", "main", "run_headless",
            "settings_from_cli"]
@@ -209,7 +209,7 @@ def expand_resume_flag(args: list[str]) -> list[str]:
 
 def main() -> None:
     """Entry point of the `mile-tui` script."""
-    from mile_tui.checkpoints_cmd import expand_browse_args
+    from mile_tui.commands.checkpoints_cmd import expand_browse_args
 
     args = expand_browse_args(expand_resume_flag(sys.argv[1:]))
     app(args=args, prog_name="mile-tui")
@@ -217,13 +217,13 @@ def main() -> None:
 
 def _register_subcommands() -> None:
     """Sub-apps live in their own modules, imported only when the commands are registered."""
-    from mile_tui.checkpoints_cmd import checkpoints_app
-    from mile_tui.compare_cmd import compare
-    from mile_tui.data_cmd import data_app
-    from mile_tui.inspect_cmd import eval_checkpoint, inspect, predict
-    from mile_tui.models_cmd import models
-    from mile_tui.runs_cmd import runs_app
-    from mile_tui.watch_cmd import watch
+    from mile_tui.commands.checkpoints_cmd import checkpoints_app
+    from mile_tui.commands.compare_cmd import compare
+    from mile_tui.commands.data_cmd import data_app
+    from mile_tui.commands.inspect_cmd import eval_checkpoint, inspect, predict
+    from mile_tui.commands.models_cmd import models
+    from mile_tui.commands.runs_cmd import runs_app
+    from mile_tui.commands.watch_cmd import watch
 
     app.add_typer(checkpoints_app, name="checkpoints")
     app.add_typer(runs_app, name="runs")

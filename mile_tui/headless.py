@@ -23,7 +23,7 @@ from rich.progress import (
 
 from mile_engine import events as ev
 from mile_engine.control import Control
-from mile_engine.runs import PlainLog, describe
+from mile_engine.runstore.records import PlainLog, describe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 

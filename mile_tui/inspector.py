@@ -3,7 +3,7 @@ training label, its ReaL set, the model's prediction set and (MILe) the teacher'
 pseudo-labels; below, the classes the pseudo-labels add most often.
 
 It looks at a saved checkpoint or at a live trainer. The networks run in a thread worker
-on private copies of the weights (`mile_engine.inspection.Inspection`), never on the UI
+on private copies of the weights (`mile_engine.reports.inspection.Inspection`), never on the UI
 thread, and a live view refreshes at a bounded rate whatever the training speed.
 """
 
@@ -29,7 +29,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from mile_engine.inspection import Inspection, PseudoLabelTable, SampleView
+from mile_engine.reports.inspection import Inspection, PseudoLabelTable, SampleView
 from mile_tui.preferences import remember_theme
 from mile_tui.screens.help import HELP_BINDING, open_help
 

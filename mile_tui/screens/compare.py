@@ -3,7 +3,7 @@
 ReaL F1 and label coverage per generation and the loss against the global step, one
 curve a run (textual-plotext charts with axes; our own legend under each, so that long
 run names never hide a curve), and tables of each run's best evaluation and of the
-settings in which the runs differ. The data comes from `mile_engine.comparison`.
+settings in which the runs differ. The data comes from `mile_engine.reports.comparison`.
 
 At 80 columns each chart has a tab of its own; from `WIDE` columns on, the F1 and
 coverage charts share one tab, side by side.
@@ -32,9 +32,9 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 from textual_plotext import PlotextPlot
 
 from mile_engine import events as ev
-from mile_engine.comparison import Comparison, RunData, Series, compare
-from mile_engine.run_catalog import summarize_run
-from mile_engine.run_history import MetricsFollower
+from mile_engine.reports.comparison import Comparison, RunData, Series, compare
+from mile_engine.runstore.catalog import summarize_run
+from mile_engine.runstore.history import MetricsFollower
 from mile_tui.checkpoint_browser import wrap_name
 from mile_tui.marks import BEST_MARK
 

@@ -17,7 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
-# The manifest's file name, as in mile_engine.manifest (which would import torch).
+# The manifest's file name, as in mile_engine.runstore.manifest (which would import torch).
 MANIFEST_FILE = "checkpoints.json"
 
 

@@ -1,6 +1,6 @@
 """The Runs screen: every run folder in one table, to open, watch, resume and compare.
 
-The rows come from `mile_engine.run_catalog.list_runs`, read in a thread worker (a few
+The rows come from `mile_engine.runstore.catalog.list_runs`, read in a thread worker (a few
 hundred folders on a shared file system must not freeze the screen) and re-read every
 few seconds while the screen is shown, so a run started or ended elsewhere appears.
 What a key does with a run (open, resume) is the app's: the screen calls back with the
@@ -21,7 +21,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from mile_engine.run_catalog import RunSummary, list_runs
+from mile_engine.runstore.catalog import RunSummary, list_runs
 from mile_tui.marks import file_size, plural
 from mile_tui.widgets.columns import CELL_PADDING, Column, visible_columns
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mile_engine import events as ev
-from mile_engine.runs import describe
+from mile_engine.runstore.records import describe
 
 # Progress records kept for the loss chart and the pseudo-label panel: wider than any
 # terminal, so the chart always has enough columns.

@@ -17,9 +17,9 @@ import torchvision
 from typer.testing import CliRunner, Result
 
 from mile_engine.checkpoints import MANIFEST_FILE, read_records
-from mile_engine.runs import read_metrics
-from mile_tui.checkpoints_cmd import expand_browse_args
+from mile_engine.runstore.records import read_metrics
 from mile_tui.cli import app, expand_resume_flag
+from mile_tui.commands.checkpoints_cmd import expand_browse_args
 from tests.engine.test_checkpoints import make_run
 
 TINY = ["--set", "batch_size=8", "--set", "val_size=64", "--set", "k_t=3", "--set", "k_s=2",

@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from mile_engine import checkpoint_files as ckf
 from mile_engine import checkpoints as ck
-from mile_engine import runs
+from mile_engine.runstore import files as ckf
+from mile_engine.runstore import records as runs
 from mile_engine.session import open_run
 from mile_tui.cli import app
 from tests.cli.test_checkpoints_cli import REPO, TINY
@@ -32,7 +32,7 @@ from tests.engine.test_faults import DiskBudget, FullAfter, flip_tensor_byte
 # a second Ctrl-C lands in the final save, made certain.
 CHILD = r"""
 import os, signal, sys
-from mile_engine import checkpoint_files as ck
+from mile_engine.runstore import files as ck
 
 times = int(sys.argv[1])
 real = ck._write_payload

@@ -10,7 +10,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from mile_engine.checkpoints import read_records
-from mile_engine.run_catalog import summarize_run
+from mile_engine.runstore.catalog import summarize_run
 from mile_tui.cli import app
 from mile_tui.headless import EXIT_INTERRUPTED
 from tests.engine.test_run_catalog import (

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mile_engine.checkpoints import read_records
-from mile_engine.run_catalog import summarize_run
-from mile_engine.steering import send_request
+from mile_engine.runstore.catalog import summarize_run
+from mile_engine.runstore.steering import send_request
 from tests.distributed.test_torchrun import TINY, TORCHRUN
 from tests.engine.test_run_catalog import only_run, records_of, wait_for
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 import torchvision
 
-from mile_engine import checkpoint_files as ckf
 from mile_engine import checkpoints as ck
 from mile_engine.config import Settings
+from mile_engine.runstore import files as ckf
 from mile_engine.schemas import phases_of
 from tests.conftest import tiny
 

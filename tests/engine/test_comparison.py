@@ -1,4 +1,4 @@
-"""mile_engine.comparison against hand-written histories and hand-computed expectations."""
+"""mile_engine.reports.comparison against hand-written histories and hand-computed expectations."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mile_engine import events as ev
-from mile_engine.comparison import (
+from mile_engine.reports.comparison import (
     RunData,
     best_metrics,
     compare,

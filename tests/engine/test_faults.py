@@ -17,11 +17,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mile_engine import checkpoint_files as ckf
 from mile_engine import checkpoints as ck
 from mile_engine import events as ev
-from mile_engine import runs
 from mile_engine.config import Settings
+from mile_engine.runstore import files as ckf
+from mile_engine.runstore import records as runs
 from mile_engine.session import open_run
 from tests.conftest import tiny
 from tests.engine.test_checkpoints import FakeTrainer, make_run

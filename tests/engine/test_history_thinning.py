@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mile_engine import events as ev
-from mile_engine.run_history import MetricsFollower
-from mile_engine.runs import METRICS_FILE, event_record
+from mile_engine.runstore.history import MetricsFollower
+from mile_engine.runstore.records import METRICS_FILE, event_record
 from tests.engine.test_run_history import ANY_EVENT, events_of
 
 THINNED = ("StepLogged", "PseudoLabelStats", "SystemStats")

@@ -29,11 +29,11 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageFile
 from typer.testing import CliRunner
 
-from mile_engine import inference as inf
 from mile_engine.checkpoints import RunCheckpointer
 from mile_engine.data import image_files
 from mile_engine.data.image_files import ImageFiles, ImageRefused, JpegFiles, val_transform
 from mile_engine.data.tiles import MEAN, STD
+from mile_engine.reports import inference as inf
 from mile_engine.trainer import Trainer
 from mile_tui.cli import app
 from tests.conftest import tiny

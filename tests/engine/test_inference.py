@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mile_engine import inference as inf
-from mile_engine import inspection
 from mile_engine.checkpoints import RunCheckpointer, read_records
 from mile_engine.config import SettingsError
 from mile_engine.data.tiles import to_model_input
 from mile_engine.metrics import METRIC_NAMES
+from mile_engine.reports import inference as inf
+from mile_engine.reports import inspection
 from mile_engine.session import open_run
 from mile_engine.trainer import Trainer
 from tests.conftest import tiny

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mile_engine.manifest import Record, best_record, protected, retained
+from mile_engine.runstore.manifest import Record, best_record, protected, retained
 
 
 def record(seq: int, f1: float | None) -> Record:

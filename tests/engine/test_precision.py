@@ -13,7 +13,7 @@ from torch import nn
 from mile_engine import device as dev
 from mile_engine import events as ev
 from mile_engine.checkpoints import find_resume
-from mile_engine.runs import describe
+from mile_engine.runstore.records import describe
 from mile_engine.session import open_run
 from mile_engine.trainer import Trainer
 from tests.conftest import tiny

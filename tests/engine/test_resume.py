@@ -12,7 +12,7 @@ from mile_engine import events as ev
 from mile_engine.checkpoints import RunCheckpointer, read_records
 from mile_engine.config import Settings, SettingsError
 from mile_engine.control import Control
-from mile_engine.runs import create_run_dir
+from mile_engine.runstore.records import create_run_dir
 from mile_engine.session import open_run, resume_settings
 from mile_engine.trainer import Trainer
 from tests.conftest import tiny
@@ -124,7 +124,7 @@ def test_resume_refuses_changes_that_alter_the_run() -> None:
 def test_a_failed_save_fails_the_run_cleanly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mile_engine import checkpoint_files
+    from mile_engine.runstore import files as checkpoint_files
 
     def disk_full(obj: object, fh: object) -> None:
         raise OSError(28, "No space left on device")

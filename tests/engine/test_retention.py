@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from typer.testing import CliRunner
 
-from mile_engine import checkpoint_files as ckf
 from mile_engine import checkpoints as ck
 from mile_engine.config import Settings
+from mile_engine.runstore import files as ckf
 from mile_tui.cli import app
 from tests.conftest import tiny
 

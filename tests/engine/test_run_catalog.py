@@ -18,13 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mile_engine import events as ev
-from mile_engine import run_catalog
-from mile_engine.checkpoint_files import RunBusyError
 from mile_engine.config import Settings
 from mile_engine.control import Control
-from mile_engine.run_catalog import list_runs, newest_live_run, summarize_run
-from mile_engine.run_lock import hold_active
-from mile_engine.runs import read_metrics
+from mile_engine.runstore import catalog as run_catalog
+from mile_engine.runstore.catalog import list_runs, newest_live_run, summarize_run
+from mile_engine.runstore.files import RunBusyError
+from mile_engine.runstore.lock import hold_active
+from mile_engine.runstore.records import read_metrics
 from mile_engine.session import open_run
 from tests.conftest import tiny
 

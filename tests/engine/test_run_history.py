@@ -17,13 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mile_engine import events as ev
-from mile_engine.run_history import (
+from mile_engine.runstore.history import (
     EVENT_CLASSES,
     MetricsFollower,
     event_from_record,
     load_history,
 )
-from mile_engine.runs import LineFile, MetricsWriter, event_record
+from mile_engine.runstore.records import LineFile, MetricsWriter, event_record
 from tests.conftest import tiny
 
 # Text that survives UTF-8 (the file's encoding): no lone surrogates.

@@ -13,14 +13,14 @@ import pytest
 from mile_engine import events as ev
 from mile_engine.checkpoints import read_records
 from mile_engine.control import Control
-from mile_engine.run_lock import hold_active
-from mile_engine.session import open_run
-from mile_engine.steering import (
+from mile_engine.runstore.lock import hold_active
+from mile_engine.runstore.steering import (
     REQUEST_FILE,
     RequestPoller,
     SteeringError,
     send_request,
 )
+from mile_engine.session import open_run
 from tests.conftest import tiny
 
 

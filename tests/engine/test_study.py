@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from mile_engine.data import build_source
-from mile_engine.study import StudyResult, make_variants, run_study, write_study
+from mile_engine.reports.study import StudyResult, make_variants, run_study, write_study
 from tests.conftest import tiny
 
 METRICS = ("top1", "real_accuracy", "real_f1", "real_precision", "real_recall", "coverage")
@@ -117,7 +117,7 @@ def test_tiny_study_writes_table_plot_and_json(tmp_path: Path) -> None:
 def test_shared_row_reads_the_base_rho_whatever_the_variant_trained_with(
     tmp_path: Path,
 ) -> None:
-    from mile_engine.study import summary_rows
+    from mile_engine.reports.study import summary_rows
 
     base = tiny(epoch_num=1, k_t=2, k_s=1, rho=0.25)
     result = run_study(base, make_variants(["MILe"], ["rho=0.1"]), [0], tmp_path)
@@ -129,7 +129,7 @@ def test_shared_row_reads_the_base_rho_whatever_the_variant_trained_with(
 
 
 def test_one_seed_shows_no_spread() -> None:
-    from mile_engine.study import mean_sd_text
+    from mile_engine.reports.study import mean_sd_text
 
     assert mean_sd_text([0.5]) == "0.500"
     assert mean_sd_text([0.5, 0.7]) == "0.600 ± 0.141"

@@ -28,8 +28,8 @@ from textual.widgets._footer import FooterKey
 from mile_engine import events as ev
 from mile_engine.config import Dataset, Schema, Settings
 from mile_engine.control import Control
-from mile_engine.run_catalog import LockHolder, RunSummary
-from mile_engine.runs import METRICS_FILE, SETTINGS_FILE, event_record
+from mile_engine.runstore.catalog import LockHolder, RunSummary
+from mile_engine.runstore.records import METRICS_FILE, SETTINGS_FILE, event_record
 from mile_tui.app import MileApp, create_app, fold_history, train_in_thread
 from mile_tui.screens.run import RunScreen
 from mile_tui.screens.runs import SORTABLE, RunsScreen, matches, middle_cut
@@ -106,7 +106,7 @@ def write_run(root: Path, name: str, *, schema: Schema = "MILe", dataset: Datase
 HOLD_LOCK = """
 import sys
 from pathlib import Path
-from mile_engine.run_lock import hold_active
+from mile_engine.runstore.lock import hold_active
 fh = hold_active(Path(sys.argv[1]))
 print("held", flush=True)
 sys.stdin.read()
@@ -183,7 +183,7 @@ async def test_runs_screen_is_home_and_shows_every_status(
     holder = LockHolderProcess(elsewhere)
     holder_factory.append(holder)
     here = write_run(Path("runs"), "20260101-170000-digits-mile", end=None, hour=5)
-    from mile_engine.run_lock import hold_active
+    from mile_engine.runstore.lock import hold_active
 
     lock = hold_active(here)  # this process trains it: "running here"
     try:

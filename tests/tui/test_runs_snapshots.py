@@ -44,7 +44,7 @@ def fixed_runs(settings_file: Path, utc: None, monkeypatch: pytest.MonkeyPatch) 
     def holder(run_dir: Path) -> tuple[str, int] | None:
         return ("gpu-node-7", 4242) if Path(run_dir).name == LIVE else None
 
-    monkeypatch.setattr("mile_engine.run_catalog.active_holder", holder)
+    monkeypatch.setattr("mile_engine.runstore.catalog.active_holder", holder)
     return settings_file
 
 

@@ -1,6 +1,6 @@
 """Scoring a model: load a checkpoint, evaluate it, predict label sets for image files.
 The console's inspection (samples, pseudo-label counts, live weights) builds on these in
-`mile_engine.inspection`.
+`mile_engine.reports.inspection`.
 
 Everything here runs the networks in `eval()` under `torch.inference_mode()`, in the
 same arithmetic (device, autocast dtype, batch size) as the trainer's own evaluation, so

@@ -20,7 +20,7 @@ from typing import Any
 
 from mile_engine import events as ev
 from mile_engine.config import SettingsError, read_toml
-from mile_engine.runs import METRICS_FILE, SETTINGS_FILE
+from mile_engine.runstore.records import METRICS_FILE, SETTINGS_FILE
 
 # Every event class, by the name event_record writes into "event".
 EVENT_CLASSES: dict[str, type] = {cls.__name__: cls for cls in typing.get_args(ev.Event)}
@@ -58,7 +58,7 @@ _SHAPES = {name: _shape(cls) for name, cls in EVENT_CLASSES.items()}
 
 def event_from_record(record: dict[str, Any]) -> ev.Event | None:
     """The event a metrics.jsonl record was written from (the inverse of
-    `mile_engine.runs.event_record`).
+    `mile_engine.runstore.records.event_record`).
 
     None for a record of an unknown kind (written by a newer version) or one that lacks a
     field its kind needs. Keys the event does not know are ignored. A float written as

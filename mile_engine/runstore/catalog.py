@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mile_engine.config import SettingsError, read_toml
-from mile_engine.run_lock import active_holder
-from mile_engine.runs import METRICS_FILE, SETTINGS_FILE
+from mile_engine.runstore.lock import active_holder
+from mile_engine.runstore.records import METRICS_FILE, SETTINGS_FILE
 
 RunStatus = Literal["running", "finished", "stopped", "failed", "interrupted"]
 STATUSES: tuple[RunStatus, ...] = ("running", "finished", "stopped", "failed", "interrupted")
-MANIFEST_FILE = "checkpoints.json"  # as in mile_engine.manifest, which would load torch
+MANIFEST_FILE = "checkpoints.json"  # as in mile_engine.runstore.manifest, which would load torch
 
 # How much of the end of metrics.jsonl is read first; doubled while it holds no
 # record with a position (a run's last lines are a few hundred bytes each).

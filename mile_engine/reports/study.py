@@ -22,7 +22,7 @@ from typing import Any
 from mile_engine import events as ev
 from mile_engine.config import Settings, build_settings, parse_override
 from mile_engine.metrics import METRIC_NAMES
-from mile_engine.runs import MetricsWriter, create_run_dir
+from mile_engine.runstore.records import MetricsWriter, create_run_dir
 from mile_engine.trainer import Trainer
 
 LABELS = {

@@ -1,7 +1,7 @@
 """The console's look inside a model: validation samples with their label sets, the
 pseudo-labels a teacher adds, and private copies of a live trainer's weights.
 
-The networks run as in `mile_engine.inference` (eval mode, inference mode, the run's
+The networks run as in `mile_engine.reports.inference` (eval mode, inference mode, the run's
 device and autocast). A live trainer's weights are copied between two of its steps
 (`WeightTap`), so the inspector never runs the trainer's own modules while they train.
 """
@@ -22,7 +22,9 @@ from mile_engine import events as ev
 from mile_engine.config import Settings
 from mile_engine.data import DataSource, build_source
 from mile_engine.data.batch import SampleSource, ValSample
-from mile_engine.inference import (
+from mile_engine.models import build_model
+from mile_engine.placement import run_model
+from mile_engine.reports.inference import (
     InferenceError,
     Label,
     label_sets,
@@ -30,8 +32,6 @@ from mile_engine.inference import (
     place,
     pseudo_label_sets,
 )
-from mile_engine.models import build_model
-from mile_engine.placement import run_model
 from mile_engine.schemas import pseudo_labels, uses_sigmoid
 from mile_engine.trainer import EVAL_BATCH
 

@@ -36,7 +36,7 @@ def compare(
     generation, at the shared rho and at each schema's best swept threshold, beside the
     benchmark's reference F1s.
     """
-    from mile_engine.study import make_variants, run_study, write_study
+    from mile_engine.reports.study import make_variants, run_study, write_study
 
     base = settings_from_cli(config, overrides)
     names = [s.strip() for s in schemas.split(",") if s.strip()]

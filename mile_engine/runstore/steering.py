@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 from typing import Literal, cast, get_args
 
-from mile_engine.run_lock import active_holder
+from mile_engine.runstore.lock import active_holder
 
 Request = Literal["pause", "resume", "stop", "save"]
 REQUESTS: tuple[Request, ...] = get_args(Request)

@@ -14,12 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
-from mile_engine.run_catalog import RunSummary, is_run_folder, list_runs
-from mile_engine.steering import Request, SteeringError, send_request
+from mile_engine.runstore.catalog import RunSummary, is_run_folder, list_runs
+from mile_engine.runstore.steering import Request, SteeringError, send_request
+from mile_tui.commands.watch_cmd import RunsOption, run_roots
 from mile_tui.marks import file_size
 from mile_tui.options import FLAG, ConfigOption, Group, SetOption, command, fail
 from mile_tui.options import settings_from_cli as load
-from mile_tui.watch_cmd import RunsOption, run_roots
 
 runs_app = typer.Typer(
     cls=Group,

@@ -24,7 +24,7 @@ from mile_engine.checkpoints import (
     resolve_checkpoint,
 )
 from mile_engine.config import Settings, SettingsError, parse_override, read_toml
-from mile_engine.runs import json_safe
+from mile_engine.runstore.records import json_safe
 from mile_tui.headless import exit_code_for
 from mile_tui.options import FLAG, fail
 
@@ -86,7 +86,7 @@ def _root(file_values: dict[str, Any] | None, overrides: list[str]) -> Path:
 
 def _load(checkpoint: str, config: Path | None, overrides: list[str] | None) -> Any:
     """Resolve and load the checkpoint; every failure exits 2 with one line."""
-    from mile_engine.inference import load_model
+    from mile_engine.reports.inference import load_model
 
     values = _file_values(config)
     overrides = overrides or []
@@ -141,7 +141,7 @@ def eval_checkpoint(
     The numbers are those the run's own evaluation gives the same weights; `--rho` sweeps
     the threshold of the prediction sets so that you can pick an operating point.
     """
-    from mile_engine.inference import evaluate_checkpoint
+    from mile_engine.reports.inference import evaluate_checkpoint
 
     rhos = parse_rhos(rho) if rho is not None else None
     loaded = _load(checkpoint, config, overrides)
@@ -202,7 +202,7 @@ def predict(
     a float image outside [0, 1]) is reported, on stderr one line each, and the others are
     still processed; the exit code is then 1. 16-bit and 32-bit images are scaled to 8 bits.
     """
-    from mile_engine.inference import predict_files
+    from mile_engine.reports.inference import predict_files
 
     if rho is not None and not 0.0 < rho < 1.0:
         fail(f"--rho {rho}: outside (0, 1).")

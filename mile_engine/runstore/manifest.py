@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mile_engine.checkpoint_files import (
+from mile_engine.oserrors import describe_os_error
+from mile_engine.runstore.files import (
     FORMAT_VERSION,
     SUFFIX,
     TMP_PREFIX,
@@ -29,8 +30,7 @@ from mile_engine.checkpoint_files import (
     json_clean,
     read_checkpoint_file,
 )
-from mile_engine.oserrors import describe_os_error
-from mile_engine.run_lock import run_is_active, run_lock
+from mile_engine.runstore.lock import run_is_active, run_lock
 
 MANIFEST_FILE = "checkpoints.json"
 

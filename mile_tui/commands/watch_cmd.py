@@ -39,7 +39,7 @@ def watch(
 ) -> None:
     """Open the console on a run (default: the newest one training now): its whole
     history, then live as it trains; p, x and n pause, stop and save it."""
-    from mile_engine.run_catalog import newest_live_run, summarize_run
+    from mile_engine.runstore.catalog import newest_live_run, summarize_run
 
     settings = settings_from_cli(config, overrides)
     roots = run_roots(settings.checkpoint_path, runs)

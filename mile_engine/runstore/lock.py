@@ -36,7 +36,7 @@ def run_lock(run_dir: Path, timeout: float = 60.0) -> Iterator[None]:
         yield
         return
     # Imported here: reading a run's status (the runs list) must not load torch.
-    from mile_engine.checkpoint_files import RunBusyError
+    from mile_engine.runstore.files import RunBusyError
 
     fh = (Path(run_dir) / LOCK_FILE).open("a+b")
     try:
@@ -107,7 +107,7 @@ def hold_active(run_dir: Path) -> IO[bytes] | None:
     """
     if fcntl is None:  # pragma: no cover - Windows
         return None
-    from mile_engine.checkpoint_files import RunBusyError
+    from mile_engine.runstore.files import RunBusyError
 
     fh = (Path(run_dir) / ACTIVE_FILE).open("a+b")
     if not _try_exclusive(fh, patience=0.5):

@@ -1,0 +1,1 @@
+"""What is read out of runs and checkpoints: studies, comparisons, evaluation, inspection."""
