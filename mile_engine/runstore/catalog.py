@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import threading
@@ -25,12 +26,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mile_engine.config import SettingsError, read_toml
+from mile_engine.oserrors import open_regular
+from mile_engine.runstore.layout import MANIFEST_FILE, METRICS_FILE, SETTINGS_FILE
 from mile_engine.runstore.lock import active_holder
-from mile_engine.runstore.records import METRICS_FILE, SETTINGS_FILE
 
 RunStatus = Literal["running", "finished", "stopped", "failed", "interrupted"]
 STATUSES: tuple[RunStatus, ...] = ("running", "finished", "stopped", "failed", "interrupted")
-MANIFEST_FILE = "checkpoints.json"  # as in mile_engine.runstore.manifest, which would load torch
 
 # How much of the end of metrics.jsonl is read first; doubled while it holds no
 # record with a position (a run's last lines are a few hundred bytes each).
@@ -232,7 +233,7 @@ def _tail_facts(path: Path) -> _Tail:
     """The last record and the newest position, from the end of the file only."""
     tail = _Tail()
     try:
-        fh = path.open("rb")
+        fh = open_regular(path)  # a named pipe would block the whole list
     except OSError:
         return tail
     with fh:
@@ -272,10 +273,21 @@ def _parse(line: bytes) -> dict[str, Any] | None:
     if not line.strip():
         return None
     try:
-        record = json.loads(line)
-    except ValueError:
+        # JSON as written holds no NaN or infinity (json_clean makes them null); a record
+        # that does anyway reads them as missing, so a summary stays printable.
+        record = json.loads(line, parse_float=_finite_or_none, parse_constant=_none)
+    except (ValueError, RecursionError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def _finite_or_none(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _none(_text: str) -> None:
+    return None
 
 
 # ------------------------------------------------------------------------- the best
@@ -300,10 +312,10 @@ def _best(path: Path, tail: _Tail) -> tuple[float | None, int | None]:
         best = tail.ended.get("best")
         if isinstance(best, dict) and isinstance(best.get("real_f1"), (int, float)):
             gen = best.get("generation")
-            return float(best["real_f1"]), int(gen) if isinstance(gen, (int, float)) else None
+            return float(best["real_f1"]), gen if isinstance(gen, int) else None
         return None, None
     try:
-        fh = path.open("rb")
+        fh = open_regular(path)
     except OSError:
         return None, None
     with fh:
