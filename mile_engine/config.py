@@ -39,7 +39,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 # `model` is open: the names below plus every torchvision classification model
 # (`MODELS`), checked when a value is loaded.
 LegacyModel = Literal["resnet18-10", "resnet18", "resnet50"]
-Schema = Literal["MILe", "sigmoid", "softmax"]
+Schema = Literal["MILe", "sigmoid", "softmax", "EM", "LL-R", "LL-Ct"]
 Dataset = Literal["digits", "mnist", "fashion-mnist", "imagenet", "folder"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Scheduler = Literal["plateau", "none"]
@@ -76,6 +76,7 @@ GROUPS = {
     "data": "Data",
     "optim": "Optimisation",
     "mile": "MILe",
+    "baselines": "Single-positive baselines (EM, LL-R, LL-Ct)",
     "checkpoints": "Checkpoints and logs",
     "device": "Device and speed",
 }
@@ -190,8 +191,11 @@ class Settings:
         "MILe",
         "run",
         "Training schema: MILe (teacher/student generations on pseudo-labels), sigmoid "
-        "(binary cross-entropy on the single labels) or softmax (cross-entropy). The "
-        "baselines take the same k_t + k_s optimizer steps per generation as MILe.",
+        "(binary cross-entropy on the single labels, 'assume negative'), softmax "
+        "(cross-entropy), EM (entropy maximisation on the unobserved labels, Zhou et al. "
+        "2022) or LL-R / LL-Ct (reject / correct the largest unobserved-label losses, Kim "
+        "et al. 2022). The baselines take the same k_t + k_s optimizer steps per generation "
+        "as MILe. See docs/schemas.md.",
         choices=SCHEMAS,
     )
     # -- data
@@ -329,6 +333,27 @@ class Settings:
     gt_or: bool = _setting(
         False, "mile", "Add the ground-truth label to the teacher's pseudo-labels."
     )
+    # -- single-positive baselines
+    em_alpha: float = _setting(
+        0.1,
+        "baselines",
+        "EM: weight alpha of the entropy -alpha*H(p) that each unobserved class maximises "
+        "(Zhou et al., ECCV 2022, 'Acknowledging the Unknown for Multi-label Learning with "
+        "Single Positive Labels'; the authors' defaults: 0.2 on VOC, 0.1 on COCO and "
+        "NUS-WIDE, 0.01 on CUB).",
+        minimum=0.0,
+    )
+    ll_delta: float = _setting(
+        0.002,
+        "baselines",
+        "LL-R, LL-Ct: growth of the rejection rate per generation (a generation is the "
+        "paper's epoch): generation g (from 0) rejects or corrects the largest "
+        "ceil(B*C*min(1, g*ll_delta)) unobserved-label losses of each batch (Kim et al., "
+        "CVPR 2022, 'Large Loss Matters in Weakly Supervised Multi-Label Classification'; "
+        "the authors' runs use 0.001 to 0.005 per epoch, over 10 epochs).",
+        minimum=0.0,
+        maximum=1.0,
+    )
     # -- checkpoints and logs
     checkpoint_path: str = _setting(
         "runs", "checkpoints", "Folder that receives one sub-folder per run."
@@ -340,6 +365,12 @@ class Settings:
     log_every: int = _setting(
         25, "checkpoints", "Optimizer steps between two progress lines and metrics records.",
         minimum=1,
+    )
+    tensorboard: bool = _setting(
+        False, "checkpoints", "Also write the run's scalars and settings as TensorBoard "
+        "event files in its folder (RUN/tensorboard/), live; needs pip install "
+        "'mile-tui[tensorboard]'. `mile-tui export` writes them for any run afterwards. "
+        "See docs/export.md.",
     )
     # -- device and speed
     device: str = _setting(

@@ -68,13 +68,25 @@ class Position:
 
 @dataclass(frozen=True)
 class PseudoLabelStats:
-    """Pseudo-label density over the imitation steps since the last record."""
+    """What the student trained towards over the steps since the last record: MILe's
+    imitation targets, or LL-R / LL-Ct's targets and rejections.
+
+    `precision` and `recall` compare the positive targets with the images' true label sets
+    (summed over the images, then divided), where the training data knows them (the
+    grids; a folder with `train_labels_path`), else None. `rejected_per_image` is LL's
+    rejected (LL-R) or corrected (LL-Ct) labels per image, `rejected_true` the share of them
+    that were true objects; None for MILe.
+    """
 
     generation: int
     step: int
     global_step: int
     labels_per_image: float
     contains_label: float
+    precision: float | None = None
+    recall: float | None = None
+    rejected_per_image: float | None = None
+    rejected_true: float | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -44,11 +45,14 @@ from mile_engine.runstore.files import CheckpointError
 from mile_engine.runstore.steering import RequestPoller
 from mile_engine.schemas import (
     IMITATION,
+    LARGE_LOSS_SCHEMAS,
     Phase,
     ground_truth_loss,
+    large_loss,
     multi_label_bce,
     phases_of,
     pseudo_labels,
+    rejection_rate,
     uses_sigmoid,
 )
 from mile_engine.system_stats import SystemSampler
@@ -91,6 +95,16 @@ class _Window:
         self.loss = torch.zeros((), device=self.device)
         self.labels = torch.zeros((), device=self.device)
         self.contains = torch.zeros((), device=self.device)
+        # Against the true label sets, where the batches carry them (`Batch.real`): the
+        # targets that are true objects, all targets, all true objects; and LL's rejected
+        # (or corrected) labels, and those of them that are true objects.
+        self.hits = torch.zeros((), device=self.device)
+        self.positives = torch.zeros((), device=self.device)
+        self.truths = torch.zeros((), device=self.device)
+        self.rejected = torch.zeros((), device=self.device)
+        self.rejected_true = torch.zeros((), device=self.device)
+        self.known = False  # whether any batch since the reset carried true sets
+        self.rejects = False  # whether these are LL's steps
         self.steps = 0
         self.images = 0
         self.pseudo_images = 0
@@ -477,9 +491,50 @@ class Trainer:
         self.model.train()
         with self.autocast():
             logits = self.model(self._input(batch))
-        loss = ground_truth_loss(self.settings.schema, logits, batch.labels)
+        if self.settings.schema in LARGE_LOSS_SCHEMAS:
+            loss = self._large_loss_step(logits, batch)
+        else:
+            loss = ground_truth_loss(self.settings.schema, logits, batch.labels,
+                                     self.settings.em_alpha)
         self.optimize(loss)
         return loss.detach()
+
+    def rejection_rate(self) -> float:
+        """LL's rejection rate now: it grows by `ll_delta` per generation, from 0 in the
+        first; the generation is part of the saved position, so a resume continues it."""
+        return rejection_rate(self.settings.ll_delta, self.generation)
+
+    def _large_loss_step(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """LL-R / LL-Ct's loss on this rank's batch; counts what it rejected (on the device)."""
+        correct = self.settings.schema == "LL-Ct"
+        loss, taken = large_loss(logits, batch.labels, self.rejection_rate(), correct)
+        w = self._window
+        w.rejects = True
+        w.rejected += taken.sum()
+        targets = F.one_hot(batch.labels, logits.shape[1]).bool()
+        if correct:
+            targets |= taken
+        self._count_targets(targets, batch)
+        if batch.real is not None:
+            w.rejected_true += (taken & batch.real).sum()
+        return loss
+
+    def _count_targets(self, targets: torch.Tensor, batch: Batch) -> None:
+        """Add a step's positive targets to the window: density, the single label kept,
+        and (where the batch knows its true sets) how many are true objects."""
+        w = self._window
+        w.labels += targets.sum()
+        rows = torch.arange(len(batch.labels), device=targets.device)
+        w.contains += targets[rows, batch.labels].sum()
+        w.pseudo_images += len(batch.labels)
+        if batch.real is not None:
+            w.known = True
+            real = batch.real.to(targets.device)
+            # Images with an empty set (no label known) say nothing about precision.
+            known = targets & real.any(dim=1, keepdim=True)
+            w.hits += (targets & real).sum()
+            w.positives += known.sum()
+            w.truths += real.sum()
 
     def imitation_step(self, batch: Batch) -> torch.Tensor:
         """One optimizer step of the student on the frozen teacher's pseudo-labels."""
@@ -494,11 +549,7 @@ class Trainer:
             logits = self.model(x)
         loss = multi_label_bce(logits, targets)
         self.optimize(loss)
-        w = self._window
-        w.labels += targets.sum()
-        rows = torch.arange(len(batch.labels), device=targets.device)
-        w.contains += targets[rows, batch.labels].sum()
-        w.pseudo_images += len(batch.labels)
+        self._count_targets(targets, batch)
         return loss.detach()
 
     def _emit_position(self) -> None:
@@ -538,11 +589,27 @@ class Trainer:
                     global_step=self.global_step,
                     labels_per_image=float(w.labels) / w.pseudo_images,
                     contains_label=float(w.contains) / w.pseudo_images,
+                    **self._quality(),
                 )
             )
         if self._system is not None:
             self._emit(self._system.sample(self.global_step))
         w.reset()
+
+    def _quality(self) -> dict[str, float | None]:
+        """The window's pseudo-label quality fields (None where unknown or not LL)."""
+        w = self._window
+        quality: dict[str, float | None] = {}
+        if w.known:
+            positives, truths = float(w.positives), float(w.truths)
+            quality["precision"] = float(w.hits) / positives if positives else None
+            quality["recall"] = float(w.hits) / truths if truths else None
+        if w.rejects:
+            rejected = float(w.rejected)
+            quality["rejected_per_image"] = rejected / w.pseudo_images
+            if w.known:
+                quality["rejected_true"] = float(w.rejected_true) / rejected if rejected else None
+        return quality
 
     # ------------------------------------------------------------------ evaluation
     def _rhos(self) -> list[float]:
