@@ -68,7 +68,12 @@ def open_regular_fd(path: Path | str, flags: int = os.O_RDONLY, mode: int = 0o64
         if not stat.S_ISREG(st.st_mode):
             code = errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL
             kind = _kind(st.st_mode)
-            words = kind if kind == "not a regular file" else f"not a regular file ({kind})"
+            if kind == "a folder":
+                words = "is a folder"
+            elif kind == "not a regular file":
+                words = kind
+            else:
+                words = f"not a regular file ({kind})"
             raise NotRegularFileError(code, words, str(path))
         if nonblock:
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~nonblock)

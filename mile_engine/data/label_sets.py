@@ -24,15 +24,22 @@ import difflib
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mile_engine.config import SettingsError, shown, shown_path
+from mile_engine.oserrors import FileTooLargeError, NotRegularFileError, read_regular
 
 HEADER_CELLS = frozenset({"file", "filename", "file_name", "path", "image", "image_id"})
 KEY = "val_labels_path"
+# Far above any real label file (ImageNet's real.json is about 1.5 MB); it bounds what a
+# wrong path (a disk image, a log) can take from memory.
+MAX_LABEL_FILE_BYTES = 1 << 30
+# A class index has a few digits; a longer number is a mistake, refused before Python
+# would spend time converting (or refuse) it.
+MAX_INDEX_DIGITS = 18
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,8 @@ class _Labels:
         text = token.strip()
         if text in self.index:
             return self.index[text]
-        if text.isascii() and text.isdigit() and int(text) < count:
+        if (text.isascii() and text.isdigit() and len(text) <= MAX_INDEX_DIGITS
+                and int(text) < count):
             return int(text)
         close = difflib.get_close_matches(text, self.classes, n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -144,11 +152,14 @@ def read_label_sets(
     """
     where = f"{KEY} {shown_path(path)}"
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        # A named pipe must not block the run, nor a device fill the memory.
+        text = read_regular(path, MAX_LABEL_FILE_BYTES).decode("utf-8-sig")
     except FileNotFoundError:
         raise SettingsError(f"{where} does not exist.") from None
     except IsADirectoryError:
         raise SettingsError(f"{where} is a folder; give a CSV or JSON file.") from None
+    except (NotRegularFileError, FileTooLargeError) as exc:
+        raise SettingsError(f"{where}: {exc.strerror}; give a CSV or JSON file.") from None
     except UnicodeDecodeError:
         raise SettingsError(f"{where}: not UTF-8 text; save it as UTF-8.") from None
     except OSError as exc:
@@ -158,7 +169,9 @@ def read_label_sets(
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         try:
-            document = json.loads(text)
+            document = json.loads(text, object_pairs_hook=_no_repeats(where),
+                                  parse_int=_index(where), parse_float=_finite(where),
+                                  parse_constant=_finite(where))
         except json.JSONDecodeError as exc:
             raise SettingsError(
                 f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
@@ -173,9 +186,70 @@ def read_label_sets(
     return _from_entries(_csv_rows(text, where), files, labels, names, where, "csv")
 
 
+def _no_repeats(where: str) -> Any:
+    """A JSON object hook that refuses a name given twice, as the CSV form does (json
+    would keep the last entry and drop the first without a word)."""
+
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise SettingsError(
+                    f"{where}: entry {shown(key)} is given twice; give each image once."
+                )
+            seen[key] = value
+        return seen
+
+    return build
+
+
+def _index(where: str) -> Any:
+    """A JSON integer hook: class indices are short; a number of thousands of digits
+    is refused by name (Python's own limit would raise a bare ValueError)."""
+
+    def build(text: str) -> int:
+        if len(text.lstrip("-")) > MAX_INDEX_DIGITS:
+            raise SettingsError(
+                f"{where}: a number of {len(text.lstrip('-')):,} digits; labels are class "
+                "names or class indices."
+            )
+        return int(text)
+
+    return build
+
+
+def _finite(where: str) -> Any:
+    """A JSON hook for non-integer numbers: never a class index, refused by name."""
+
+    def build(text: str) -> float:
+        raise SettingsError(
+            f"{where}: the number {shown(text[:40])} is not a class name or index."
+        )
+
+    return build
+
+
+def _csv_lines(text: str, where: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of each CSV row; csv's own refusals (a field over its 128 KiB
+    limit, a NUL byte) become a SettingsError naming the line."""
+    reader = csv.reader(io.StringIO(text))
+    number = 0
+    while True:
+        number += 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise SettingsError(
+                f"{where}: line {reader.line_num}: not readable as CSV ({exc})."
+            ) from None
+        yield number, row
+
+
 def _csv_rows(text: str, where: str) -> list[tuple[str, Any, str]]:
     rows: list[tuple[str, Any, str]] = []
-    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+    for number, row in _csv_lines(text, where):
         if not row or not any(cell.strip() for cell in row):
             continue
         if not rows and number == 1 and row[0].strip().lower() in HEADER_CELLS:

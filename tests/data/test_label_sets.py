@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mile_engine.config import SettingsError
 from mile_engine.data.label_sets import read_label_sets, sorted_by_name
+from tests.helpers.hostile import call_unblocked, make_fifo
 
 CLASSES = ["bird", "cat", "dog", "3"]  # sorted as the folders are; "3" is a class name
 # Validation images as the folder index gives them: class by class, nested paths allowed.
@@ -113,3 +114,34 @@ def test_the_three_forms_agree(tmp_path_factory: pytest.TempPathFactory,
     for text in (csv_text, json.dumps(obj), json.dumps(listed)):
         sets = read_label_sets(write(tmp, text), files, classes)
         assert sets.sets == truth
+
+
+# Hostile label files: each must be one SettingsError line naming the file, never a
+# traceback from csv or json, and a JSON object agrees with CSV on an image given twice.
+@pytest.mark.parametrize(("text", "message"), [
+    ("bird/a.png," + "x" * (200 * 1024) + "\n", r"line 1: not readable as CSV"),
+    ('"bird/a.png,' + "x" * (200 * 1024) + "\n", r"line \d+: not readable as CSV"),
+    ('{"bird/a.png": [' + "9" * 5000 + "]}", r"a number of 5,000 digits"),
+    ("[[" + "1" * 4301 + "], [], [], [], []]", r"a number of 4,301 digits"),
+    ("bird/a.png," + "7" * 5000 + "\n", r"line 1: '7{10}.*' is not a class"),
+    ('{"bird/a.png": ["bird"], "bird/a.png": ["cat"]}', r"'bird/a.png' is given twice"),
+    ('{"bird/a.png": ["bird"], "a.png": ["cat"]}', r"already has a label set"),
+    ('{"bird/a.png": [NaN]}', r"not a class name or index"),
+    ('{"bird/a.png": [1e999]}', r"not a class name or index"),
+], ids=["csv-long-field", "csv-long-quoted-field", "json-long-int", "json-list-long-int",
+        "csv-long-index", "json-same-name-twice", "json-same-image-twice", "json-nan",
+        "json-infinity"])
+def test_hostile_label_files_are_one_line_errors(tmp_path: Path, text: str,
+                                                 message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as error:
+        read_label_sets(write(tmp_path, text), FILES, sorted(CLASSES))
+    assert "\n" not in str(error.value) and "val_labels_path" in str(error.value)
+
+
+def test_a_label_file_that_is_no_regular_file_is_refused_without_blocking(
+        tmp_path: Path) -> None:
+    fifo = make_fifo(tmp_path / "labels.csv")
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(SettingsError, match="not a regular file") as error:
+            call_unblocked(lambda p=path: read_label_sets(p, FILES, CLASSES), [fifo])
+        assert str(path) in str(error.value)
