@@ -10,7 +10,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mile_engine.metrics import EvalAccumulator, evaluate_logits
+from mile_engine.metrics import (
+    EvalAccumulator,
+    ScoreKeeper,
+    average_precisions,
+    evaluate_logits,
+    mean_average_precision,
+)
 
 KEYS = ("top1", "real_accuracy", "real_f1", "real_precision", "real_recall", "coverage",
         "ref_f1_all", "ref_f1_label")
@@ -179,3 +185,81 @@ def test_reference_f1s_of_a_hand_built_set() -> None:
     # every class: 2*2/(4+2) and 2*1/(4+1); single label: 2/(1+2) and 0.
     assert m["ref_f1_all"] == pytest.approx((4 / 6 + 2 / 5) / 2)
     assert m["ref_f1_label"] == pytest.approx((2 / 3 + 0) / 2)
+
+
+# ---------------------------------------------------------------------------- mAP
+@st.composite
+def ranking_sets(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores [N, C] and label sets: continuous scores, or scores from a few values (many
+    ties); some classes with no positive at all, some with every image positive."""
+    n = draw(st.integers(1, 40))
+    c = draw(st.integers(1, 7))
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    levels = draw(st.sampled_from([0, 1, 2, 3, 5]))  # 0: continuous
+    scores = torch.rand(n, c, generator=gen, dtype=torch.float64)
+    if levels:
+        scores = torch.randint(0, levels, (n, c), generator=gen).double() / levels
+    density = draw(st.sampled_from([0.05, 0.3, 0.7]))
+    targets = torch.rand(n, c, generator=gen) < density
+    for column in draw(st.lists(st.integers(0, c - 1), max_size=2)):
+        targets[:, column] = False
+    if draw(st.booleans()):
+        targets[:, 0] = True
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    return scores.to(dtype), targets
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(data=ranking_sets())
+def test_average_precision_equals_scikit_learn(
+    data: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    from sklearn.metrics import average_precision_score
+
+    scores, targets = data
+    got = average_precisions(scores, targets)
+    expected = []
+    for c in range(scores.shape[1]):
+        if not targets[:, c].any():
+            assert math.isnan(got[c]), c  # no positive: left out, never a 0
+            continue
+        want = average_precision_score(targets[:, c].numpy(), scores[:, c].numpy())
+        assert float(got[c]) == pytest.approx(want, abs=1e-12), c
+        expected.append(want)
+    value, left_out = mean_average_precision(scores, targets)
+    assert left_out == scores.shape[1] - len(expected)
+    if expected:
+        macro = average_precision_score(targets.numpy()[:, targets.any(0).numpy()],
+                                        scores.numpy()[:, targets.any(0).numpy()])
+        assert value == pytest.approx(macro, abs=1e-12)
+        assert value == pytest.approx(sum(expected) / len(expected), abs=1e-12)
+    else:
+        assert math.isnan(value)
+
+
+def test_average_precision_of_a_hand_ranked_class() -> None:
+    # Scores 0.9 (pos), 0.8 (neg), 0.8 (pos), 0.1 (pos): thresholds 0.9, 0.8, 0.1 give
+    # precision 1/1, 2/3, 3/4 at recall 1/3, 2/3, 1; AP = (1 + 2/3 + 3/4) / 3.
+    scores = torch.tensor([[0.9], [0.8], [0.8], [0.1]])
+    targets = torch.tensor([[True], [False], [True], [True]])
+    assert float(average_precisions(scores, targets)[0]) == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
+
+
+@settings(max_examples=30, deadline=None, database=None)
+@given(data=ranking_sets(), sigmoid=st.booleans(), shards=st.integers(1, 3))
+def test_score_keeper_over_sharded_batches_equals_one_pass(
+    data: tuple[torch.Tensor, torch.Tensor], sigmoid: bool, shards: int,
+) -> None:
+    """Batches dealt to processes round-robin, then merged, give the mAP of all the scores
+    at once, the scores being sigmoid or softmax probabilities of the logits."""
+    logits, targets = data
+    logits = (logits.float() - 0.5) * 8
+    keepers = [ScoreKeeper(sigmoid) for _ in range(shards)]
+    for k, start in enumerate(range(0, len(logits), 4)):
+        keepers[k % shards].update(logits[start:start + 4], targets[start:start + 4], index=k)
+    got = ScoreKeeper.compute([keeper.parts() for keeper in keepers])
+    probs = torch.sigmoid(logits) if sigmoid else torch.softmax(logits, dim=1)
+    value, left_out = mean_average_precision(probs, targets)
+    assert got["map_classes_left_out"] == left_out
+    assert got["map"] == pytest.approx(value, abs=1e-12, nan_ok=True)
