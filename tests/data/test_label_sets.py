@@ -3,6 +3,7 @@ name or index, against sets written out by hand."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -143,5 +144,5 @@ def test_a_label_file_that_is_no_regular_file_is_refused_without_blocking(
     fifo = make_fifo(tmp_path / "labels.csv")
     for path in (fifo, Path("/dev/zero")):
         with pytest.raises(SettingsError, match="not a regular file") as error:
-            call_unblocked(lambda p=path: read_label_sets(p, FILES, CLASSES), [fifo])
+            call_unblocked(functools.partial(read_label_sets, path, FILES, CLASSES), [fifo])
         assert str(path) in str(error.value)
