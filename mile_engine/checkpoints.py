@@ -23,8 +23,6 @@ from mile_engine.runstore.files import (
     FORMAT,
     FORMAT_VERSION,
     REQUIRED_KEYS,
-    SUFFIX,
-    TMP_PREFIX,
     CheckpointError,
     CheckpointWriteError,
     CorruptCheckpointError,
@@ -38,7 +36,8 @@ from mile_engine.runstore.files import (
     read_checkpoint_file,
     remove_stale_temps,
 )
-from mile_engine.runstore.lock import ACTIVE_FILE, LOCK_FILE, hold_active, run_is_active, run_lock
+from mile_engine.runstore.layout import ACTIVE_FILE, LOCK_FILE, SETTINGS_FILE, SUFFIX, TMP_PREFIX
+from mile_engine.runstore.lock import hold_active, run_is_active, run_lock
 from mile_engine.runstore.manifest import (
     MANIFEST_FILE,
     Record,
@@ -256,7 +255,7 @@ def is_run_dir(path: Path) -> bool:
     path = Path(path)
     if not path.is_dir():
         return False
-    return (path / MANIFEST_FILE).exists() or (path / "settings.toml").exists() or any(
+    return (path / MANIFEST_FILE).exists() or (path / SETTINGS_FILE).exists() or any(
         path.glob(f"*{SUFFIX}")
     )
 

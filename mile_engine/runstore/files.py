@@ -22,11 +22,10 @@ from typing import IO, Any
 import torch
 
 from mile_engine.oserrors import describe_os_error
+from mile_engine.runstore.layout import TMP_PREFIX
 
 FORMAT = "mile-tui-checkpoint"
 FORMAT_VERSION = 1
-SUFFIX = ".pt"
-TMP_PREFIX = ".tmp-"
 # The keys a checkpoint written by this package always has.
 REQUIRED_KEYS = ("meta", "student", "teacher", "optimizer", "position", "rng")
 

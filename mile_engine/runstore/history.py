@@ -20,7 +20,7 @@ from typing import Any
 
 from mile_engine import events as ev
 from mile_engine.config import SettingsError, read_toml
-from mile_engine.runstore.records import METRICS_FILE, SETTINGS_FILE
+from mile_engine.runstore.layout import METRICS_FILE, SETTINGS_FILE
 
 # Every event class, by the name event_record writes into "event".
 EVENT_CLASSES: dict[str, type] = {cls.__name__: cls for cls in typing.get_args(ev.Event)}

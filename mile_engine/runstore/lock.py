@@ -21,8 +21,7 @@ try:  # POSIX advisory locks; on other systems the locks are no-ops.
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-LOCK_FILE = ".checkpoints.lock"
-ACTIVE_FILE = ".active.lock"
+from mile_engine.runstore.layout import ACTIVE_FILE, LOCK_FILE
 
 
 @contextlib.contextmanager

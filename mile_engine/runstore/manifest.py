@@ -20,8 +20,6 @@ from typing import Any
 from mile_engine.oserrors import describe_os_error
 from mile_engine.runstore.files import (
     FORMAT_VERSION,
-    SUFFIX,
-    TMP_PREFIX,
     CheckpointError,
     CorruptCheckpointError,
     NoCheckpointError,
@@ -30,9 +28,8 @@ from mile_engine.runstore.files import (
     json_clean,
     read_checkpoint_file,
 )
+from mile_engine.runstore.layout import MANIFEST_FILE, SUFFIX, TMP_PREFIX
 from mile_engine.runstore.lock import run_is_active, run_lock
-
-MANIFEST_FILE = "checkpoints.json"
 
 
 # ---------------------------------------------------------------------------- records

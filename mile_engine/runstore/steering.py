@@ -20,12 +20,11 @@ import stat
 from pathlib import Path
 from typing import Literal, cast, get_args
 
+from mile_engine.runstore.layout import METRICS_FILE, REQUEST_FILE, SETTINGS_FILE, TAKEN_PREFIX
 from mile_engine.runstore.lock import active_holder
 
 Request = Literal["pause", "resume", "stop", "save"]
 REQUESTS: tuple[Request, ...] = get_args(Request)
-REQUEST_FILE = "control.request"
-TAKEN_PREFIX = ".control.request.taken-"
 
 
 class SteeringError(Exception):
@@ -47,7 +46,7 @@ def send_request(run_dir: Path, request: Request) -> None:
         raise SteeringError(f"unknown request {request!r}; use one of {', '.join(REQUESTS)}.")
     run_dir = Path(run_dir)
     if not run_dir.is_dir() or not any(
-        (run_dir / name).is_file() for name in ("settings.toml", "metrics.jsonl")
+        (run_dir / name).is_file() for name in (SETTINGS_FILE, METRICS_FILE)
     ):
         raise SteeringError(f"{run_dir}: not a run folder.")
     if active_holder(run_dir) is None:

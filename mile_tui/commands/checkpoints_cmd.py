@@ -30,6 +30,7 @@ from mile_engine.checkpoints import (
     verify_run,
 )
 from mile_engine.config import Settings
+from mile_engine.runstore.layout import SUFFIX
 from mile_tui.headless import exit_code_for
 from mile_tui.marks import BEST, NEWEST, file_size, plural
 from mile_tui.options import FLAG, ConfigOption, Group, SetOption, command, fail
@@ -359,7 +360,7 @@ def delete(
     root = _root(ctx, config, overrides)
     try:
         path, _ = resolve_checkpoint(checkpoint, root)
-        if not path.is_file() or path.suffix != ".pt":
+        if not path.is_file() or path.suffix != SUFFIX:
             fail(f"{checkpoint}: name a checkpoint file, not a run.")
         _inside(path, root)
         delete_checkpoint(path.parent, path.name, force=force)

@@ -17,8 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
-# The manifest's file name, as in mile_engine.runstore.manifest (which would import torch).
-MANIFEST_FILE = "checkpoints.json"
+from mile_engine.runstore.layout import MANIFEST_FILE
 
 
 def generations_done(run_dir: Path, checkpoint: Path) -> int | None:

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from mile_engine import checkpoints as ck
 from mile_engine.runstore import files as ckf
+from mile_engine.runstore import layout
 from mile_engine.runstore import records as runs
 from mile_engine.session import open_run
 from mile_tui.cli import app
@@ -130,7 +131,7 @@ def _only_error_line(output: str) -> str:
 def test_a_headless_run_on_a_full_disk_exits_1_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    DiskBudget(2000, only=runs.METRICS_FILE).install(monkeypatch)
+    DiskBudget(2000, only=layout.METRICS_FILE).install(monkeypatch)
     root = tmp_path / "runs"
     result = CliRunner().invoke(app, ["run", "--headless", *TINY, "--set", "k_t=2",
                                       "--set", "val_size=16", "--set", "epoch_num=3",
@@ -140,7 +141,7 @@ def test_a_headless_run_on_a_full_disk_exits_1_with_one_line(
     (run_dir,) = root.iterdir()
     last = result.output.strip().splitlines()[-1]
     assert "run failed" in last and last.endswith(
-        f"no space left on device: {run_dir / runs.METRICS_FILE}")
+        f"no space left on device: {run_dir / layout.METRICS_FILE}")
     assert ck.read_records(run_dir)[-1].reason == "stop"  # the final save was made
 
 
@@ -150,7 +151,7 @@ def test_a_full_disk_at_the_last_record_still_exits_1(
     real = runs.LineFile._write_some
 
     def refuse_the_end(line_file: runs.LineFile, data: memoryview) -> int:
-        if b'"RunEnded"' in bytes(data) and line_file.path.name == runs.METRICS_FILE:
+        if b'"RunEnded"' in bytes(data) and line_file.path.name == layout.METRICS_FILE:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(line_file, data)
 
@@ -162,7 +163,7 @@ def test_a_full_disk_at_the_last_record_still_exits_1(
     assert result.exit_code == 1, result.output
     (run_dir,) = root.iterdir()
     last = result.output.strip().splitlines()[-1]
-    assert last == f"error: no space left on device: {run_dir / runs.METRICS_FILE}"
+    assert last == f"error: no space left on device: {run_dir / layout.METRICS_FILE}"
 
 
 def test_a_failed_save_says_the_cause_in_one_line_and_keeps_the_detail_in_run_log(
@@ -181,7 +182,7 @@ def test_a_failed_save_says_the_cause_in_one_line_and_keeps_the_detail_in_run_lo
     last = result.output.strip().splitlines()[-1]
     assert "run failed after 4 steps" in last
     assert f": no space left on device: {run_dir}/step-00000004-generation.pt" in last
-    log = (run_dir / runs.LOG_FILE).read_text()
+    log = (run_dir / layout.LOG_FILE).read_text()
     assert "inline_container" in log and "Traceback" in log  # the detail, for whoever digs
 
 

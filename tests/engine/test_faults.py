@@ -21,6 +21,7 @@ from mile_engine import checkpoints as ck
 from mile_engine import events as ev
 from mile_engine.config import Settings
 from mile_engine.runstore import files as ckf
+from mile_engine.runstore import layout
 from mile_engine.runstore import records as runs
 from mile_engine.session import open_run
 from tests.conftest import tiny
@@ -128,7 +129,7 @@ def test_a_full_disk_leaves_only_whole_lines(tmp_path_factory: pytest.TempPathFa
 def test_a_torn_last_line_is_skipped_by_readers_and_cut_before_appending(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / runs.METRICS_FILE
+    path = tmp_path / layout.METRICS_FILE
     whole = [{"event": "StepLogged", "global_step": 1}, {"event": "StepLogged", "global_step": 2}]
     torn = json.dumps({"event": "Evaluated", "metrics": {"top1": 0.5}})[:20]
     path.write_text("".join(json.dumps(r) + "\n" for r in whole) + torn)
@@ -143,7 +144,7 @@ def test_a_torn_last_line_is_skipped_by_readers_and_cut_before_appending(
 
 
 def test_a_real_full_tmpfs_keeps_whole_lines_and_says_so(tiny_tmpfs: Path) -> None:
-    path = tiny_tmpfs / runs.METRICS_FILE
+    path = tiny_tmpfs / layout.METRICS_FILE
     told: list[str] = []
     line_file = runs.LineFile(path, told.append)
     line = json.dumps({"pad": "y" * 990}) + "\n"  # 1,002 bytes: pages fill mid-line
@@ -248,7 +249,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(
             proc.join(timeout=60)
     assert [m for m in made if m.startswith("error")] == []
     assert len(set(made)) == len(made) == 48
-    assert all((Path(d) / runs.SETTINGS_FILE).read_text() == settings_.to_toml() for d in made)
+    assert all((Path(d) / layout.SETTINGS_FILE).read_text() == settings_.to_toml() for d in made)
 
 
 def test_a_folder_made_between_look_and_make_is_not_shared(
@@ -263,7 +264,7 @@ def test_a_folder_made_between_look_and_make_is_not_shared(
 
 
 # ------------------------------------------------------------------ a run on a full disk
-@pytest.mark.parametrize("refused", [runs.METRICS_FILE, runs.LOG_FILE])
+@pytest.mark.parametrize("refused", [layout.METRICS_FILE, layout.LOG_FILE])
 def test_a_record_the_disk_refuses_stops_the_run_saved_and_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str
 ) -> None:
@@ -279,6 +280,6 @@ def test_a_record_the_disk_refuses_stops_the_run_saved_and_failed(
     newest = ck.read_records(trainer.run_dir)[-1]
     assert newest.reason == "stop" and newest.global_step == ended.global_step
     assert path.read_text().endswith("\n")  # whole lines only
-    if refused == runs.METRICS_FILE:
+    if refused == layout.METRICS_FILE:
         assert runs.read_metrics(trainer.run_dir)  # every line parses
     assert isinstance(seen[-1], ev.RunEnded) and seen[-1].status == "failed"

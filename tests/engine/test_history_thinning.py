@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from mile_engine import events as ev
 from mile_engine.runstore.history import MetricsFollower
-from mile_engine.runstore.records import METRICS_FILE, event_record
+from mile_engine.runstore.layout import METRICS_FILE
+from mile_engine.runstore.records import event_record
 from tests.engine.test_run_history import ANY_EVENT, events_of
 
 THINNED = ("StepLogged", "PseudoLabelStats", "SystemStats")

@@ -29,7 +29,8 @@ from mile_engine.config import (
     render_toml,
 )
 from mile_engine.device import resolve_device
-from mile_engine.runstore.records import SETTINGS_FILE, create_run_dir
+from mile_engine.runstore.layout import SETTINGS_FILE
+from mile_engine.runstore.records import create_run_dir
 from mile_tui.cli import app
 
 if sys.version_info >= (3, 11):

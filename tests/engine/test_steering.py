@@ -13,9 +13,9 @@ import pytest
 from mile_engine import events as ev
 from mile_engine.checkpoints import read_records
 from mile_engine.control import Control
+from mile_engine.runstore.layout import REQUEST_FILE
 from mile_engine.runstore.lock import hold_active
 from mile_engine.runstore.steering import (
-    REQUEST_FILE,
     RequestPoller,
     SteeringError,
     send_request,

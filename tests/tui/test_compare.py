@@ -27,8 +27,9 @@ from textual_plotext import PlotextPlot
 
 from mile_engine import events as ev
 from mile_engine.config import Settings
+from mile_engine.runstore.layout import METRICS_FILE, SETTINGS_FILE
 from mile_engine.runstore.lock import hold_active
-from mile_engine.runstore.records import METRICS_FILE, SETTINGS_FILE, event_record
+from mile_engine.runstore.records import event_record
 from mile_tui.app import create_app
 from mile_tui.screens.compare import (
     LOG_MANTISSAS,

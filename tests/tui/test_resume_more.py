@@ -23,8 +23,9 @@ from mile_engine import events as ev
 from mile_engine.config import Settings, load_settings, read_toml
 from mile_engine.control import Control
 from mile_engine.runstore.catalog import summarize_run
-from mile_engine.runstore.records import METRICS_FILE, SETTINGS_FILE
-from mile_tui.app import MileApp, create_app, train_in_thread
+from mile_engine.runstore.layout import METRICS_FILE, SETTINGS_FILE
+from mile_tui.app import MileApp, create_app
+from mile_tui.sources import train_in_thread
 from mile_tui.checkpoint_browser import CheckpointBrowser
 from mile_tui.screens.more_generations import (
     MoreGenerationsScreen,

@@ -29,11 +29,13 @@ from mile_engine import events as ev
 from mile_engine.config import Dataset, Schema, Settings
 from mile_engine.control import Control
 from mile_engine.runstore.catalog import LockHolder, RunSummary
-from mile_engine.runstore.records import METRICS_FILE, SETTINGS_FILE, event_record
-from mile_tui.app import MileApp, create_app, fold_history, train_in_thread
+from mile_engine.runstore.layout import METRICS_FILE, SETTINGS_FILE
+from mile_engine.runstore.records import event_record
+from mile_tui.app import MileApp, create_app
 from mile_tui.screens.run import RunScreen
 from mile_tui.screens.runs import SORTABLE, RunsScreen, matches, middle_cut
 from mile_tui.screens.settings import SettingsScreen
+from mile_tui.sources import fold_history, train_in_thread
 from mile_tui.widgets.checkpoints import CheckpointPanel
 from mile_tui.widgets.log import LogPanel
 from tests.tui.conftest import wait_for
@@ -483,7 +485,7 @@ def test_a_busy_run_met_by_the_trainer_is_one_line_without_traceback(
 async def test_starting_clears_the_previous_run_at_once(
         settings_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gate = threading.Event()
-    monkeypatch.setattr("mile_tui.app.train_in_thread",
+    monkeypatch.setattr("mile_tui.sources.train_in_thread",
                         lambda *a, **kw: gate.wait(30))
     app = create_app(settings_file)
     async with app.run_test(size=LARGE) as pilot:

@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 from textual.widgets import Static
 
 from mile_engine import events as ev
-from mile_engine.checkpoints import MANIFEST_FILE
+from mile_engine.runstore.layout import MANIFEST_FILE
 from mile_tui.app import MileApp, create_app
 from mile_tui.checkpoint_browser import CheckpointsApp
 from mile_tui.inspector import InspectorApp
