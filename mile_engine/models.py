@@ -31,6 +31,7 @@ from mile_engine.model_inputs import (
     resolve_enum,
     torchvision_name,
 )
+from mile_engine.oserrors import NotRegularFileError, open_regular
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
@@ -71,11 +72,15 @@ class InputSpec:
 def _read_state_dict(path: Path, what: str) -> OrderedDict[str, torch.Tensor]:
     """A flat name -> tensor mapping from a weights file, unwrapped and de-prefixed."""
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        # Opened as a regular file first: torch.load would wait for ever on a named pipe.
+        with open_regular(path) as fh:
+            raw = torch.load(fh, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise SettingsError(f"{what}: no such file.") from None
     except IsADirectoryError:
         raise SettingsError(f"{what}: is a folder; give a state dict file.") from None
+    except NotRegularFileError as exc:
+        raise SettingsError(f"{what}: {exc.strerror}; give a state dict file.") from None
     except OSError as exc:
         raise SettingsError(f"{what}: cannot be read ({exc.strerror}).") from None
     except Exception as exc:  # pickle errors, unsafe globals, truncated zip archives
@@ -90,6 +95,7 @@ def _read_state_dict(path: Path, what: str) -> OrderedDict[str, torch.Tensor]:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise SettingsError(f"{what}: holds no state dict (a mapping of names to tensors).")
+    _refuse_non_finite(state, what)
     flat: OrderedDict[str, torch.Tensor] = OrderedDict()
     for key, value in state.items():
         match = _DENSENET_OLD_KEY.match(_unprefixed(key))
@@ -102,6 +108,19 @@ def _read_state_dict(path: Path, what: str) -> OrderedDict[str, torch.Tensor]:
             (_unprefixed(k + ".")[:-1], v) for k, v in metadata.items()
         )
     return flat
+
+
+def _refuse_non_finite(state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Refuse weights holding NaN or infinity: a run would train on `loss nan` from its
+    first step. One pass over the tensors, once per run, small beside loading them."""
+    bad = [k for k, v in state.items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise SettingsError(
+            f"{what}: tensor {bad[0]!r}{more} holds NaN or infinite values; these weights "
+            "cannot train."
+        )
 
 
 def _unprefixed(key: str) -> str:

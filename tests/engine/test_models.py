@@ -22,7 +22,8 @@ from mile_engine.models import (
     resolve_enum,
     torchvision_name,
 )
-from tests.conftest import tiny
+from tests.helpers.hostile import call_unblocked, make_fifo
+from tests.helpers.settings import tiny
 
 C = 7
 # One model per torchvision family, the side it trains at here (the smallest it takes,
@@ -375,3 +376,34 @@ def test_vit_weights_at_another_side_get_interpolated_position_embeddings(
                      "inputs."]
     unchanged = trained.state_dict()
     assert _fit_position_embeddings(tiny_vit(32), unchanged, "w", None) is unchanged
+
+
+def _poisoned(value: float) -> dict[str, torch.Tensor]:
+    state = torchvision.models.resnet18(num_classes=C).state_dict()
+    state["layer2.0.conv1.weight"][0, 0, 0, 0] = value
+    return state
+
+
+@pytest.mark.parametrize(("kind", "fragment"), [
+    ("nan", r"'layer2.0.conv1.weight' holds NaN or infinite values"),
+    ("inf", r"'layer2.0.conv1.weight' holds NaN or infinite values"),
+    ("fifo", r"not a regular file \(a named pipe\)"),
+    ("device", r"not a regular file \(a device\)"),
+])
+def test_weights_that_cannot_train_or_would_block_are_refused(
+    kind: str, fragment: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "w.pth"
+    fifos: list[Path] = []
+    if kind == "nan":
+        torch.save(_poisoned(math.nan), path)
+    elif kind == "inf":
+        torch.save(_poisoned(-math.inf), path)
+    elif kind == "fifo":
+        fifos.append(make_fifo(path))
+    else:
+        path = Path("/dev/zero")
+    with pytest.raises(SettingsError, match=fragment) as info:
+        call_unblocked(lambda: build_model("resnet18", C, sigmoid_head=False,
+                                           weights=str(path)), fifos)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
