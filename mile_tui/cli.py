@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -103,10 +104,17 @@ def run(
         _open_console(config, overrides, autostart=True)
         return
     settings = settings_from_cli(config, overrides, new_run=resume is None)
+    # The suggested `mile-tui compare` repeats a new run's settings (a resumed one's
+    # live in its folder, not on this command line).
+    again = "" if resume is not None else " ".join(
+        ([f"--config {shlex.quote(str(config))}"] if config is not None else [])
+        + [f"--set {shlex.quote(o)}" for o in overrides or []])
     if not distributed_job():
-        raise typer.Exit(run_headless(settings, resume=resume, overrides=overrides or []))
+        raise typer.Exit(run_headless(settings, resume=resume, overrides=overrides or [],
+                                      compare_args=again))
     try:
-        code = run_headless(settings, resume=resume, overrides=overrides or [])
+        code = run_headless(settings, resume=resume, overrides=overrides or [],
+                            compare_args=again)
     except typer.Exit as exit_:
         code = exit_.exit_code
     # A torchrun worker ends here, skipping the interpreter's shutdown: Gloo may join its
@@ -119,12 +127,14 @@ def run(
 
 
 def run_headless(
-    settings: Settings, resume: str | None = None, overrides: list[str] | None = None
+    settings: Settings, resume: str | None = None, overrides: list[str] | None = None,
+    compare_args: str = "",
 ) -> int:
     """Train with no UI; return the process exit code.
 
     With `resume`, the run continues in its folder with the settings it saved,
-    `overrides` applied on top (see `mile_engine.session.open_run`).
+    `overrides` applied on top (see `mile_engine.session.open_run`). `compare_args`: the
+    options the closing `mile-tui compare` suggestion repeats.
     """
     from mile_engine import distributed
     from mile_engine.checkpoints import CheckpointError
@@ -136,7 +146,7 @@ def run_headless(
     if ctx.enabled and resume is None and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
         # torchrun restarted the job after a failure: go on from the newest good save.
         resume = "latest"
-    sink = console_sink() if ctx.is_main else rank_error_sink(ctx.rank)
+    sink = console_sink(compare_args=compare_args) if ctx.is_main else rank_error_sink(ctx.rank)
     saves = SaveTracker()
     try:
         resolve_device(settings.device)
@@ -220,6 +230,7 @@ def _register_subcommands() -> None:
     from mile_tui.commands.checkpoints_cmd import checkpoints_app
     from mile_tui.commands.compare_cmd import compare
     from mile_tui.commands.data_cmd import data_app
+    from mile_tui.commands.export_cmd import export
     from mile_tui.commands.inspect_cmd import eval_checkpoint, inspect, predict
     from mile_tui.commands.models_cmd import models
     from mile_tui.commands.runs_cmd import runs_app
@@ -229,6 +240,7 @@ def _register_subcommands() -> None:
     app.add_typer(runs_app, name="runs")
     app.add_typer(data_app, name="data")
     command(app)(compare)
+    command(app)(export)
     command(app, "eval")(eval_checkpoint)
     command(app)(predict)
     command(app)(inspect)

@@ -6,11 +6,13 @@ import os
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import IO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,15 +36,17 @@ def resume_command(run_dir: str) -> str:
 
 
 class SaveTracker:
-    """A sink that remembers the run folder and its newest completed save."""
+    """A sink that remembers the run folder, its reference F1s and its newest save."""
 
     def __init__(self) -> None:
         self.run_dir: str | None = None
         self.newest: str | None = None
+        self.reference: dict[str, float] = {}
 
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.RunStarted):
             self.run_dir = event.run_dir
+            self.reference = dict(event.reference)
         elif isinstance(event, ev.CheckpointSaved):
             self.newest = event.path
 
@@ -55,11 +59,77 @@ class SaveTracker:
         return f"newest save: {self.newest}\nresume with: {resume_command(self.run_dir)}"
 
 
+def judge_best(best_f1: float, reference: dict[str, float]) -> tuple[bool, str]:
+    """The best ReaL F1 against the two reference F1s, in words; True when it is below
+    both (the model does no better than a rule that needs no training)."""
+    every, single = reference.get("ref_f1_all"), reference.get("ref_f1_label")
+    if every is None or single is None:
+        return False, ""
+    refs = f"every class {every:.3f}, single label {single:.3f}"
+    if best_f1 < every and best_f1 < single:
+        return True, (f"best ReaL F1 {best_f1:.4f} is below both reference F1s ({refs}): "
+                      "no better than predicting every class or the single label alone; "
+                      "train longer (epoch_num) before judging the schema")
+    if best_f1 >= every and best_f1 >= single:
+        return False, f"best ReaL F1 {best_f1:.4f} is above both reference F1s ({refs})"
+    above, below = (("every class", "single label") if best_f1 >= every
+                    else ("single label", "every class"))
+    return False, (f"best ReaL F1 {best_f1:.4f} beats the {above} reference but not the "
+                   f"{below} one ({refs})")
+
+
+def closing_lines(tracker: SaveTracker, ended: ev.RunEnded,
+                  compare_args: str = "") -> list[tuple[str, str]]:
+    """What a headless run says after its last line: its best against the reference
+    F1s, its folder and the commands that come next, as (kind, text) pairs; kind is
+    "warning", "note" or "command". Nothing for a failed run (its error is said) or one
+    that never started."""
+    if ended.status == "failed" or tracker.run_dir is None:
+        return []
+    lines: list[tuple[str, str]] = []
+    if ended.best and "real_f1" in ended.best:
+        below, text = judge_best(ended.best["real_f1"], tracker.reference)
+        if text:
+            lines.append(("warning" if below else "note", text))
+    run = shlex.quote(tracker.run_dir)
+    lines.append(("note", f"run folder: {tracker.run_dir}"))
+    if tracker.newest is not None:
+        lines.append(("note", "next:"))
+        lines.append(("command", f"mile-tui eval {run} --rho 0.1,0.25,0.5"
+                                 "   # scores at several thresholds"))
+        lines.append(("command", f"mile-tui inspect {run}   # predictions, image by image"))
+    compare = f"mile-tui compare {compare_args}".rstrip()
+    lines.append(("command", f"{compare}   # softmax, sigmoid and MILe, same steps"))
+    return lines
+
+
+class PlainRenderer(PlainLog):
+    """Timestamped plain lines (a log file, a pipe), and the closing lines at the end."""
+
+    def __init__(self, stream: IO[str], compare_args: str = "") -> None:
+        super().__init__(stream)
+        self.tracker = SaveTracker()
+        self.compare_args = compare_args
+
+    def __call__(self, event: ev.Event) -> None:
+        self.tracker(event)
+        super().__call__(event)
+        if isinstance(event, ev.RunEnded):
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            text = "".join(f"{stamp} {'warning: ' if kind == 'warning' else ''}{line}\n"
+                           for kind, line in closing_lines(self.tracker, event,
+                                                           self.compare_args))
+            self.stream.write(text)
+            self.stream.flush()
+
+
 class RichRenderer:
     """A live progress display plus one printed row per evaluation."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, compare_args: str = "") -> None:
         self.console = console
+        self.tracker = SaveTracker()
+        self.compare_args = compare_args
         self.progress = Progress(
             TextColumn("[bold]{task.fields[label]}"),
             BarColumn(),
@@ -78,6 +148,7 @@ class RichRenderer:
         self._data_tasks: dict[str, TaskID] = {}
 
     def __call__(self, event: ev.Event) -> None:
+        self.tracker(event)
         p = self.progress
         if isinstance(event, ev.DataProgress):
             p.start()
@@ -113,12 +184,26 @@ class RichRenderer:
             p.stop()
             style = {"finished": "green", "stopped": "yellow"}.get(event.status, "red")
             self.console.print(f"[{style}]{describe(event)}[/]", highlight=False)
+            self._print_closing(event)
         elif isinstance(event, ev.Message) and event.level != ev.DETAIL:  # run.log's
             style = "red" if event.level == "error" else "yellow"
             self.console.print(f"[{style}]{event.level}:[/] {event.text.rstrip()}",
                                highlight=False, markup=True)
         elif isinstance(event, (ev.CheckpointSaved, ev.Paused, ev.Resumed, ev.Steered)):
             self.console.print(describe(event), highlight=False)
+
+    def _print_closing(self, event: ev.RunEnded) -> None:
+        # soft_wrap: a long path stays one line to copy, whatever the terminal's width.
+        for kind, line in closing_lines(self.tracker, event, self.compare_args):
+            if kind == "warning":
+                self.console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
+            elif kind == "command":
+                command, _, why = line.partition("   # ")
+                self.console.print(f"  [bold]{escape(command)}[/]"
+                                   + (f"  [dim]# {escape(why)}[/]" if why else ""),
+                                   soft_wrap=True, highlight=False)
+            else:
+                self.console.print(escape(line), soft_wrap=True, highlight=False)
 
     def _print_eval(self, event: ev.Evaluated) -> None:
         if not self._header_done:
@@ -136,12 +221,14 @@ class RichRenderer:
         )
 
 
-def console_sink(stream: IO[str] | None = None) -> ev.Sink:
-    """Rich progress when `stream` is a terminal, plain timestamped lines otherwise."""
+def console_sink(stream: IO[str] | None = None, compare_args: str = "") -> ev.Sink:
+    """Rich progress when `stream` is a terminal, plain timestamped lines otherwise;
+    both end with the closing lines (`compare_args`: the settings options that the
+    suggested `mile-tui compare` repeats)."""
     stream = stream or sys.stdout
     if stream.isatty():
-        return RichRenderer(Console(file=stream))
-    return PlainLog(stream)
+        return RichRenderer(Console(file=stream), compare_args)
+    return PlainRenderer(stream, compare_args)
 
 
 def exit_code_for(exc: BaseException) -> int:
