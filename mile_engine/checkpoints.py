@@ -12,6 +12,8 @@ mile_engine.checkpoints import X` reaches every public name:
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,15 @@ from mile_engine.runstore.files import (
     read_checkpoint_file,
     remove_stale_temps,
 )
-from mile_engine.runstore.layout import ACTIVE_FILE, LOCK_FILE, SETTINGS_FILE, SUFFIX, TMP_PREFIX
+from mile_engine.runstore.layout import (
+    ACTIVE_FILE,
+    LOCK_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    SETTINGS_FILE,
+    SUFFIX,
+    TMP_PREFIX,
+)
 from mile_engine.runstore.lock import hold_active, run_is_active, run_lock
 from mile_engine.runstore.manifest import (
     MANIFEST_FILE,
@@ -93,7 +103,7 @@ class RunInfo:
 
     @property
     def best(self) -> Record | None:
-        """The best save by ReaL F1, if any was evaluated."""
+        """The best save by the run's monitored metric, if any was evaluated."""
         return best_record(self.records)
 
     @property
@@ -216,7 +226,7 @@ class RunCheckpointer:
                     f"{exc} (checkpoint not saved; the earlier checkpoints are intact)"
                 ) from exc
             record = Record(path.name, seq, generation, phase, step, trainer.global_step,
-                            reason, metrics, size, digest, now)
+                            reason, metrics, size, digest, now, trainer.settings.monitor)
             records.append(record)
             try:
                 write_manifest(self.run_dir, records)
@@ -263,11 +273,24 @@ def is_run_dir(path: Path) -> bool:
 def run_info(run_dir: Path) -> RunInfo:
     """A run folder with its saves, and the checkpoint files that cannot be read."""
     run_dir = Path(run_dir)
-    records = read_records(run_dir)
+    recorded = read_records(run_dir)
+    # A save whose file is no longer what its record describes (cut to 0 bytes, cut
+    # short, replaced by a folder) is listed as unreadable, not as a save: one stat each.
+    # Bytes changed in place keep their size; `verify` compares the hash.
+    records = [r for r in recorded if _matches_size(run_dir / r.file, r.size)]
     listed = {r.file for r in records}
     unreadable = [p.name for p in sorted(run_dir.glob(f"*{SUFFIX}"))
                   if p.name not in listed and not p.name.startswith(TMP_PREFIX)]
     return RunInfo(run_dir, records, run_is_active(run_dir), unreadable)
+
+
+def _matches_size(path: Path, size: int) -> bool:
+    """Whether `path` is a regular file of `size` bytes."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
 
 
 def list_runs(root: Path) -> list[RunInfo]:
@@ -342,14 +365,52 @@ def export_weights(checkpoint: Path, out: Path) -> Path:
     torch.load(out, weights_only=True))` (`resnet18-10` is torchvision's resnet18 with 10
     classes), and is a `weights = "PATH"` file for a new run.
     """
-    state = load_checkpoint(checkpoint)
     out = Path(out)
+    _check_export_target(Path(checkpoint), out)
+    state = load_checkpoint(checkpoint)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CheckpointWriteError(describe_os_error(exc, out.parent)) from exc
     atomic_save(dict(state["student"]), out)  # its error names the cause and the file
     return out
+
+
+def _check_export_target(checkpoint: Path, out: Path) -> None:
+    """Refuse an export that would replace the save itself, another file of its run
+    folder (a save, the manifest, the settings or the records), or something that is not
+    a regular file (`/dev/full`, a folder, a pipe: replacing it would swap a device node
+    for a file, or write nowhere).
+
+    Raises:
+        CheckpointError: `out` is one of those; nothing is written.
+    """
+    try:
+        st: os.stat_result | None = out.stat()
+    except OSError:  # absent, or unreachable: the write itself says why
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise CheckpointError(
+            f"--out {out}: {kind}; name a new file or a regular file to replace."
+        )
+    run_dir = checkpoint.parent
+    protected = {checkpoint.name, MANIFEST_FILE, SETTINGS_FILE, LOG_FILE, METRICS_FILE}
+    protected.update(r.file for r in read_records(run_dir))
+    target = os.path.realpath(out)
+    for name in sorted(protected):
+        path = run_dir / name
+        same = os.path.realpath(path) == target
+        if not same and st is not None:
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(path, out)  # a hard link to it
+        if same:
+            what = "the checkpoint being exported" if name == checkpoint.name else (
+                f"{name}, a file of the run folder {run_dir}")
+            raise CheckpointError(
+                f"--out {out}: is {what}; exporting there would replace it. Name another "
+                "file."
+            )
 
 
 # ---------------------------------------------------------------------------- resume

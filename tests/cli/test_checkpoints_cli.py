@@ -20,11 +20,9 @@ from mile_engine.checkpoints import MANIFEST_FILE, read_records
 from mile_engine.runstore.records import read_metrics
 from mile_tui.cli import app, expand_resume_flag
 from mile_tui.commands.checkpoints_cmd import expand_browse_args
-from tests.engine.test_checkpoints import make_run
-
-TINY = ["--set", "batch_size=8", "--set", "val_size=64", "--set", "k_t=3", "--set", "k_s=2",
-        "--set", "log_every=1", "--set", "device=cpu"]
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.hostile import make_fifo
+from tests.helpers.runs import make_run
+from tests.helpers.settings import REPO, TINY
 
 
 def cli(root: Path, *args: str) -> Result:
@@ -251,3 +249,70 @@ def test_bare_checkpoints_command_runs_as_a_script(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert ": 1 checkpoint\n" in out.stdout
+
+
+# ------------------------------------------------------------------ hostile export targets
+@pytest.mark.parametrize("target", [
+    "the save itself", "another save", "the manifest", "the settings", "a symlink to the save",
+    "a hard link to the save", "a named pipe",
+])
+def test_export_refuses_a_target_it_would_destroy(tmp_path: Path, target: str) -> None:
+    run_dir = make_run(tmp_path / "runs", [0.5, None])
+    first, newest = (run_dir / r.file for r in read_records(run_dir))
+    out = {
+        "the save itself": newest, "another save": first,
+        "the manifest": run_dir / MANIFEST_FILE, "the settings": run_dir / "settings.toml",
+        "a symlink to the save": tmp_path / "link.pt", "a hard link to the save":
+        tmp_path / "hard.pt", "a named pipe": tmp_path / "pipe.pt",
+    }[target]
+    if target == "a symlink to the save":
+        out.symlink_to(newest)
+    elif target == "a hard link to the save":
+        os.link(newest, out)
+    elif target == "a named pipe":
+        make_fifo(out)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+
+    result = cli(tmp_path / "runs", "export", "run-a", "--out", str(out))
+
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --out ") and str(out) in lines[0]
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    assert out.is_symlink() or out.exists()
+    assert cli(tmp_path / "runs", "verify", "run-a").exit_code == 0
+
+
+def test_export_to_a_new_file_beside_the_run_still_works(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "runs", [0.5], real_model=True)
+    out = run_dir / "weights-export.pt"
+    result = cli(tmp_path / "runs", "export", "run-a", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    newest = run_dir / read_records(run_dir)[-1].file
+    student = torch.load(newest, weights_only=True)["student"]
+    exported = torch.load(out, weights_only=True)
+    assert exported.keys() == student.keys()
+    assert all(torch.equal(exported[k], student[k]) for k in student)
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut short", "a folder"])
+def test_list_shows_a_damaged_newest_save_as_unreadable(tmp_path: Path, damage: str) -> None:
+    run_dir = make_run(tmp_path, [0.5, None])
+    first, newest = (r.file for r in read_records(run_dir))
+    path = run_dir / newest
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "cut short":
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        path.unlink()
+        path.mkdir()
+
+    (run,) = json.loads(cli(tmp_path, "list", "--json").output)
+
+    assert [c["path"] for c in run["checkpoints"]] == [str(run_dir / first)]
+    assert run["checkpoints"][0]["newest"] is True
+    assert run["unreadable"] == [str(path)]
+    plain = cli(tmp_path, "list").output
+    row = next(line for line in plain.splitlines() if newest in line)
+    assert "unreadable" in row and "●" not in row
