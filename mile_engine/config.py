@@ -43,6 +43,7 @@ Schema = Literal["MILe", "sigmoid", "softmax", "EM", "LL-R", "LL-Ct"]
 Dataset = Literal["digits", "mnist", "fashion-mnist", "imagenet", "folder"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Scheduler = Literal["plateau", "none"]
+Monitor = Literal["real_f1", "map"]
 Decode = Literal["auto", "workers", "device"]
 Crop = Literal["random-resized", "whole"]
 
@@ -52,6 +53,7 @@ DATASETS: tuple[Dataset, ...] = get_args(Dataset)
 DEVICES = ("auto", "cpu", "cuda")  # `cuda:N` too: a pattern, not a closed set of names
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 SCHEDULERS: tuple[Scheduler, ...] = get_args(Scheduler)
+MONITORS: tuple[Monitor, ...] = get_args(Monitor)
 DECODERS: tuple[Decode, ...] = get_args(Decode)
 CROPS: tuple[Crop, ...] = get_args(Crop)
 
@@ -296,15 +298,21 @@ class Settings:
     scheduler: Scheduler = _setting(
         "plateau",
         "optim",
-        "Learning-rate schedule: plateau (divide by 10 when ReaL F1 stops improving for "
-        "lr_patience generations) or none.",
+        "Learning-rate schedule: plateau (divide by 10 when the monitor metric, ReaL F1 by "
+        "default, stops improving for lr_patience generations) or none.",
         choices=SCHEDULERS,
     )
     lr_patience: int = _setting(
-        3, "optim", "Generations without a better ReaL F1 that the plateau schedule "
+        3, "optim", "Generations without a better monitor metric that the plateau schedule "
         "tolerates: the learning rate drops tenfold at the next one without a gain, never "
         "after a gain (PyTorch's ReduceLROnPlateau patience).",
         minimum=0,
+    )
+    monitor: Monitor = _setting(
+        "real_f1", "optim", "The metric that marks the best generation (and the best "
+        "save, which retention keeps) and that the plateau schedule watches: real_f1 (ReaL "
+        "F1 at rho) or map (mean average precision, threshold-free).",
+        choices=MONITORS,
     )
     seed: int = _setting(
         0, "optim", "Seed of the model initialisation and the data order (at most 2^32 - 1, "
@@ -359,8 +367,8 @@ class Settings:
         "runs", "checkpoints", "Folder that receives one sub-folder per run."
     )
     max_checkpoint_num: int = _setting(
-        3, "checkpoints", "Newest checkpoints kept per run; the best by ReaL F1 is always "
-        "kept as well.", minimum=1,
+        3, "checkpoints", "Newest checkpoints kept per run; the best by the monitor metric "
+        "(ReaL F1 by default) is always kept as well.", minimum=1,
     )
     log_every: int = _setting(
         25, "checkpoints", "Optimizer steps between two progress lines and metrics records.",

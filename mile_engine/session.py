@@ -25,7 +25,9 @@ from mile_engine.config import (
     check_checkpoint_path,
 )
 from mile_engine.control import Control
-from mile_engine.runstore.records import SETTINGS_FILE, MetricsWriter, create_run_dir, log_file
+from mile_engine.reports.export import TensorBoardSink, require_tensorboard
+from mile_engine.runstore.layout import SETTINGS_FILE
+from mile_engine.runstore.records import MetricsWriter, create_run_dir, log_file
 from mile_engine.trainer import Trainer
 
 # Settings a resumed run may change: they neither alter the training maths nor the shape
@@ -34,7 +36,7 @@ from mile_engine.trainer import Trainer
 RESUMABLE = frozenset({
     "epoch_num",  # train for more (or fewer) generations
     "device", "precision", "compile", "num_workers", "decode",  # where and how fast
-    "log_every", "max_checkpoint_num", "checkpoint_path",  # records and retention
+    "log_every", "max_checkpoint_num", "checkpoint_path", "tensorboard",  # records
     "data_path", "val_path", "real_path", "mnist_path",  # the data moved
 })
 
@@ -92,6 +94,8 @@ def open_run(
     it in `trainer.resume_warnings`.
     """
     dist = dist or distributed.DistContext()
+    if settings.tensorboard:
+        require_tensorboard()  # before anything is built: a missing extra is one line
     if not dist.is_main:
         return _open_follower(settings, sinks, control, resume, overrides, dist)
     warnings: list[str] = []
@@ -137,6 +141,8 @@ def open_run(
     fail = trainer.control.fail
     files: list[ev.Sink] = [MetricsWriter(trainer.run_dir, fail),
                             log_file(trainer.run_dir, fail), checkpointer]
+    if trainer.settings.tensorboard:
+        files.insert(2, TensorBoardSink(trainer.run_dir, fail))
     trainer.sinks = [*sinks, *files]
     for event in early:
         for sink in files:
