@@ -11,7 +11,7 @@ times, each --repeat times (the best and the median are printed):
 - summarize_run, cold (the search for the best evaluation of a run that did not end is
   not cached yet) and warm;
 - MetricsFollower: its first read (the whole file), then one read of 1 MB appended;
-- the console opening the run (`mile_tui.app.fold_history`: the first read thinned to
+- the console opening the run (`mile_tui.sources.fold_history`: the first read thinned to
   the progress records the screen keeps, folded into the run screen's state);
 - list_runs over --runs small run folders (the Runs screen's opening).
 
@@ -156,7 +156,7 @@ def main() -> None:
 
         # What the console does when a run is opened: the follower's first read, passing
         # over all but the newest progress records, folded into the run screen's state.
-        from mile_tui.app import fold_history
+        from mile_tui.sources import fold_history
 
         seconds, view = timed(lambda: fold_history(run_dir), args.repeat)
         report("console opens the run (fold_history)", seconds,

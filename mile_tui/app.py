@@ -1,46 +1,31 @@
 """The training console: a Textual app with a Runs screen, a settings screen and a run
 screen.
 
-The run screen renders a stream of events from one of two sources (DESIGN.md, "Runs as
-event streams"). The console's own trainer runs in a thread worker; its events reach
-the UI only through `post_message`: the sink appends each event to a buffer and posts
-one wake-up message per batch, and the app drains the buffer at most twice a second, so
-the redraw rate does not follow the step rate and the trainer never waits for the UI.
-A run opened from the Runs screen is replayed from its `metrics.jsonl` (read and folded
-in a thread worker), and a run that another process trains is then followed: a timer
-reads the bytes appended since, and the same code folds them in. Such a run is steered
-through request files in its folder (`mile_engine.runstore.steering`).
-
-One module past 450 lines: the app's run lifecycle (start, drain, follow, pause, stop,
-resume, quit) shares the worker, the buffer, the control and the followed folder; the
-screens and widgets live in `screens/` and `widgets/`.
+The run screen renders the events of one `RunSource` (`mile_tui.sources`; DESIGN.md,
+"Runs as event streams"): the console's own trainer in a thread worker, or a run folder
+that another process trains, replayed from its `metrics.jsonl` in a thread worker and
+then followed. The app polls the source at most twice a second, so the redraw rate does
+not follow the step rate and the trainer never waits for the UI, and steers either
+source the same way.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-import traceback
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from mile_engine import events as ev
 from mile_engine.config import FIELDS, Settings, SettingsError
-from mile_engine.control import Control
 from mile_engine.runstore.catalog import RunSummary, is_run_folder, list_runs, summarize_run
-from mile_engine.runstore.history import MetricsFollower
-from mile_engine.runstore.lock import run_is_active
-from mile_tui.headless import resume_command
+from mile_engine.runstore.steering import Request, SteeringError
 from mile_tui.preferences import (
     Preferences,
     load_preferences,
@@ -51,12 +36,12 @@ from mile_tui.preferences import (
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.help import HELP_BINDING, open_help
 from mile_tui.screens.more_generations import MoreGenerationsScreen, generations_done
-from mile_tui.screens.run import RunScreen
+from mile_tui.screens.run import RunScreen, resume_hint
 from mile_tui.screens.runs import RunsScreen
 from mile_tui.screens.settings import SettingsScreen
 from mile_tui.screens.settings_form import SettingsForm
+from mile_tui.sources import EventBuffer, EventsReady, FollowedRun, LocalRun, RunSource
 from mile_tui.widgets import run_view as rv
-from mile_tui.widgets.log import MAX_LINES
 from mile_tui.widgets.run_view import RunView
 
 # Seconds between two redraws of the run screen, at least: training panels need no
@@ -64,58 +49,6 @@ from mile_tui.widgets.run_view import RunView
 # benchmarks/tui_overhead.py measures what the console costs (docs/speed.md).
 DRAIN_INTERVAL = 0.5
 DEFAULT_SETTINGS = Path("mile.toml")
-# Seconds between two looks at a followed run's lock when no record came: a run killed
-# without its end record is noticed by its lock going free.
-LOCK_CHECK_INTERVAL = 2.0
-Request = Literal["pause", "resume", "stop", "save"]
-# Records of which a replayed history needs only the newest few (see fold_history).
-THINNED = (ev.StepLogged, ev.PseudoLabelStats, ev.Position, ev.SystemStats)
-
-
-@dataclass
-class Followed:
-    """A run folder whose `metrics.jsonl` the run screen follows as another process
-    trains it."""
-
-    run_dir: Path
-    follower: MetricsFollower
-    timer: Timer
-    last_lock_check: float
-
-
-class EventsReady(Message):
-    """Posted by the trainer thread when its buffer goes from empty to non-empty."""
-
-
-class EventBuffer:
-    """A thread-safe queue of events between the trainer thread and the UI.
-
-    `put` is the trainer's sink: an append under a lock, and at most one
-    `post_message` per drained batch, so the trainer never waits for a redraw.
-    """
-
-    def __init__(self, wake: Callable[[], object]) -> None:
-        self._events: deque[ev.Event] = deque()
-        self._lock = threading.Lock()
-        self._signalled = False
-        self._wake = wake
-
-    def put(self, event: ev.Event) -> None:
-        """Queue one event (called from the trainer thread)."""
-        with self._lock:
-            self._events.append(event)
-            if self._signalled:
-                return
-            self._signalled = True
-        self._wake()
-
-    def drain(self) -> list[ev.Event]:
-        """Take every queued event (called from the UI)."""
-        with self._lock:
-            events = list(self._events)
-            self._events.clear()
-            self._signalled = False
-        return events
 
 
 class MileApp(App[None]):
@@ -152,15 +85,16 @@ class MileApp(App[None]):
         self.prefs = Preferences()
         self._startup_notice = notice
         self.autostart = autostart
-        self.control: Control | None = None
-        self.worker: Worker[None] | None = None
         self.buffer = EventBuffer(lambda: self.post_message(EventsReady()))
+        """Where the console's own trainer thread puts its events."""
+        self.source: RunSource | None = None
+        """The run on the run screen that the run controls steer (None: none yet)."""
+        self._follow_timer: Timer | None = None
+        self._shown_status = ""  # the source's status when the footer was last refreshed
         # The screen calls back after a save: it never needs to know the app's class.
         self.settings_screen = SettingsScreen(self.form, self.remember_settings_file)
         self.run_screen = RunScreen()
         self.runs_screen = RunsScreen(self.run_roots, self.open_run, self.resume_run)
-        self.followed: Followed | None = None
-        """The run folder the run screen follows, when another process trains it."""
         self._history_token = 0  # the newest history read asked for; older ones are dropped
         self.drains = 0
         self._last_drain = 0.0
@@ -168,7 +102,6 @@ class MileApp(App[None]):
         self._quit_after_run = False
         self.exit_note: str | None = None
         """Printed on the terminal once the app has closed (where a stopped run's save is)."""
-        self.trainer: Any = None  # the live run's Trainer, set by its thread once built
 
     # ------------------------------------------------------------------ screens
     def on_mount(self) -> None:
@@ -299,15 +232,37 @@ class MileApp(App[None]):
     # ------------------------------------------------------------------ run state
     @property
     def running(self) -> bool:
-        """Whether a trainer thread is alive."""
-        return self.worker is not None and self.worker.state in (
-            WorkerState.PENDING, WorkerState.RUNNING
-        )
+        """Whether this console's own trainer thread is alive."""
+        return isinstance(self.source, LocalRun) and self.source.alive
+
+    @property
+    def worker(self) -> Worker[None] | None:
+        """This console's own trainer thread (None when the run on screen is not its own)."""
+        return self.source.worker if isinstance(self.source, LocalRun) else None
+
+    @property
+    def trainer(self) -> Any:
+        """This console's own run's Trainer once built (the sample inspector reads it)."""
+        return self.source.trainer if isinstance(self.source, LocalRun) else None
+
+    @property
+    def followed(self) -> FollowedRun | None:
+        """The run folder the run screen follows as another process trains it."""
+        return self.source if isinstance(self.source, FollowedRun) else None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Grey out run controls that do nothing in the current state."""
-        if action in ("toggle_pause", "stop_run", "save_now"):
-            return True if self.running or self.followed is not None else None
+        """Grey out run controls that do nothing in the current state; while the run
+        is paused, p offers to go on and r (resume from a save) is not offered."""
+        live = self.source is not None and self.source.live
+        paused = live and self.source is not None and self.source.status == "paused"
+        if action == "toggle_pause":
+            return False if paused else (True if live else None)
+        if action == "unpause":
+            return paused
+        if action in ("stop_run", "save_now"):
+            return True if live else None
+        if action == "resume_selected" and paused:
+            return False
         if action in ("start_run", "resume_selected"):
             return None if self.running else True
         return True
@@ -462,9 +417,6 @@ class MileApp(App[None]):
         `overrides`: `key=value` changes to a resumed run's saved settings."""
         self._stop_following()
         self._history_token += 1  # a history still being read belongs to another run
-        self.control = Control()
-        self.buffer.drain()  # nothing of a previous run leaks into this one
-        self.trainer = None
         # Every panel is cleared at once: nothing of the previous run stays on screen.
         self.run_screen.view.reset(status="starting")
         self.run_screen.source = ""
@@ -473,19 +425,16 @@ class MileApp(App[None]):
         self.run_screen.redraw(rv.ALL_PANELS)
         self.action_show_run()
         before = None if history is None else (lambda: self._replay_before_resume(history))
-        self.worker = self.run_worker(
-            lambda: train_in_thread(settings, self.control or Control(), self.buffer.put,
-                                    resume, started=lambda t: setattr(self, "trainer", t),
-                                    before=before, overrides=overrides),
-            name="trainer", group="trainer", thread=True, exit_on_error=False,
-        )
-        self.refresh_bindings()
+        local = LocalRun(self.buffer)
+        self.source = local
+        local.start(self, settings, resume, before=before, overrides=overrides)
+        self._refresh_controls()
 
     def _replay_before_resume(self, run_dir: Path) -> None:
         """In the trainer thread, before the run is opened: fold the run's history and
         show it, so the resumed run's panels hold every earlier evaluation and loss."""
         try:
-            folded = fold_history(run_dir)
+            folded = FollowedRun(run_dir).history()
         except Exception as exc:  # the run can go on without its history on screen
             self.call_from_thread(self.run_screen.note, "warning",
                                   f"cannot read the history of {run_dir}: {exc}")
@@ -510,7 +459,7 @@ class MileApp(App[None]):
                         "Watch other runs with `mile-tui watch RUN` in another terminal.",
                         severity="warning", timeout=8)
             return
-        if (self.followed is not None and self.followed.run_dir == run.path):
+        if self.followed is not None and self.followed.run_dir == run.path:
             self.action_show_run()
             return
         self._stop_following()
@@ -522,18 +471,18 @@ class MileApp(App[None]):
         self.run_screen.source = ""
         self.run_screen.redraw(rv.ALL_PANELS)
         self.action_show_run()
-        follower = MetricsFollower(run.path)
-        self.run_worker(lambda: self._read_history(run, follower, token), thread=True,
+        self.run_worker(lambda: self._read_history(run, token), thread=True,
                         group="history", exit_on_error=False)
 
-    def _read_history(self, run: RunSummary, follower: MetricsFollower, token: int) -> None:
+    def _read_history(self, run: RunSummary, token: int) -> None:
         """In a worker thread: every record so far, folded into a fresh view."""
+        source = FollowedRun(run.path)
         try:
-            folded = fold_history(run.path, follower)
+            folded = source.history()
         except Exception as exc:  # a damaged folder is a line on screen, not a crash
             self.call_from_thread(self._history_failed, run, token, exc)
             return
-        self.call_from_thread(self._history_read, run, follower, folded, token)
+        self.call_from_thread(self._history_read, run, source, folded, token)
 
     def _history_failed(self, run: RunSummary, token: int, exc: Exception) -> None:
         if token != self._history_token:
@@ -541,11 +490,11 @@ class MileApp(App[None]):
         self.run_screen.view.status = run.status
         self.run_screen.note("error", f"cannot read the history of {run.path}: {exc}")
 
-    def _history_read(self, run: RunSummary, follower: MetricsFollower, folded: RunView,
+    def _history_read(self, run: RunSummary, source: FollowedRun, folded: RunView,
                       token: int) -> None:
         if token != self._history_token or self.running:
             return  # another run was opened or started meanwhile
-        live = run.status == "running" and not follower.ended
+        live = run.status == "running" and source.live
         if not live:
             # The folder knows best how it ended (a killed run wrote no end record).
             folded.status = run.status
@@ -553,99 +502,64 @@ class MileApp(App[None]):
         self.run_screen.view.run_dir = str(run.path)
         if live:
             self.run_screen.source = f"watching {run.holder}" if run.holder else "watching"
-            self.followed = Followed(run.path, follower,
-                                     self.set_interval(DRAIN_INTERVAL, self._poll_followed),
-                                     time.monotonic())
+            self.source = source
+            self._follow_timer = self.set_interval(DRAIN_INTERVAL, self._drain)
         self.run_screen.redraw(rv.ALL_PANELS)
-        self.refresh_bindings()
-
-    def _poll_followed(self) -> None:
-        """Fold in what the followed run wrote since the last look; notice its end."""
-        followed = self.followed
-        if followed is None:
-            return
-        events = followed.follower.read_new()
-        if events:
-            self._apply_live(events)
-            if followed.follower.ended:
-                self._stop_following()
-            return
-        now = time.monotonic()
-        if now - followed.last_lock_check < LOCK_CHECK_INTERVAL:
-            return
-        followed.last_lock_check = now
-        if not run_is_active(followed.run_dir):
-            # Its lock is free: the run ended; its last records may have come just now.
-            self._apply_live(followed.follower.read_new())
-            if not followed.follower.ended:
-                self.run_screen.set_status("interrupted")
-                self.run_screen.note("error", "the run's process is gone without an end "
-                                     "record (killed?): resume it from its newest save (r)")
-            self._stop_following()
+        self._refresh_controls()
 
     def _stop_following(self) -> None:
+        if self._follow_timer is not None:
+            self._follow_timer.stop()
+            self._follow_timer = None
         if self.followed is not None:
-            self.followed.timer.stop()
-            self.followed = None
+            self.source = None
             self.run_screen.source = ""
             self.run_screen.redraw(())  # the title no longer says "watching"
-            self.refresh_bindings()
+            self._refresh_controls()
 
-    def _steer(self, request: Request) -> bool:
-        """Send `request` to the followed run; False when no run is followed."""
-        followed = self.followed
-        if followed is None:
-            return False
-        from mile_engine.runstore.steering import SteeringError, send_request
+    def _refresh_controls(self) -> None:
+        """Refresh the footer's run controls: they follow the run's status."""
+        self._shown_status = self.source.status if self.source is not None else ""
+        self.refresh_bindings()
 
+    def _request(self, request: Request, what: str) -> None:
+        """Send `request` to the run on screen, wherever it trains; say so when there is
+        no run to steer (from the palette) or the request cannot be sent."""
+        source = self.source
+        if source is None or not source.live:
+            self.notify(f"No run to {what}: start one with s on the run screen or F5.",
+                        severity="warning")
+            return
+        send = {"pause": source.pause, "resume": source.resume, "stop": source.stop,
+                "save": source.save}[request]
         try:
-            send_request(followed.run_dir, request)
-        except (SteeringError, OSError) as exc:
+            send()
+        except SteeringError as exc:
             self.notify(str(exc), title="Cannot steer", severity="error", timeout=8)
-            return True
-        self.run_screen.note("info", f"{request} requested; the trainer answers between steps")
+            return
+        if request in source.notes:
+            self.run_screen.note("info", source.notes[request])
         status = {"pause": "pausing", "stop": "stopping"}.get(request)
         if status:
             self.run_screen.set_status(status)
-        return True
-
-    def _no_run(self, what: str) -> bool:
-        """Say so when a run control is used with no run (from the palette)."""
-        if self.running and self.control is not None:
-            return False
-        self.notify(f"No run to {what}: start one with s on the run screen or F5.",
-                    severity="warning")
-        return True
+        self._refresh_controls()
 
     def action_toggle_pause(self) -> None:
         """Pause between two steps, or let a paused run go on."""
-        if self._steer("resume" if self.run_screen.view.status == "paused" else "pause"):
-            return
-        if self._no_run("pause") or self.control is None:
-            return
-        if self.control.paused:
-            self.control.resume()
-        else:
-            self.control.pause()
-            self.run_screen.set_status("pausing")
+        paused = self.source is not None and self.source.status == "paused"
+        self._request("resume" if paused else "pause", "pause")
+
+    def action_unpause(self) -> None:
+        """Let the paused run go on (p while paused)."""
+        self._request("resume", "resume")
 
     def action_stop_run(self) -> None:
         """Stop the run cleanly before its next step (a paused run is woken first)."""
-        if self._steer("stop"):
-            return
-        if self._no_run("stop") or self.control is None:
-            return
-        self.control.stop()
-        self.run_screen.set_status("stopping")
+        self._request("stop", "stop")
 
     def action_save_now(self) -> None:
         """Ask for a checkpoint before the next step."""
-        if self._steer("save"):
-            return
-        if self._no_run("save") or self.control is None:
-            return
-        self.control.save_now()
-        self.run_screen.note("info", "checkpoint requested; written before the next step")
+        self._request("save", "save")
 
     async def action_quit(self) -> None:
         """Quit; during a run, ask first and stop it cleanly before leaving."""
@@ -686,13 +600,25 @@ class MileApp(App[None]):
             self._drain()
 
     def _drain(self) -> None:
+        """Fold in what the run's source has sent since the last look; notice the end
+        of a followed run."""
         self._drain_scheduled = False
         self._last_drain = time.monotonic()
-        events = self.buffer.drain()
-        if not events:
+        source = self.source
+        if source is None:
             return
-        self.drains += 1
-        self._apply_live(events)
+        events = source.poll()
+        if events:
+            self.drains += 1
+            self._apply_live(events)
+        if self._follow_timer is not None and not source.live:
+            if source.status == "interrupted":
+                self.run_screen.set_status("interrupted")
+                self.run_screen.note("error", "the run's process is gone without an end "
+                                     "record (killed?): resume it from its newest save (r)")
+            self._stop_following()
+        elif source.status != self._shown_status:
+            self._refresh_controls()
 
     def _apply_live(self, events: list[ev.Event]) -> None:
         """Show events as they happen, whichever source they come from."""
@@ -737,87 +663,6 @@ class MileApp(App[None]):
             if self._quit_after_run:
                 self.exit_note = resume_hint(self.run_screen.view)
                 self.exit()
-
-
-def fold_history(run_dir: Path, follower: MetricsFollower | None = None) -> RunView:
-    """A run's history so far as the run screen shows it: every record of its
-    `metrics.jsonl` folded, in order, by the code that folds live events, and its saves
-    as its manifest lists them. `follower` (if given) then reads on from where this
-    stopped. Slow on a long run: call it in a thread."""
-    follower = follower or MetricsFollower(run_dir)
-    view = RunView()
-    skipped = 0
-    # The follower gives each RunStarted the settings.toml it left out of the file.
-    events = follower.read_new(keep_newest={kind.__name__: rv.HISTORY for kind in THINNED})
-    # The charts keep the newest HISTORY progress records and the panels the newest
-    # position and load: older ones of those kinds are passed over, which makes a long
-    # run (a 100 MB file, half a million records) open several times faster.
-    totals = Counter(type(e) for e in events if isinstance(e, THINNED))
-    seen: Counter[type] = Counter()
-    for event in events:
-        if isinstance(event, THINNED):
-            seen[type(event)] += 1
-            if seen[type(event)] <= totals[type(event)] - rv.HISTORY:
-                continue
-        try:
-            view.apply(event)
-        except Exception:  # a record of another version must not hide all the others
-            skipped += 1
-    if skipped:
-        view.note("warning", f"{skipped} records of {run_dir} could not be shown")
-    del view.log[:-MAX_LINES]  # the log panel keeps no more
-    view.replayed = len(view.log)
-    view.run_dir = str(run_dir)
-    try:
-        view.load_saves(run_dir)  # what is on disk now: retention removed older saves
-    except Exception as exc:  # a damaged manifest leaves the saves the records named
-        view.note("warning", f"cannot list the saves of {run_dir}: {exc}")
-    return view
-
-
-def train_in_thread(settings: Settings, control: Control, sink: ev.Sink,
-                    resume: str | None = None,
-                    started: Callable[[Any], None] | None = None,
-                    before: Callable[[], None] | None = None,
-                    overrides: Sequence[str] = ()) -> None:
-    """Build a run and train it, reporting everything (errors too) as events to `sink`.
-
-    Runs in the worker thread: building the model and the data can take a while and
-    must not freeze the screen. `before` runs first, in this thread (a resumed run's
-    history is read there, before the trainer appends to it). `overrides` change a
-    resumed run's saved settings, checked by the engine (`mile_engine.session.RESUMABLE`).
-    A settings or checkpoint problem (a busy run, a missing or damaged save, a setting
-    a resume must keep) is one line, without a traceback.
-    """
-    from mile_engine.runstore.files import CheckpointError
-
-    if before is not None:
-        before()
-    try:
-        from mile_engine.session import open_run
-
-        trainer = open_run(settings, [sink], control, resume=resume, overrides=overrides)
-    except Exception as exc:  # reported in the UI; the app stays usable
-        plain = isinstance(exc, (SettingsError, CheckpointError))
-        error = str(exc) if plain else f"{type(exc).__name__}: {exc}"
-        if not plain:
-            sink(ev.Message("error", traceback.format_exc()))
-        sink(ev.RunEnded("failed", 0, 0.0, None, error))
-        return
-    if started is not None:
-        started(trainer)  # lets the sample inspector look at the live networks
-    trainer.train()
-
-
-def resume_hint(view: RunView) -> str:
-    """Where a stopped run's newest save is and the command that continues it."""
-    if not view.run_dir:
-        return "The run stopped before it started: nothing was saved."
-    where = f"Run {view.status} after {view.global_step} steps"
-    if not view.checkpoints:
-        return f"{where}; no checkpoint was written in {view.run_dir}."
-    return (f"{where}. Newest save: {view.checkpoints[-1].path}\n"
-            f"Resume with:\n  {resume_command(view.run_dir)}")
 
 
 def create_app(config_path: Path, overrides: Sequence[str] = (),

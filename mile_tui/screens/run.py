@@ -17,6 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 
 from mile_engine import events as ev
+from mile_tui.headless import resume_command
 from mile_tui.widgets import run_view as rv
 from mile_tui.widgets.checkpoints import CheckpointPanel
 from mile_tui.widgets.evaluation import EvalTable
@@ -43,6 +44,8 @@ class RunScreen(Screen[None]):
         Binding("s", "app.start_run", "Start", tooltip="train with the settings on screen"),
         Binding("p", "app.toggle_pause", "Pause",
                 tooltip="pause between two steps; p again goes on"),
+        # The same key while paused (the app shows one of the two).
+        Binding("p", "app.unpause", "Unpause", tooltip="let the paused run go on"),
         Binding("x", "app.stop_run", "Stop",
                 tooltip="stop cleanly before the next step, saving first"),
         Binding("r", "app.resume_selected", "Resume",
@@ -127,3 +130,14 @@ class RunScreen(Screen[None]):
     def selected_checkpoint(self) -> str | None:
         """The save highlighted in the checkpoint panel."""
         return self.query_one(CheckpointPanel).selected_path
+
+
+def resume_hint(view: rv.RunView) -> str:
+    """Where a stopped run's newest save is and the command that continues it."""
+    if not view.run_dir:
+        return "The run stopped before it started: nothing was saved."
+    where = f"Run {view.status} after {view.global_step} steps"
+    if not view.checkpoints:
+        return f"{where}; no checkpoint was written in {view.run_dir}."
+    return (f"{where}. Newest save: {view.checkpoints[-1].path}\n"
+            f"Resume with:\n  {resume_command(view.run_dir)}")

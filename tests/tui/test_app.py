@@ -16,12 +16,13 @@ from mile_engine import events as ev
 from mile_engine.control import Control
 from mile_engine.data import Batch
 from mile_engine.data.tiles import GridSource
-from mile_tui.app import DRAIN_INTERVAL, EventsReady, MileApp, create_app
+from mile_tui.app import DRAIN_INTERVAL, MileApp, create_app
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.settings import SettingsScreen
+from mile_tui.sources import EventsReady, LocalRun
 from mile_tui.widgets.log import LogPanel
 from mile_tui.widgets.run_view import RunView
-from tests.tui.conftest import wait_for
+from tests.helpers.pilot import wait_for
 
 SIZE = (100, 30)
 
@@ -159,8 +160,8 @@ async def test_run_shows_phase_change_and_finishes(settings_file: Path) -> None:
         # Hold the trainer at the start of each phase of generation 1, so the screen is
         # checked while that phase is on, however fast or slow the machine.
         if isinstance(event, ev.PhaseStarted) and event.generation == 1:
-            assert app.control is not None
-            app.control.pause()
+            assert app.source is not None
+            app.source.pause()
 
     record_events(app, pause_at_first_phases)
     async with app.run_test(size=SIZE) as pilot:
@@ -199,7 +200,7 @@ async def test_pause_stops_the_step_counter_and_stop_ends_the_worker(
 
     events = record_events(app, react)
     control = WatchedControl(lambda: steps_logged(events))
-    monkeypatch.setattr("mile_tui.app.Control", lambda: control)
+    monkeypatch.setattr("mile_tui.sources.Control", lambda: control)
     async with app.run_test(size=SIZE) as pilot:
         view = await start_and_wait(pilot, app, steps=2)
         await pilot.press("p")
@@ -314,6 +315,7 @@ async def test_redraws_are_bounded_however_fast_events_come(
             return set_timer(delay, callback, **kw)
 
         monkeypatch.setattr(app, "set_timer", catch_drains)
+        app.source = LocalRun(app.buffer)  # a run of its own, whose trainer floods it
 
         def flood(count: int) -> None:
             # From another thread, as fast as it can: far faster than a screen follows.

@@ -25,7 +25,6 @@ from mile_engine.control import Control
 from mile_engine.runstore.catalog import summarize_run
 from mile_engine.runstore.layout import METRICS_FILE, SETTINGS_FILE
 from mile_tui.app import MileApp, create_app
-from mile_tui.sources import train_in_thread
 from mile_tui.checkpoint_browser import CheckpointBrowser
 from mile_tui.screens.more_generations import (
     MoreGenerationsScreen,
@@ -33,10 +32,10 @@ from mile_tui.screens.more_generations import (
     generations_done,
     parse_total,
 )
-from tests.tui.conftest import wait_for
-from tests.tui.test_runs import open_runs, write_run
-from tests.tui.test_runs_live import tiny_checkpoint_run
-from tests.tui.test_runs_snapshots import utc  # noqa: F401  (a fixture)
+from mile_tui.sources import train_in_thread
+from tests.helpers.pilot import open_runs, wait_for
+from tests.helpers.runs import write_run
+from tests.helpers.trained import tiny_checkpoint_run
 
 SMALL = (80, 24)
 STEPS_PER_GENERATION = 3 + 2  # k_t + k_s of the tests' mile.toml

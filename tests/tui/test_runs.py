@@ -7,7 +7,6 @@ The live run of another process, steered from the console, is in test_runs_live.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -21,15 +20,14 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 from textual.widgets._footer import FooterKey
 
 from mile_engine import events as ev
-from mile_engine.config import Dataset, Schema, Settings
+from mile_engine.config import Settings
 from mile_engine.control import Control
 from mile_engine.runstore.catalog import LockHolder, RunSummary
-from mile_engine.runstore.layout import METRICS_FILE, SETTINGS_FILE
+from mile_engine.runstore.layout import METRICS_FILE
 from mile_engine.runstore.records import event_record
 from mile_tui.app import MileApp, create_app
 from mile_tui.screens.run import RunScreen
@@ -38,73 +36,11 @@ from mile_tui.screens.settings import SettingsScreen
 from mile_tui.sources import fold_history, train_in_thread
 from mile_tui.widgets.checkpoints import CheckpointPanel
 from mile_tui.widgets.log import LogPanel
-from tests.tui.conftest import wait_for
+from tests.helpers.pilot import open_runs, wait_for
+from tests.helpers.runs import T0, every_status, generation_events, write_run
 
 SMALL, LARGE = (80, 24), (120, 36)
-# 2026-01-01 12:00 UTC: the run folders' times, one hour apart.
-T0 = 1767268800.0
-
-
 # ---------------------------------------------------------------------------- fixtures
-def generation_events(gen: int, gens: int, f1: float, best: bool, run_dir: str,
-                      k: tuple[int, int] = (3, 2)) -> list[ev.Event]:
-    """One MILe generation as a trainer reports it: phases, steps, evaluation, save."""
-    k_t, k_s = k
-    base = (gen - 1) * (k_t + k_s)
-    events: list[ev.Event] = [ev.PhaseStarted(gen, gens, "interactive", k_t)]
-    for i in range(1, k_t + 1):
-        events.append(ev.StepLogged(gen, "interactive", i, k_t, base + i, gens * (k_t + k_s),
-                                    1.0 / (base + i), 0.01, 100.0, float(base + i)))
-    events.append(ev.PhaseStarted(gen, gens, "imitation", k_s))
-    for i in range(1, k_s + 1):
-        step = base + k_t + i
-        events.append(ev.StepLogged(gen, "imitation", i, k_s, step, gens * (k_t + k_s),
-                                    1.2 / step, 0.01, 100.0, float(step)))
-        events.append(ev.PseudoLabelStats(gen, i, step, 1.5, 0.8))
-    step = base + k_t + k_s
-    events.append(ev.Evaluated(gen, step, {"top1": f1 - 0.1, "real_accuracy": f1 + 0.2,
-                                           "real_f1": f1, "coverage": 1.5}, best, 500.0))
-    events.append(ev.CheckpointSaved(f"{run_dir}/step-{step:08d}-generation.pt", gen,
-                                     "interactive", step, "generation"))
-    return events
-
-
-def write_run(root: Path, name: str, *, schema: Schema = "MILe", dataset: Dataset = "digits",
-              gens: int = 3, f1s: tuple[float, ...] = (0.4, 0.5), end: str | None = "finished",
-              hour: int = 0, extra: int = 0) -> Path:
-    """A run folder as a trainer leaves it: settings.toml and metrics.jsonl with
-    `len(f1s)` generations, ended with `end` (None: killed, no end record); every file
-    dated `hour` hours after T0. `extra` bytes of padding make its size differ."""
-    run_dir = root / name
-    run_dir.mkdir(parents=True)
-    settings = Settings(schema=schema, dataset=dataset, model="resnet18-10", epoch_num=gens,
-                        k_t=3, k_s=2, batch_size=8)
-    (run_dir / SETTINGS_FILE).write_text(settings.to_toml(), encoding="utf-8")
-    events: list[ev.Event] = [ev.RunStarted(str(run_dir), {}, "cpu", "fp32", 1000,
-                                            gens * 5, 0, {"ref_f1_all": 0.4, "ref_f1_label": 0.55})]
-    best = -1.0
-    for gen, f1 in enumerate(f1s, start=1):
-        events += generation_events(gen, gens, f1, f1 > best, str(run_dir))
-        best = max(best, f1)
-    if end is not None:
-        top = max(range(len(f1s)), key=lambda i: f1s[i]) if f1s else None
-        summary = None if top is None else {"real_f1": f1s[top], "generation": top + 1}
-        events.append(ev.RunEnded(end, 5 * len(f1s), 10.0, summary,
-                                  "the data source broke" if end == "failed" else None))
-    lines = []
-    for i, event in enumerate(events):
-        record = event_record(event)
-        record["time"] = T0 + 3600 * hour + i
-        lines.append(json.dumps(record))
-    (run_dir / METRICS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    if extra:
-        (run_dir / "run.log").write_text("x" * extra, encoding="utf-8")
-    stamp = T0 + 3600 * hour
-    for path in run_dir.iterdir():
-        os.utime(path, (stamp, stamp))
-    return run_dir
-
-
 HOLD_LOCK = """
 import sys
 from pathlib import Path
@@ -149,32 +85,12 @@ def holder_factory() -> Iterator[list[LockHolderProcess]]:
         holder.release()
 
 
-def every_status(root: Path) -> dict[str, Path]:
-    """One run folder per ended status, each an hour newer than the one before."""
-    return {
-        "finished": write_run(root, "20260101-120000-digits-mile", hour=0),
-        "stopped": write_run(root, "20260101-130000-digits-softmax", schema="softmax",
-                             end="stopped", hour=1, f1s=(0.3,)),
-        "failed": write_run(root, "20260101-140000-mnist-mile", dataset="mnist",
-                            end="failed", hour=2, f1s=()),
-        "interrupted": write_run(root, "20260101-150000-digits-sigmoid", schema="sigmoid",
-                                 end=None, hour=3, f1s=(0.45, 0.42)),
-    }
-
-
 def table_rows(screen: RunsScreen) -> list[dict[str, str]]:
     """The table as text: one dict per row, by column key."""
     table = screen.query_one(DataTable)
     keys = [str(c.key.value) for c in table.ordered_columns]
     return [{k: str(cell) for k, cell in zip(keys, table.get_row_at(i), strict=True)}
             for i in range(table.row_count)]
-
-
-async def open_runs(app: MileApp, pilot: Pilot[None]) -> RunsScreen:
-    """The Runs screen once it has read the folders."""
-    await wait_for(pilot, lambda: app.runs_screen.loaded)
-    await pilot.pause()
-    return app.runs_screen
 
 
 # ---------------------------------------------------------------------------- the list
@@ -467,7 +383,7 @@ def test_a_busy_run_met_by_the_trainer_is_one_line_without_traceback(
         settings_file: Path, holder_factory: list[LockHolderProcess]) -> None:
     # The race the screen's check cannot close: the lock is taken between the check
     # and the trainer's start. The trainer thread reports it in one line.
-    from tests.tui.test_runs_live import tiny_checkpoint_run
+    from tests.helpers.trained import tiny_checkpoint_run
 
     run_dir = tiny_checkpoint_run(Path("runs"))
     holder = LockHolderProcess(run_dir)
@@ -531,7 +447,7 @@ def record_run_starts(app: MileApp) -> list[ev.RunStarted]:
 
 async def test_run_screen_key_r_resumes_an_earlier_run_after_a_restart(
         settings_file: Path) -> None:
-    from tests.tui.test_runs_live import tiny_checkpoint_run
+    from tests.helpers.trained import tiny_checkpoint_run
 
     run_dir = tiny_checkpoint_run(Path("runs"), epochs=2, extra=["epoch_num=2"])
     app = create_app(settings_file, ["epoch_num=3"])
@@ -558,7 +474,7 @@ async def test_run_screen_key_r_resumes_an_earlier_run_after_a_restart(
 
 async def test_checkpoint_browser_resumes_the_highlighted_save(settings_file: Path) -> None:
     from mile_tui.checkpoint_browser import CheckpointBrowser
-    from tests.tui.test_runs_live import tiny_checkpoint_run
+    from tests.helpers.trained import tiny_checkpoint_run
 
     run_dir = tiny_checkpoint_run(Path("runs"), epochs=2, extra=["epoch_num=2"])
     app = create_app(settings_file)
