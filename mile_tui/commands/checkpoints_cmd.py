@@ -31,8 +31,9 @@ from mile_engine.checkpoints import (
 )
 from mile_engine.config import Settings
 from mile_engine.runstore.layout import SUFFIX
+from mile_tui.commands.fit import Col, choose, render, terminal_width
 from mile_tui.headless import exit_code_for
-from mile_tui.marks import BEST, NEWEST, file_size, plural
+from mile_tui.marks import BEST, NEWEST, cut_left, file_size, plural
 from mile_tui.options import FLAG, ConfigOption, Group, SetOption, command, fail
 from mile_tui.options import settings_from_cli as load
 
@@ -146,22 +147,62 @@ def _record_json(run: RunInfo, record: Record) -> dict[str, Any]:
     return data
 
 
-def _print_runs(runs: list[RunInfo]) -> None:
+# A save's cells when the terminal is too narrow for the whole line: each says what it
+# is ("gen 3", "F1 0.61"), so no header is needed; the least useful give way first.
+SAVE_COLUMNS = (
+    Col("file", "file"), Col("gen", "gen"), Col("phase", "phase", 5),
+    Col("step", "step", 1), Col("f1", "F1"), Col("top1", "top-1", 4),
+    Col("size", "size", 2, "right"), Col("time", "time", 3), Col("marks", "marks"),
+)
+
+
+def _save_cells(run: RunInfo, r: Record) -> dict[str, str]:
+    m = r.metrics or {}
+    return {"file": r.file, "gen": f"gen {r.generation}", "phase": r.phase,
+            "step": f"step {r.global_step}", "f1": f"F1 {_f(m.get('real_f1'))}",
+            "top1": f"top-1 {_f(m.get('top1'))}", "size": file_size(r.size),
+            "time": time.strftime("%m-%d %H:%M", time.localtime(r.time)),
+            "marks": record_marks(run, r)}
+
+
+def _save_line(run: RunInfo, r: Record) -> str:
+    m = r.metrics or {}
+    return (f"  {r.file:34s} gen {r.generation:3d} {r.phase:11s} step {r.global_step:8d}"
+            f"  F1 {_f(m.get('real_f1')):>6s}  top-1 {_f(m.get('top1')):>6s}"
+            f"  {file_size(r.size):>7s}  {_when(r.time)}  {record_marks(run, r)}").rstrip()
+
+
+def _run_line(run: RunInfo, width: int | None) -> str:
+    """`PATH (training): 3 checkpoints`, the path cut from its start to fit."""
+    state = " (training)" if run.active else ""
+    tail = f"{state}: {plural(len(run.records), 'checkpoint')}"
+    path = str(run.path)
+    return (path if width is None else cut_left(path, max(width - len(tail), 12))) + tail
+
+
+def _print_runs(runs: list[RunInfo], width: int | None = None) -> None:
+    """Each run, then its saves one a line, in at most `width` cells (None: the whole
+    line whatever the width, for files and pipes)."""
     if not runs:
         typer.echo("no runs")
+    wide = all(len(_save_line(run, r)) <= width for run in runs for r in run.records
+               ) if width is not None else True
+    if not wide:
+        assert width is not None
+        cells = [_save_cells(run, r) for run in runs for r in run.records]
+        columns = choose(SAVE_COLUMNS, cells, width - 2, header=False)
+        lines = iter(render(columns, cells, width, header=False, indent=2))
     for run in runs:
-        state = " (training)" if run.active else ""
-        typer.echo(f"{run.path}{state}: {plural(len(run.records), 'checkpoint')}")
+        typer.echo(_run_line(run, width))
         for r in run.records:
-            m = r.metrics or {}
-            typer.echo(
-                f"  {r.file:34s} gen {r.generation:3d} {r.phase:11s} step {r.global_step:8d}"
-                f"  F1 {_f(m.get('real_f1')):>6s}  top-1 {_f(m.get('top1')):>6s}"
-                f"  {file_size(r.size):>7s}  {_when(r.time)}  {record_marks(run, r)}"
-            )
+            typer.echo(_save_line(run, r) if wide else next(lines))
         for name in run.unreadable:
-            typer.echo(f"  {name:34s} unreadable: damaged or not a mile-tui checkpoint "
-                       "(`checkpoints verify` says why)")
+            if wide:
+                typer.echo(f"  {name:34s} unreadable: damaged or not a mile-tui checkpoint "
+                           "(`checkpoints verify` says why)")
+            else:
+                line = f"  {name}  unreadable (`checkpoints verify` says why)"
+                typer.echo(line if len(line) <= (width or 0) else line[:(width or 1) - 1] + "…")
 
 
 @checkpoints_app.callback(invoke_without_command=True)
@@ -184,7 +225,7 @@ def browse(
     if run is not None:
         _runs(root, run)  # a bad name is an error before any screen opens
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        _print_runs(_runs(root, run))
+        _print_runs(_runs(root, run), terminal_width())
         return
     from mile_tui.checkpoint_browser import CheckpointsApp
 
@@ -215,7 +256,7 @@ def list_cmd(
         ]
         typer.echo(json.dumps(data, indent=1))
         return
-    _print_runs(runs)
+    _print_runs(runs, terminal_width())
 
 
 def show_checkpoint(ref: str, root: Path) -> dict[str, Any]:

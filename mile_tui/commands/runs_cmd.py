@@ -16,8 +16,9 @@ import typer
 
 from mile_engine.runstore.catalog import RunSummary, is_run_folder, list_runs
 from mile_engine.runstore.steering import Request, SteeringError, send_request
+from mile_tui.commands.fit import GAP, Col, choose, natural_width, render, terminal_width
 from mile_tui.commands.watch_cmd import RunsOption, run_roots
-from mile_tui.marks import file_size
+from mile_tui.marks import cut_name, file_size
 from mile_tui.options import FLAG, ConfigOption, Group, SetOption, command, fail
 from mile_tui.options import settings_from_cli as load
 
@@ -58,13 +59,59 @@ def summary_json(run: RunSummary) -> dict[str, Any]:
     }
 
 
-def _row(run: RunSummary) -> list[str]:
+# Every column whole, when the terminal is wide enough (or the output is not a terminal).
+WIDE = (Col("name", "RUN"), Col("what", "WHAT"), Col("status", "STATUS"),
+        Col("progress", "PROGRESS"), Col("best", "BEST REAL F1"),
+        Col("when", "LAST ACTIVITY"), Col("size", "SIZE"))
+# Shorter cells otherwise, the columns of least use giving way first; the run's name
+# stays, cut in its middle if it must (its time stamp and its end tell runs apart).
+NARROW = (Col("name", "RUN"), Col("status", "STATUS"),
+          Col("progress", "GEN · STEP", justify="right"),
+          Col("best", "BEST F1", justify="right"), Col("when", "ACTIVITY", 1),
+          Col("size", "SIZE", 2, "right"), Col("holder", "HELD BY", 3), Col("what", "WHAT", 4))
+NAME_MIN = 16
+
+
+def _row(run: RunSummary) -> dict[str, str]:
     best = (f"{run.best_f1:.4f} (gen {run.best_generation})"
             if run.best_f1 is not None else "-")
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.last_activity))
-    return [run.name, f"{run.schema} {run.dataset} {run.model}", status_text(run),
-            f"gen {run.generation}/{run.generations} step {run.global_step}/{run.total_steps}",
-            best, when, file_size(run.disk_bytes)]
+    return {"name": run.name, "what": f"{run.schema} {run.dataset} {run.model}",
+            "status": status_text(run),
+            "progress": f"gen {run.generation}/{run.generations} step "
+                        f"{run.global_step}/{run.total_steps}",
+            "best": best, "when": when, "size": file_size(run.disk_bytes)}
+
+
+def _narrow_row(run: RunSummary) -> dict[str, str]:
+    best = "-" if run.best_f1 is None else f"{run.best_f1:.3f}" + (
+        f" g{run.best_generation}" if run.best_generation is not None else "")
+    return {"name": run.name, "what": f"{run.schema} {run.dataset} {run.model}",
+            "status": run.status, "holder": str(run.holder or "") if run.status == "running"
+            else "", "progress": f"{run.generation}/{run.generations or '?'} · "
+                                 f"{run.global_step}",
+            "best": best, "when": time.strftime("%m-%d %H:%M",
+                                                time.localtime(run.last_activity)),
+            "size": file_size(run.disk_bytes)}
+
+
+def table_lines(found: list[RunSummary], width: int | None) -> list[str]:
+    """The runs as lines of at most `width` cells (None: every column whole)."""
+    rows = [_row(r) for r in found]
+    if width is None or natural_width(WIDE, rows) <= width:
+        return render(WIDE, rows, width)
+    rows = [_narrow_row(r) for r in found]
+    if not any(row["holder"] for row in rows):
+        columns: tuple[Col, ...] = tuple(c for c in NARROW if c.key != "holder")
+    else:
+        columns = NARROW
+    # Columns are chosen with the name at its shortest; it then takes what they leave.
+    shortest = [{**row, "name": row["name"][:NAME_MIN]} for row in rows]
+    chosen = choose(columns, shortest, width)
+    others = natural_width([c for c in chosen if c.key != "name"], rows) + GAP
+    room = max(width - others, NAME_MIN)
+    return render(chosen, [{**row, "name": cut_name(row["name"], room)} for row in rows],
+                  width)
 
 
 @command(runs_app, "list")
@@ -86,12 +133,8 @@ def list_cmd(
     if not found:
         typer.echo("no runs")
         return
-    header = ["RUN", "WHAT", "STATUS", "PROGRESS", "BEST REAL F1", "LAST ACTIVITY", "SIZE"]
-    rows = [header, *map(_row, found)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                   .rstrip())
+    for line in table_lines(found, terminal_width()):
+        typer.echo(line)
 
 
 def resolve_run(run: Path, checkpoint_path: str) -> Path:
