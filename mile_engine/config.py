@@ -575,6 +575,36 @@ def _check_text(name: str, value: str, source: str) -> None:
         )
 
 
+# Numbers typed by a user: ASCII digits only, as TOML and the device setting read them
+# (Python's int() and float() would also take Arabic-Indic or full-width digits and "_").
+ASCII_INT = re.compile(r"[+-]?[0-9]+")
+ASCII_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def parse_ascii_int(text: str) -> int:
+    """An integer written in ASCII digits (surrounding spaces allowed).
+
+    Raises:
+        ValueError: anything else, other scripts' digits included.
+    """
+    text = text.strip()
+    if not ASCII_INT.fullmatch(text):
+        raise ValueError(f"not an integer in ASCII digits: {text!r}")
+    return int(text)
+
+
+def parse_ascii_float(text: str) -> float:
+    """A decimal number written in ASCII (`0.25`, `.5`, `1e-3`; no `nan`, `inf`, `_`).
+
+    Raises:
+        ValueError: anything else, other scripts' digits included.
+    """
+    text = text.strip()
+    if not ASCII_FLOAT.fullmatch(text):
+        raise ValueError(f"not a number in ASCII digits: {text!r}")
+    return float(text)
+
+
 def valid_device(value: str) -> bool:
     """Whether `value` is a device setting torch parses: auto, cpu, cuda or cuda:0..127."""
     if value in DEVICES:

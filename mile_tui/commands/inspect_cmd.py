@@ -23,7 +23,13 @@ from mile_engine.checkpoints import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from mile_engine.config import Settings, SettingsError, parse_override, read_toml
+from mile_engine.config import (
+    Settings,
+    SettingsError,
+    parse_ascii_float,
+    parse_override,
+    read_toml,
+)
 from mile_engine.runstore.records import json_safe
 from mile_tui.headless import exit_code_for
 from mile_tui.options import FLAG, fail
@@ -109,9 +115,10 @@ def parse_rhos(text: str) -> list[float]:
     for part in text.split(","):
         part = part.strip()
         try:
-            value = float(part)
+            value = parse_ascii_float(part)
         except ValueError:
-            fail(f"--rho {text!r}: '{part}' is not a number; write e.g. --rho 0.05,0.1,0.25.")
+            fail(f"--rho {text!r}: '{part}' is not a number in ASCII digits; write e.g. "
+                 "--rho 0.05,0.1,0.25.")
         if not 0.0 < value < 1.0:
             fail(f"--rho {text!r}: {value} is outside (0, 1).")
         rhos.append(value)

@@ -17,6 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
+from mile_engine.config import parse_ascii_int
 from mile_engine.runstore.layout import MANIFEST_FILE
 
 
@@ -53,7 +54,7 @@ def parse_total(text: str, done: int) -> int | str:
     if not text.strip():
         return f"Enter a whole number above {done}."
     try:
-        total = int(text.strip())
+        total = parse_ascii_int(text)
     except ValueError:
         return f"'{text.strip()}' is not a whole number: enter one above {done}."
     if total <= done:

@@ -22,6 +22,8 @@ from mile_engine.config import (
     SettingsError,
     build_settings,
     check_consistency,
+    parse_ascii_float,
+    parse_ascii_int,
     parse_override,
     read_toml,
     render_toml,
@@ -55,12 +57,12 @@ def parse_text(name: str, text: str) -> Any:
         return text
     if kind is int:
         try:
-            return int(text)
+            return parse_ascii_int(text)
         except ValueError:
             pass
     if kind is float:
         try:
-            return float(text)
+            return parse_ascii_float(text)
         except ValueError:
             pass
     return parse_override(f"{name}={text}")[1] if text else text

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from mile_engine.metrics import METRIC_NAMES
 from mile_tui.cli import app
-from tests.engine.test_inference import TrainedRun, sure_checkpoint, train_tiny
+from tests.helpers.trained import TrainedRun, sure_checkpoint, train_tiny
 
 runner = CliRunner()
 
@@ -50,6 +50,10 @@ def test_eval_by_run_name_sweeps_rho_one_row_each(run: TrainedRun) -> None:
     (["--rho", "0.1,abc"], "not a number"),
     (["--rho", "1.5"], "outside"),
     (["--set", "k_t=9"], "belongs to the checkpoint"),
+    # Digits of other scripts: refused as `--set` and `device` refuse them.
+    (["--rho", "\u0660.\u0665"], "not a number in ASCII digits"),  # Arabic-Indic 0.5
+    (["--rho", "0.1,\uff10.\uff15"], "not a number in ASCII digits"),  # full-width 0.5
+    (["--rho", "0.2_5"], "not a number in ASCII digits"),
 ])
 def test_eval_bad_input_exits_2(run: TrainedRun, args: list[str], message: str) -> None:
     result = runner.invoke(app, ["eval", str(run.checkpoint), *args])

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mile_engine.config import (
     FIELDS,
     Settings,
     SettingsError,
     load_settings,
+    parse_ascii_float,
+    parse_ascii_int,
     parse_override,
     render_toml,
 )
@@ -104,3 +109,28 @@ def test_overrides_are_typed_and_validated() -> None:
 
 def test_int_accepted_for_float_setting() -> None:
     assert load_settings(None, ["lr=1"]).lr == 1.0
+
+
+# One rule for numbers typed by a user: ASCII digits only. Python's own float() and int()
+# are the oracle on ASCII text (the alphabet leaves out "nan", "inf" and "_"); any digit
+# of another script is refused.
+OTHER_DIGITS = "\u0660\u0665\u06f3\u0967\uff10\uff19\u09e8"
+
+
+@given(st.text(alphabet="0123456789.eE+- " + OTHER_DIGITS, max_size=12))
+def test_ascii_numbers_are_pythons_on_ascii_and_refused_otherwise(text: str) -> None:
+    def python(convert: Callable[[str], float]) -> float | None:
+        try:
+            return convert(text)
+        except ValueError:
+            return None
+
+    for parse, convert in ((parse_ascii_float, float), (parse_ascii_int, int)):
+        try:
+            got: float | None = parse(text)
+        except ValueError:
+            got = None
+        if not text.isascii():
+            assert got is None
+        else:
+            assert got == python(convert)
