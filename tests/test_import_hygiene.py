@@ -148,3 +148,54 @@ def test_only_the_entry_point_imports_the_cli() -> None:
     graph = import_graph()
     assert sorted(m for m, targets in graph.items() if "mile_tui.cli" in targets) == [
         "mile_tui.__main__"]
+
+
+# ------------------------------------------------------------------ the tests' own imports
+TESTS = ROOT / "tests"
+
+
+def imports_of_tests(source: str, package: str) -> set[str]:
+    """The `tests` modules that `source`, a file of package `package`, imports by name.
+
+    `from tests import x` counts as importing `tests.x`; relative imports are resolved
+    against `package`; `import conftest` (pytest's rootdir-style import) counts too.
+    """
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = parts[:len(parts) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return {m for m in found
+            if m.split(".")[0] == "conftest" or m == "tests" or m.startswith("tests.")}
+
+
+def test_imports_of_tests_finds_every_spelling() -> None:
+    pkg = "tests.engine"
+    assert imports_of_tests("from tests.conftest import tiny", pkg) == {
+        "tests.conftest.tiny"}
+    assert imports_of_tests("from ..tui.test_runs import write_run", pkg) == {
+        "tests.tui.test_runs.write_run"}
+    assert imports_of_tests("from . import test_metrics", pkg) == {
+        "tests.engine.test_metrics"}
+    assert imports_of_tests("def f():\n    import tests.engine.test_x as t", pkg) == {
+        "tests.engine.test_x"}
+    assert imports_of_tests("import conftest\nimport torch", pkg) == {"conftest"}
+    assert imports_of_tests("from mile_engine import trainer", pkg) == set()
+
+
+def test_no_test_module_imports_another() -> None:
+    # Builders that several test files share live in tests/helpers; a test file (or a
+    # conftest.py) that imports another test file runs that file's module-level code and
+    # ties the two together, so a move or a rename of one breaks the other.
+    offenders = {}
+    for path in sorted(TESTS.rglob("*.py")):
+        package = ".".join(path.relative_to(ROOT).parent.parts)
+        bad = sorted(m for m in imports_of_tests(path.read_text(encoding="utf-8"), package)
+                     if not m.startswith("tests.helpers."))
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = bad
+    assert offenders == {}

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mile_tui.cli import app
-from tests.data.test_folder import TRAIN, VAL, make_tree, write_image
+from tests.helpers.images import TRAIN, VAL, make_tree, write_image
 
 runner = CliRunner()
 

@@ -23,10 +23,9 @@ from mile_engine.runstore import layout
 from mile_engine.runstore import records as runs
 from mile_engine.session import open_run
 from mile_tui.cli import app
-from tests.cli.test_checkpoints_cli import REPO, TINY
-from tests.conftest import tiny
-from tests.engine.test_checkpoints import make_run
-from tests.engine.test_faults import DiskBudget, FullAfter, flip_tensor_byte
+from tests.helpers.faults import DiskBudget, FullAfter, flip_tensor_byte
+from tests.helpers.runs import make_run
+from tests.helpers.settings import REPO, TINY, tiny
 
 # A headless run in a child process whose stop save sends this process SIGINT from
 # inside torch.save's writes (on its 2nd, 4th, ... write), `argv[1]` times: the moment

@@ -13,7 +13,7 @@ from mile_engine.checkpoints import read_records
 from mile_engine.runstore.catalog import summarize_run
 from mile_tui.cli import app
 from mile_tui.headless import EXIT_INTERRUPTED
-from tests.engine.test_run_catalog import (
+from tests.helpers.processes import (
     only_run,
     output_of,
     records_of,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from tests.data.test_folder import CLASSES, make_tree
+from tests.helpers.images import CLASSES, make_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from mile_engine.config import SettingsError, build_settings
 from mile_engine.data import build_source, idx
 from mile_engine.data.idx import IMAGE_MAGIC, LABEL_MAGIC, IdxError, load_idx_tiles
 from mile_engine.trainer import Trainer
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 TILE = 4

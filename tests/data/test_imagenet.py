@@ -32,7 +32,7 @@ from mile_engine.data.imagenet import (
 )
 from mile_engine.session import open_run
 from mile_engine.trainer import Trainer
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 CLASSES = ["n01440764", "n01443537", "n01484850"]
 SIZE = 32

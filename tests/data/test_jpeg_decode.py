@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from mile_engine.config import SettingsError
 from mile_engine.data import imagenet, jpeg
@@ -24,19 +23,9 @@ from mile_engine.data.image_files import (
 )
 from mile_engine.data.imagenet import resolve_decode
 from mile_engine.data.jpeg import centre_box, decode_batch, random_resized_box
+from tests.helpers.images import picture
 
 CPU = torch.device("cpu")
-
-
-def picture(height: int, width: int) -> Image.Image:
-    """A smooth, structured RGB picture: a misplaced crop changes its pixels a lot."""
-    y = torch.linspace(0, 1, height).view(height, 1)
-    x = torch.linspace(0, 1, width).view(1, width)
-    red = 128 + 100 * torch.sin(x * 12 + y * 3)
-    green = (128 + 100 * torch.cos(y * 9)).expand(height, width)
-    blue = (255 * x * y).expand(height, width)
-    pixels = torch.stack([red, green, blue], -1).round().clamp(0, 255).to(torch.uint8)
-    return Image.fromarray(pixels.numpy())
 
 
 @pytest.fixture(scope="module")

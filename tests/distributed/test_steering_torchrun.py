@@ -13,8 +13,8 @@ import torch
 from mile_engine.checkpoints import read_records
 from mile_engine.runstore.catalog import summarize_run
 from mile_engine.runstore.steering import send_request
-from tests.distributed.test_torchrun import TINY, TORCHRUN
-from tests.engine.test_run_catalog import only_run, records_of, wait_for
+from tests.helpers.processes import TORCHRUN, only_run, records_of, wait_for
+from tests.helpers.settings import TINY
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch.distributed is not available"

@@ -14,12 +14,8 @@ import pytest
 import torch
 
 from mile_engine.trainer import Trainer
-from tests.conftest import tiny
-
-TINY = ["--set", "batch_size=8", "--set", "val_size=64", "--set", "k_t=3", "--set", "k_s=2",
-        "--set", "log_every=1", "--set", "device=cpu"]
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-            "2"]
+from tests.helpers.processes import TORCHRUN
+from tests.helpers.settings import TINY, tiny
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch.distributed is not available"

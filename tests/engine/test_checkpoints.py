@@ -12,60 +12,8 @@ import torch
 import torchvision
 
 from mile_engine import checkpoints as ck
-from mile_engine.config import Settings
 from mile_engine.runstore import files as ckf
-from mile_engine.schemas import phases_of
-from tests.conftest import tiny
-
-
-class FakeTrainer:
-    """The parts of a Trainer a checkpointer reads, with a tiny (or a real) student."""
-
-    def __init__(self, settings: Settings | None = None, real_model: bool = False) -> None:
-        self.settings = settings or tiny()
-        self.phases = phases_of(self.settings.schema, self.settings.k_t, self.settings.k_s)
-        self.generation = self.phase_index = self.step = self.global_step = 0
-        self.history: list[dict[str, Any]] = []
-        if real_model:
-            self.student = torchvision.models.resnet18(num_classes=10).state_dict()
-        else:
-            self.student = {"fc.weight": torch.randn(10, 4), "fc.bias": torch.zeros(10)}
-
-    def advance(self, steps: int, f1: float | None) -> None:
-        """Take `steps` steps; with an F1, end on an evaluated generation boundary."""
-        self.global_step += steps
-        if f1 is None:
-            self.phase_index, self.step = 1, 1
-        else:
-            self.generation += 1
-            self.phase_index = self.step = 0
-            self.history.append({"generation": self.generation, "global_step": self.global_step,
-                                 "real_f1": f1, "top1": f1 / 2, "sweep": {"0.5": f1}})
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "student": self.student,
-            "teacher": self.student,
-            "optimizer": {"state": {}, "param_groups": []},
-            "position": {"generation": self.generation, "phase_index": self.phase_index,
-                         "step": self.step, "global_step": self.global_step},
-            "rng": {"torch": torch.get_rng_state()},
-        }
-
-
-def make_run(root: Path, f1s: list[float | None], keep: int = 10,
-             name: str = "run-a", real_model: bool = False) -> Path:
-    """A run folder with one save per entry of `f1s` (None: a save between evaluations)."""
-    run_dir = root / name
-    run_dir.mkdir(parents=True)
-    (run_dir / "settings.toml").write_text(tiny().to_toml())
-    saver = ck.RunCheckpointer(run_dir, keep)
-    trainer = FakeTrainer(real_model=real_model)
-    for f1 in f1s:
-        trainer.advance(5, f1)
-        saver.save(trainer, "generation" if f1 is not None else "stop")  # type: ignore[arg-type]
-    saver.close()
-    return run_dir
+from tests.helpers.runs import FakeTrainer, make_run
 
 
 def test_save_writes_checkpoint_and_manifest_record(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from mile_engine.checkpoints import load_checkpoint, read_records
 from mile_engine.models import build_model
 from mile_engine.session import open_run
 from mile_engine.trainer import Trainer
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 # Inductor builds CPU kernels with $CXX (default g++) as Python extension modules, so it
 # needs a C++ compiler and the Python headers; without them the first step fails.

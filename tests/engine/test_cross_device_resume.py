@@ -14,7 +14,7 @@ from mile_engine.data import build_source
 from mile_engine.data.batch import Batch
 from mile_engine.data.tiles import PHILOX_STATE_BYTES, GridSource
 from mile_engine.trainer import Trainer
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 CPU = torch.device("cpu")
 

@@ -13,7 +13,7 @@ from mile_engine import events as ev
 from mile_engine.runstore.history import MetricsFollower
 from mile_engine.runstore.layout import METRICS_FILE
 from mile_engine.runstore.records import event_record
-from tests.engine.test_run_history import ANY_EVENT, events_of
+from tests.helpers.events import ANY_EVENT, events_of
 
 THINNED = ("StepLogged", "PseudoLabelStats", "SystemStats")
 # Progress records are most of a real file: draw them often, among every other kind.

@@ -36,7 +36,7 @@ from mile_engine.data.tiles import MEAN, STD
 from mile_engine.reports import inference as inf
 from mile_engine.trainer import Trainer
 from mile_tui.cli import app
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 SIDE = 24  # the digits grid's native side: no resizing between file and model
 BIG = (10_000, 10_000)  # 100 MP: over our limit, under twice it (where PIL only warns)

@@ -11,49 +11,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mile_engine.checkpoints import RunCheckpointer, read_records
+from mile_engine.checkpoints import RunCheckpointer
 from mile_engine.config import SettingsError
 from mile_engine.data.tiles import to_model_input
 from mile_engine.metrics import METRIC_NAMES
 from mile_engine.reports import inference as inf
 from mile_engine.reports import inspection
-from mile_engine.session import open_run
 from mile_engine.trainer import Trainer
-from tests.conftest import tiny
-
-
-@dataclasses.dataclass
-class TrainedRun:
-    """A tiny finished MILe run: its checkpoint, what it recorded, the trainer."""
-
-    checkpoint: Path
-    recorded: dict[str, float]
-    sweep: dict[str, dict[str, float]]
-    trainer: Trainer
-
-
-def train_tiny(root: Path, **changes: object) -> TrainedRun:
-    """Train one tiny generation on the CPU and return its evaluated checkpoint."""
-    settings = tiny(epoch_num=1, checkpoint_path=str(root), **changes)
-    trainer = open_run(settings)
-    assert trainer.train().status == "finished"
-    record = read_records(trainer.run_dir)[-1]
-    assert record.metrics is not None
-    return TrainedRun(trainer.run_dir / record.file, record.metrics,
-                      trainer.history[-1]["sweep"], trainer)
-
-
-def sure_checkpoint(src: Path, dst: Path, sure: dict[int, float]) -> Path:
-    """A copy of a checkpoint whose student ignores the image: fixed logits per class."""
-    state = torch.load(src, weights_only=True)
-    fc_w, fc_b = state["student"]["fc.weight"], state["student"]["fc.bias"]
-    fc_w.zero_()
-    fc_b.fill_(-12.0)
-    for c, logit in sure.items():
-        fc_b[c] = logit
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, dst)
-    return dst
+from tests.helpers.settings import tiny
+from tests.helpers.trained import TrainedRun, sure_checkpoint, train_tiny
 
 
 @pytest.fixture(scope="module")

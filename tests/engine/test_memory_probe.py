@@ -14,7 +14,7 @@ from mile_engine import session
 from mile_engine.config import SettingsError
 from mile_engine.trainer import Trainer
 from mile_tui.cli import app
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 
 def losses_and_weights(probe: bool, tmp_path: Path) -> tuple[list[float], list[torch.Tensor]]:

@@ -19,9 +19,8 @@ from mile_engine import events as ev
 from mile_engine.config import Settings
 from mile_engine.data import Batch
 from mile_engine.trainer import Trainer
-from tests.engine.fixed_source import NUM_CLASSES, FixedSource, random_batches, val_set
-from tests.engine.test_metrics import assert_metrics_equal
-from tests.engine.test_trainer import evaluation_reference
+from tests.helpers.metrics import assert_metrics_equal, evaluation_reference
+from tests.helpers.sources import NUM_CLASSES, FixedSource, random_batches, val_set
 
 
 def scripted_f1(a: int, b: int) -> float:

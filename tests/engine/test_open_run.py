@@ -9,7 +9,7 @@ import pytest
 from mile_engine import session
 from mile_engine.config import SettingsError
 from mile_engine.session import open_run
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 
 def test_a_file_as_checkpoint_path_is_refused_before_the_trainer_is_built(

@@ -16,7 +16,7 @@ from mile_engine.checkpoints import find_resume
 from mile_engine.runstore.records import describe
 from mile_engine.session import open_run
 from mile_engine.trainer import Trainer
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 CPU = torch.device("cpu")
 BF16_CPU = frozenset({"avx512_bf16"})

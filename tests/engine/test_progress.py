@@ -13,7 +13,7 @@ from mile_engine import trainer as trainer_module
 from mile_engine.control import Control
 from mile_engine.data import Batch
 from mile_engine.trainer import Trainer
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 
 def on_batch(trainer: Trainer, n: int, action: Callable[[], None]) -> None:

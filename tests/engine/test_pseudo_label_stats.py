@@ -18,7 +18,7 @@ from mile_engine import events as ev
 from mile_engine.config import Settings
 from mile_engine.data import Batch
 from mile_engine.trainer import Trainer
-from tests.engine.fixed_source import FixedSource, random_batches, val_set
+from tests.helpers.sources import FixedSource, random_batches, val_set
 
 BIAS = [0.0, 0.4, -0.3, 1.2, -2.0, 0.05, -0.05, 3.0, -5.0, 0.0]
 # Single labels of the three imitation batches; * marks those in {1, 3, 5, 7}.

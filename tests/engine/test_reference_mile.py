@@ -29,7 +29,7 @@ from mile_engine import events as ev
 from mile_engine.config import Schema, Settings
 from mile_engine.data import Batch
 from mile_engine.trainer import Trainer
-from tests.engine.fixed_source import FixedSource, random_batches, val_set
+from tests.helpers.sources import FixedSource, random_batches, val_set
 
 State = dict[str, torch.Tensor]
 Batches = list[tuple[torch.Tensor, torch.Tensor]]

@@ -15,7 +15,7 @@ from mile_engine.control import Control
 from mile_engine.runstore.records import create_run_dir
 from mile_engine.session import open_run, resume_settings
 from mile_engine.trainer import Trainer
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 # digits, batch 8, val 64, k_t 3, k_s 2, 2 generations, a record per step: 10 steps;
 # steps 4-5 and 9-10 are imitation steps.

@@ -26,7 +26,7 @@ from mile_engine import checkpoints as ck
 from mile_engine.config import Settings
 from mile_engine.runstore import files as ckf
 from mile_tui.cli import app
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 
 # ---------------------------------------------------------------------------- the model

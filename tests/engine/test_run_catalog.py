@@ -6,9 +6,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,61 +21,12 @@ from mile_engine.runstore import catalog as run_catalog
 from mile_engine.runstore.catalog import list_runs, newest_live_run, summarize_run
 from mile_engine.runstore.files import RunBusyError
 from mile_engine.runstore.lock import hold_active
-from mile_engine.runstore.records import read_metrics
 from mile_engine.session import open_run
-from tests.conftest import tiny
+from tests.helpers.processes import only_run, records_of, start_headless, wait_for
+from tests.helpers.settings import tiny
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--set", "batch_size=8", "--set", "val_size=64", "--set", "k_t=3", "--set", "k_s=2",
-        "--set", "log_every=1", "--set", "device=cpu", "--set", "num_workers=0"]
-
-
 # ------------------------------------------------------------------ helpers shared by tests
-def start_headless(root: Path, *extra: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """`python -m mile_tui run --headless` with tiny settings; its output goes to a file
-    (a pipe nobody reads would fill and block a long run), read with `output_of`."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    root.parent.mkdir(parents=True, exist_ok=True)
-    out_path = root.parent / f"out-{time.monotonic_ns()}.txt"
-    with out_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mile_tui", "run", "--headless", *TINY,
-             "--set", f"checkpoint_path={root}", *extra],
-            cwd=cwd or root.parent, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    proc.out_path = out_path  # type: ignore[attr-defined]
-    return proc
-
-
-def output_of(proc: subprocess.Popen[bytes]) -> str:
-    """What a `start_headless` process printed so far."""
-    path: Path = proc.out_path  # type: ignore[attr-defined]
-    return path.read_text(errors="replace")
-
-
-def wait_for(predicate: Callable[[], bool], proc: subprocess.Popen[bytes] | None = None,
-             timeout: float = 180.0) -> None:
-    """Poll `predicate` until it holds; fail if `proc` exits first or time runs out."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc is not None:
-            assert proc.poll() is None, f"process ended ({proc.returncode}): " + (
-                output_of(proc) if hasattr(proc, "out_path") else "")
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def only_run(root: Path) -> Path | None:
-    """The one run folder under root, once it exists."""
-    runs = list(root.iterdir()) if root.is_dir() else []
-    return runs[0] if len(runs) == 1 else None
-
-
-def records_of(run_dir: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl as records (a torn last line skipped)."""
-    return read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
-
-
 class StopAt:
     """A sink that calls `act` once the run reaches `step`."""
 

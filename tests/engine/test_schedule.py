@@ -21,7 +21,7 @@ from mile_engine import events as ev
 from mile_engine.config import Settings
 from mile_engine.data import Batch
 from mile_engine.trainer import Trainer
-from tests.engine.fixed_source import NUM_CLASSES, FixedSource, random_batches
+from tests.helpers.sources import NUM_CLASSES, FixedSource, random_batches
 
 LR = 0.01
 PATIENCE = 2

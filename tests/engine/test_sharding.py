@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from mile_engine.data import build_source
 from mile_engine.data.file_source import EpochSampler
 from mile_engine.data.tiles import GridSource
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 
 @given(size=st.integers(1, 300), world=st.integers(1, 5), seed=st.integers(0, 2**16),

@@ -21,7 +21,7 @@ from mile_engine.runstore.steering import (
     send_request,
 )
 from mile_engine.session import open_run
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 
 def _run_folder(tmp_path: Path, mode: int = 0o755) -> Path:

@@ -11,7 +11,7 @@ import torch
 
 from mile_engine.data import build_source
 from mile_engine.reports.study import StudyResult, make_variants, run_study, write_study
-from tests.conftest import tiny
+from tests.helpers.settings import tiny
 
 METRICS = ("top1", "real_accuracy", "real_f1", "real_precision", "real_recall", "coverage")
 

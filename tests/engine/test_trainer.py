@@ -17,9 +17,12 @@ from mile_engine.control import Control
 from mile_engine.data import Batch
 from mile_engine.metrics import METRIC_NAMES
 from mile_engine.session import open_run, resume_settings
-from mile_engine.trainer import EVAL_BATCH, SWEEP_RHOS, Trainer
-from tests.conftest import tiny
-from tests.engine.test_metrics import as_python, assert_metrics_equal, reference_metrics
+from mile_engine.trainer import SWEEP_RHOS, Trainer
+from tests.helpers.metrics import (
+    assert_metrics_equal,
+    evaluation_reference,
+)
+from tests.helpers.settings import tiny
 
 
 def run(
@@ -46,24 +49,6 @@ def recorded_batches(trainer: Trainer) -> list[Batch]:
 
     trainer.source.train_batch = recording  # type: ignore[method-assign]
     return batches
-
-
-def evaluation_reference(trainer: Trainer, rhos: list[str]) -> dict[str, dict[str, float]]:
-    """The metrics at each threshold, recomputed image by image from the student's logits
-    on the validation set (tests.engine.test_metrics' plain reference, not the engine's)."""
-    student, was_training = trainer.student, trainer.student.training
-    student.eval()
-    logits: list[list[float]] = []
-    labels: list[int] = []
-    real: list[set[int]] = []
-    with torch.no_grad():
-        for batch in trainer.source.val_batches(EVAL_BATCH):
-            assert batch.real is not None
-            rows = as_python(student(batch.images), batch.labels, batch.real)
-            logits, labels, real = logits + rows[0], labels + rows[1], real + rows[2]
-    student.train(was_training)
-    sigmoid = trainer.settings.schema != "softmax"
-    return {rho: reference_metrics(logits, labels, real, float(rho), sigmoid) for rho in rhos}
 
 
 def pseudo_label_reference(trainer: Trainer, batch: Batch) -> tuple[float, float]:

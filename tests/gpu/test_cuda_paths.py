@@ -24,8 +24,8 @@ from mile_engine.data.image_files import JpegFiles, collate_jpeg, val_transform
 from mile_engine.data.imagenet import ImageNetSource
 from mile_engine.data.jpeg import decode_batch
 from mile_engine.session import open_run
-from tests.conftest import tiny
-from tests.data.test_jpeg_decode import picture
+from tests.helpers.images import picture
+from tests.helpers.settings import tiny
 
 DEVICE = os.environ.get("MILE_TEST_DEVICE", "cuda" if torch.cuda.is_available() else "cpu")
 ON_CUDA = DEVICE.startswith("cuda")

@@ -10,7 +10,7 @@ from textual.widgets import DataTable, Static
 from mile_engine.checkpoints import read_records
 from mile_tui.checkpoint_browser import CheckpointBrowser, CheckpointsApp
 from mile_tui.screens.dialogs import ConfirmScreen
-from tests.engine.test_checkpoints import make_run
+from tests.helpers.runs import make_run
 
 
 def _status(app: CheckpointsApp) -> str:

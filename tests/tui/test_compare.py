@@ -39,7 +39,7 @@ from mile_tui.screens.compare import (
     log_ticks,
     step_ticks,
 )
-from tests.tui.conftest import wait_for
+from tests.helpers.pilot import wait_for
 
 SMALL = (80, 24)
 LARGE = (120, 36)

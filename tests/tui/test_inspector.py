@@ -14,14 +14,10 @@ import torch
 from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import Static
-from torch import nn
 
-from mile_engine.checkpoints import RunCheckpointer
-from mile_engine.trainer import Trainer
 from mile_tui.checkpoint_browser import CheckpointsApp
 from mile_tui.inspector import HALF_BLOCK, HalfBlocks, InspectorApp, InspectorScreen, fit
-from tests.conftest import tiny
-from tests.engine.test_inference import TrainedRun, train_tiny
+from tests.helpers.trained import TrainedRun, fixed_checkpoint, train_tiny
 
 SIZE = (110, 36)
 
@@ -29,25 +25,6 @@ SIZE = (110, 36)
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     return train_tiny(tmp_path_factory.mktemp("runs"), lr=0.005)
-
-
-def fixed_checkpoint(folder: Path) -> Path:
-    """A checkpoint whose student and teacher give the same logits for every image:
-    the snapshot does not depend on the floating point of a machine."""
-    folder.mkdir(parents=True)
-    trainer = Trainer(tiny(checkpoint_path=str(folder)), folder)
-    for net, bias in ((trainer.student, {4: 4.0, 1: 0.5}),
-                      (trainer.teacher, {4: 4.0, 1: 1.0, 7: 0.0})):
-        assert isinstance(net.fc, nn.Linear)
-        with torch.no_grad():
-            net.fc.weight.zero_()
-            net.fc.bias.fill_(-8.0)
-            for c, b in bias.items():
-                net.fc.bias[c] = b
-    saver = RunCheckpointer(folder, 3)
-    path = Path(saver.save(trainer, "request").path)
-    saver.close()
-    return path
 
 
 def _text(screen: InspectorScreen, widget: str) -> str:
@@ -155,7 +132,7 @@ async def test_run_screen_i_opens_the_inspector_on_the_live_trainer(
     settings_file: Path,
 ) -> None:
     from mile_tui.app import create_app
-    from tests.tui.conftest import wait_for
+    from tests.helpers.pilot import wait_for
 
     app = create_app(settings_file)
     async with app.run_test(size=SIZE) as pilot:

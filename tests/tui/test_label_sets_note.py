@@ -12,8 +12,8 @@ from mile_engine.data import Batch
 from mile_engine.trainer import Trainer
 from mile_tui.widgets.evaluation import EvalTable
 from mile_tui.widgets.run_view import RunView
-from tests.conftest import tiny
-from tests.engine.fixed_source import FixedSource, random_batches
+from tests.helpers.settings import tiny
+from tests.helpers.sources import FixedSource, random_batches
 
 SINGLE = "single labels (no val_labels_path)"
 

@@ -29,8 +29,8 @@ from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.help import HelpScreen
 from mile_tui.screens.run import RunScreen
 from mile_tui.screens.settings import SettingsScreen
-from tests.engine.test_checkpoints import make_run
-from tests.tui.conftest import wait_for
+from tests.helpers.pilot import wait_for
+from tests.helpers.runs import make_run
 
 SMALL = (80, 24)
 

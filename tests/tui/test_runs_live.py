@@ -7,35 +7,20 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mile_engine import events as ev
-from mile_engine.config import load_settings
-from mile_engine.control import Control
 from mile_tui.app import create_app
 from mile_tui.headless import EXIT_INTERRUPTED
 from mile_tui.screens.run import RunScreen
 from mile_tui.screens.runs import RunsScreen
 from mile_tui.widgets.log import LogPanel
-from tests.tui.conftest import wait_for
+from tests.helpers.pilot import wait_for
 
 REPO = Path(__file__).parents[2]
-
-
-def tiny_checkpoint_run(root: Path, epochs: int = 2, extra: Sequence[str] = ()) -> Path:
-    """Train a tiny run to its end in this process (the working folder's mile.toml, runs
-    under `root`); return its folder."""
-    from mile_engine.session import open_run
-
-    settings = load_settings(Path("mile.toml"), [f"checkpoint_path={root}",
-                                                 f"epoch_num={epochs}", *extra])
-    trainer = open_run(settings, [], Control())
-    ended = trainer.train()
-    assert ended.status == "finished"
-    return Path(trainer.run_dir)
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ pytest tests/tui/test_runs_snapshots.py --snapshot-update
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +15,11 @@ import pytest
 from textual.pilot import Pilot
 
 from mile_tui.app import create_app
-from tests.tui.conftest import wait_for
-from tests.tui.test_runs import every_status, write_run
+from tests.helpers.pilot import wait_for
+from tests.helpers.runs import every_status, write_run
 
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
 LIVE = "20260101-160000-fashion-mnist-mile"
-
-
-@pytest.fixture
-def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Clock times in UTC, whatever the machine's zone."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 @pytest.fixture

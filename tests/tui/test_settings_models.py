@@ -12,7 +12,7 @@ from textual.widgets import Input, Select, Static
 
 from mile_tui.app import MileApp, create_app
 from mile_tui.screens.settings_form import SettingsForm
-from tests.tui.conftest import wait_for
+from tests.helpers.pilot import wait_for
 
 SIZE = (100, 30)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from mile_tui.app import MileApp, create_app
 from mile_tui.checkpoint_browser import CheckpointsApp
 from mile_tui.inspector import InspectorApp
 from mile_tui.widgets.log import LogPanel
-from tests.engine.test_checkpoints import make_run
-from tests.tui.conftest import wait_for
+from tests.helpers.pilot import wait_for
+from tests.helpers.runs import make_run
 
 SMALL = (80, 24)
 LARGE = (120, 36)
@@ -98,16 +97,6 @@ def run_app_with(settings_file: Path, events: list[ev.Event]) -> MileApp:
 
     app.snapshot_feed = feed  # type: ignore[attr-defined]
     return app
-
-
-@pytest.fixture
-def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Clock times in UTC, whatever the machine's zone."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def fixed_runs(root: Path) -> Path:
@@ -194,7 +183,7 @@ def test_checkpoint_browser(snap_compare: Any, settings_file: Path, utc: None,
 # ---------------------------------------------------------------------------- inspector
 @SIZES
 def test_inspector(snap_compare: Any, settings_file: Path, size: tuple[int, int]) -> None:
-    from tests.tui.test_inspector import fixed_checkpoint
+    from tests.helpers.trained import fixed_checkpoint
 
     checkpoint = fixed_checkpoint(Path("run"))  # relative: no temporary path on screen
 

@@ -4,56 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.tui.conftest import SETTINGS_TEXT
+from tests.helpers.processes import MILE_TUI, Terminal
+from tests.helpers.settings import SETTINGS_TEXT
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)"
 )
-
-MILE_TUI = Path(sys.executable).with_name("mile-tui")
-
-
-class Terminal:
-    """A detached tmux session on a private server: type keys, read the screen."""
-
-    def __init__(self, socket: str, session: str) -> None:
-        self.socket, self.session = socket, session
-
-    def tmux(self, *args: str) -> str:
-        result = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True,
-                                text=True, check=False)
-        return result.stdout
-
-    def keys(self, *keys: str) -> None:
-        """Send keys by tmux name (F5, C-q, Enter) or as literal text."""
-        self.tmux("send-keys", "-t", self.session, *keys)
-
-    def screen(self) -> str:
-        """The visible pane as text."""
-        return self.tmux("capture-pane", "-p", "-t", self.session)
-
-    def alive(self) -> bool:
-        return self.session in self.tmux("list-sessions", "-F", "#{session_name}")
-
-    def wait_for(self, check: Callable[[str], bool], timeout: float = 60.0) -> str:
-        """Poll the screen until `check` holds; fail with the last screen otherwise."""
-        deadline = time.monotonic() + timeout
-        text = ""
-        while time.monotonic() < deadline:
-            text = self.screen()
-            if check(text):
-                return text
-            time.sleep(0.25)
-        raise AssertionError(f"screen never matched; last screen:\n{text}")
-
 
 @pytest.fixture
 def terminal(tmp_path: Path) -> Iterator[Terminal]:

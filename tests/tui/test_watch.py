@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from mile_tui.cli import app
 from mile_tui.headless import EXIT_INTERRUPTED, EXIT_USAGE
-from tests.tui.conftest import SETTINGS_TEXT
-from tests.tui.test_runs import write_run
-from tests.tui.test_tmux import MILE_TUI, Terminal
+from tests.helpers.processes import MILE_TUI, Terminal
+from tests.helpers.runs import write_run
+from tests.helpers.settings import SETTINGS_TEXT
 
 REPO = Path(__file__).parents[2]
 
