@@ -25,6 +25,11 @@ ALIASES = {"resnet18-10": "resnet18"}
 GRID_SIDE = {"digits": 24, "mnist": 84, "fashion-mnist": 84}
 # ImageNet's evaluation crop, the side of image files when nothing else decides.
 DEFAULT_CROP = 224
+# ImageNet's channel statistics, which torchvision's pretrained weights expect.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+# Validation images are resized to 256/224 of the crop side, then centre-cropped.
+VAL_RESIZE = 256 / 224
 # The smallest input side each family takes (measured: one image, eval mode); below it a
 # pooling or convolution has nothing left to work on. Families absent take any side.
 MIN_SIDE = {

@@ -25,6 +25,8 @@ from torch import nn
 from mile_engine.config import Settings, SettingsError, shown_path
 from mile_engine.model_inputs import (
     DEFAULT_CROP,
+    MEAN,
+    STD,
     cache_file,
     check_input_side,
     is_enum_name,
@@ -36,8 +38,6 @@ from mile_engine.oserrors import NotRegularFileError, open_regular
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # ImageNet's evaluation recipe: resize the short side to 256, centre-crop 224.
 DEFAULT_RESIZE = 256
 # Auxiliary classifiers (GoogLeNet, Inception v3) are off: MILe trains one head. A
@@ -368,7 +368,7 @@ def input_spec(settings: Settings) -> InputSpec:
         SettingsError: `weights` names an unknown enum member.
     """
     crop, resize = DEFAULT_CROP, DEFAULT_RESIZE
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    mean, std = MEAN, STD
     if settings.weights and is_enum_name(settings.weights):
         preset = resolve_enum(settings.weights, settings.model).transforms()
         crop, resize = int(preset.crop_size[0]), int(preset.resize_size[0])

@@ -39,6 +39,7 @@ from mile_engine.data.image_files import (
 )
 from mile_engine.data.jpeg import decode_batch
 from mile_engine.data.real_labels import multi_hot
+from mile_engine.model_inputs import MEAN, STD, VAL_RESIZE
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,6 @@ Warn = Callable[[str], None]
 """Receives one line for the user's log (a skipped file, a note about the data)."""
 
 DEFAULT_SIZE = 224
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-# Validation images are resized to 256/224 of the crop side, then centre-cropped.
-VAL_RESIZE = 256 / 224
 
 
 class InputSpecLike(Protocol):

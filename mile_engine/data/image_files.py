@@ -45,7 +45,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
 from mile_engine.config import Crop
-from mile_engine.data.jpeg import VAL_RESIZE, Box, random_resized_box, whole_box
+from mile_engine.data.jpeg import Box, random_resized_box, whole_box
+from mile_engine.model_inputs import VAL_RESIZE
 
 # A training sample that cannot be decoded is replaced by the next decodable file; this
 # many failures in a row mean the data set itself is broken.

@@ -23,8 +23,6 @@ import torch
 from mile_engine.config import Crop, Decode, Settings, SettingsError
 from mile_engine.data.file_source import (
     DEFAULT_SIZE,
-    MEAN,
-    STD,
     EpochSampler,
     FileSource,
     ImageNetInput,
@@ -55,7 +53,7 @@ from mile_engine.data.real_labels import (
 )
 
 __all__ = [
-    "DEFAULT_SIZE", "IMAGE_EXTENSIONS", "LABEL_FILES", "MEAN", "NUM_CLASSES", "STD",
+    "DEFAULT_SIZE", "IMAGE_EXTENSIONS", "LABEL_FILES", "NUM_CLASSES",
     "EpochSampler", "ImageNetSource", "TrainIndex", "ValIndex", "find_label_file",
     "is_image_name", "load_real", "multi_hot", "read_loc_solution", "read_val_labels",
     "real_table", "resolve_decode", "scan_train", "scan_val", "validate_real",

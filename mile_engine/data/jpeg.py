@@ -31,13 +31,13 @@ from PIL import Image
 # a library's DeprecationWarning by default; the test configuration mutes this one.)
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from mile_engine.model_inputs import VAL_RESIZE
+
 # RandomResizedCrop's usual ranges (Szegedy et al., "Going deeper with convolutions"):
 # 8% to 100% of the area, aspect ratio 3/4 to 4/3, ten tries before a centre crop.
 CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 CROP_TRIES = 10
-# Validation: the shorter side resized to 256/224 of the crop side, then a centre crop.
-VAL_RESIZE = 256 / 224
 
 Box = tuple[int, int, int, int]
 """A crop in source pixels: (top, left, height, width)."""
