@@ -161,3 +161,29 @@ def test_readme_links_and_pictures_resolve() -> None:
     assert "docs/images/console-run.svg" in local
     missing = [t for t in local if not (ROOT / t).is_file()]
     assert missing == []
+
+
+def test_the_settings_errors_shown_are_the_errors_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each `$ mile-tui ...` example of docs/settings.md's "Errors" block prints the line
+    shown under it (a line ending in "..." is a prefix)."""
+    text = (DOCS / "settings.md").read_text(encoding="utf-8")
+    block = text.split("## Errors", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    lines = block.strip().splitlines()
+    examples = [(lines[i], lines[i + 1]) for i in range(len(lines) - 1)
+                if lines[i].startswith("$ mile-tui ")]
+    assert len(examples) >= 3
+    monkeypatch.chdir(tmp_path)  # no mile.toml: the defaults, as the examples assume
+    # Should an example be accepted, no run starts: no run folder can be made there.
+    (tmp_path / "a-file").write_text("")
+    nowhere = ["--set", f"checkpoint_path={tmp_path / 'a-file' / 'runs'}"]
+    for command, shown in examples:
+        args = command.removeprefix("$ mile-tui ").split()
+        result = CliRunner().invoke(app, [*args, *nowhere])
+        assert result.exit_code == 2, (command, result.output)
+        printed = result.output.strip().splitlines()[0]
+        if shown.endswith("..."):
+            assert printed.startswith(shown[:-3]), (command, printed)
+        else:
+            assert printed == shown, (command, printed)
