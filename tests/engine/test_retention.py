@@ -17,14 +17,25 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from typer.testing import CliRunner
 
-from mile_engine import checkpoints as ck
+from mile_engine.checkpoints import RunCheckpointer
 from mile_engine.config import Settings
 from mile_engine.runstore import files as ckf
+from mile_engine.runstore.files import CheckpointError, CheckpointWriteError
+from mile_engine.runstore.layout import MANIFEST_FILE, SUFFIX, TMP_PREFIX
+from mile_engine.runstore.manifest import (
+    Record,
+    best_record,
+    delete_checkpoint,
+    protected,
+    prune_run,
+    read_records,
+    retained,
+)
 from mile_tui.cli import app
 from tests.helpers.settings import tiny
 
@@ -123,7 +134,7 @@ class RetentionMachine(RuleBasedStateMachine):
         super().__init__()
         self.run_dir = Path(tempfile.mkdtemp(prefix="retention-"))
         self.keep_last = 3
-        self.saver = ck.RunCheckpointer(self.run_dir, self.keep_last)
+        self.saver = RunCheckpointer(self.run_dir, self.keep_last)
         self.trainer = StandInTrainer()
         self.model: list[Save] = []
         self.seq = 0
@@ -154,7 +165,7 @@ class RetentionMachine(RuleBasedStateMachine):
 
         ckf._write_payload = half_then_fail
         try:
-            with pytest.raises(ck.CheckpointWriteError):
+            with pytest.raises(CheckpointWriteError):
                 self.saver.save(self.trainer, "request")  # type: ignore[arg-type]
         finally:
             ckf._write_payload = original
@@ -165,14 +176,14 @@ class RetentionMachine(RuleBasedStateMachine):
         maybe from an older save (its next saves may then reuse a file's step)."""
         self.saver.close()
         self.keep_last = keep
-        self.saver = ck.RunCheckpointer(self.run_dir, keep)
+        self.saver = RunCheckpointer(self.run_dir, keep)
         if rewind and self.model:
-            oldest = ck.read_records(self.run_dir)[0]
+            oldest = read_records(self.run_dir)[0]
             self.trainer.rewind(oldest.global_step)
 
     @rule(keep=KEEP)
     def prune(self, keep: int) -> None:
-        removed = ck.prune_run(self.run_dir, keep_last=keep)
+        removed = prune_run(self.run_dir, keep_last=keep)
         survivors = must_keep(self.model, keep)
         assert [r.file for r in removed] == [s.file for s in self.model if s not in survivors]
         self.model = survivors
@@ -182,22 +193,22 @@ class RetentionMachine(RuleBasedStateMachine):
     def delete(self, data: st.DataObject) -> None:
         target = data.draw(st.sampled_from(self.model))
         if target in (self.model[-1], best_of(self.model)):
-            with pytest.raises(ck.CheckpointError):
-                ck.delete_checkpoint(self.run_dir, target.file)
+            with pytest.raises(CheckpointError):
+                delete_checkpoint(self.run_dir, target.file)
         else:
-            ck.delete_checkpoint(self.run_dir, target.file)
+            delete_checkpoint(self.run_dir, target.file)
             self.model = [s for s in self.model if s != target]
 
     @invariant()
     def disk_equals_manifest_equals_model(self) -> None:
-        manifest = json.loads((self.run_dir / ck.MANIFEST_FILE).read_text()) \
+        manifest = json.loads((self.run_dir / MANIFEST_FILE).read_text()) \
             if self.model else {"checkpoints": []}
         listed = [(r["seq"], r["file"]) for r in manifest["checkpoints"]]
         assert listed == [(s.seq, s.file) for s in self.model]
-        on_disk = sorted(p.name for p in self.run_dir.iterdir() if p.suffix == ck.SUFFIX)
+        on_disk = sorted(p.name for p in self.run_dir.iterdir() if p.suffix == SUFFIX)
         assert on_disk == sorted(s.file for s in self.model)
-        assert not list(self.run_dir.glob(f"{ck.TMP_PREFIX}*"))
-        scores = [r.real_f1 for r in ck.read_records(self.run_dir)]
+        assert not list(self.run_dir.glob(f"{TMP_PREFIX}*"))
+        scores = [r.real_f1 for r in read_records(self.run_dir)]
         assert scores == [s.f1 for s in self.model]
 
 
@@ -242,7 +253,7 @@ def saves_of(records: list[dict[str, Any]]) -> list[Save]:
 def test_the_issue_reproduction_keeps_all_three_saves(tmp_path: Path) -> None:
     run_dir, records = headless(tmp_path, "--set", "epoch_num=3",
                                 "--set", "max_checkpoint_num=3")
-    files = sorted(p.name for p in run_dir.glob(f"*{ck.SUFFIX}"))
+    files = sorted(p.name for p in run_dir.glob(f"*{SUFFIX}"))
     assert files == ["step-00000004-generation.pt", "step-00000008-generation.pt",
                      "step-00000012-generation.pt"]
     assert [s.file for s in saves_of(records)] == files
@@ -255,5 +266,64 @@ def test_a_default_run_keeps_its_three_newest_saves_and_the_best(tmp_path: Path)
     saves = saves_of(records)
     assert len(saves) == 5
     expected = must_keep(saves, 3)
-    assert sorted(p.name for p in run_dir.glob(f"*{ck.SUFFIX}")) == [s.file for s in expected]
-    assert [r.file for r in ck.read_records(run_dir)] == [s.file for s in expected]
+    assert sorted(p.name for p in run_dir.glob(f"*{SUFFIX}")) == [s.file for s in expected]
+    assert [r.file for r in read_records(run_dir)] == [s.file for s in expected]
+
+
+# ---------------------------------------------------------------------------- records in any order
+# Retention's pure rules on records in any order, against a brute-force model.
+#
+# `read_records` lists the manifest's saves and then adopts orphan files in file-name
+# order, so the list handed to `protected`, `retained` and `best_record` is not always
+# in save order; the newest is the highest `seq`, never merely the last in the list.
+def record(seq: int, f1: float | None) -> Record:
+    """A save numbered `seq` scoring `f1` (None: saved between evaluations)."""
+    return Record(
+        file=f"save-{seq:03d}.pt", seq=seq, generation=seq, phase="evaluated", step=0,
+        global_step=10 * seq, reason="generation",
+        metrics=None if f1 is None else {"real_f1": f1}, size=1, sha256="0" * 64,
+        time=float(seq),
+    )
+
+
+@st.composite
+def shuffled_histories(draw: st.DrawFn) -> list[Record]:
+    """1..12 saves with scores from a small set (ties happen), in a random order."""
+    n = draw(st.integers(1, 12))
+    scores = draw(st.lists(st.sampled_from([None, 0.1, 0.2, 0.3]), min_size=n, max_size=n))
+    saves = [record(seq + 1, f1) for seq, f1 in enumerate(scores)]
+    return draw(st.permutations(saves))
+
+
+def score(r: Record) -> tuple[float, int]:
+    """(F1, seq) of a scored save: the order "best" means, newer winning ties."""
+    assert r.real_f1 is not None
+    return r.real_f1, r.seq
+
+
+def model_best(records: list[Record]) -> str | None:
+    """The highest F1, the newest on a tie: brute force over every pair."""
+    scored = [r for r in records if r.real_f1 is not None]
+    for r in scored:
+        if all(score(r) >= score(o) for o in scored):
+            return r.file
+    return None
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(records=shuffled_histories(), keep_last=st.integers(0, 5), keep_best=st.integers(1, 3))
+def test_rules_follow_seq_not_list_order(
+    records: list[Record], keep_last: int, keep_best: int
+) -> None:
+    newest = max(r.seq for r in records)
+    best = model_best(records)
+    got_best = best_record(records)
+    assert (got_best.file if got_best else None) == best
+
+    must = {f"save-{newest:03d}.pt"} | ({best} if best else set())
+    assert protected(records) == must
+
+    by_age = sorted(records, key=lambda r: r.seq, reverse=True)
+    scored = sorted((r for r in records if r.real_f1 is not None), key=score, reverse=True)
+    expected = {r.file for r in by_age[:keep_last]} | {r.file for r in scored[:keep_best]}
+    assert retained(records, keep_last, keep_best) == expected
