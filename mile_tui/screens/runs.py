@@ -22,7 +22,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from mile_engine.runstore.catalog import RunSummary, list_runs
-from mile_tui.marks import file_size, plural
+from mile_tui.marks import cut_name, file_size, plural, shared_date
 from mile_tui.widgets.columns import CELL_PADDING, Column, visible_columns
 
 # Seconds between two readings of the folders while the screen is shown.
@@ -50,6 +50,7 @@ SORTABLE = tuple(c.key for c in RUN_COLUMNS if c.key not in ("mark",))
 STATUS_STYLE = {
     "running here": "bold green",
     "elsewhere": "bold cyan",
+    "paused": "bold yellow",
     "finished": "green",
     "stopped": "yellow",
     "failed": "bold red",
@@ -59,9 +60,12 @@ STATUS_STYLE = {
 
 def status_text(run: RunSummary) -> str:
     """The status as the table shows it: "running here" for this console's own run,
-    "elsewhere" for one another process trains (the holder column says who)."""
+    "elsewhere" for one another process trains (the holder column says who), "paused"
+    for either while paused."""
     if run.status != "running":
         return run.status
+    if run.paused:
+        return "paused"
     if run.holder is not None and run.holder.is_this_process():
         return "running here"
     return "elsewhere"
@@ -72,6 +76,8 @@ def status_sentence(run: RunSummary) -> str:
     text = status_text(run)
     if text == "elsewhere":
         return f"running elsewhere: {run.holder}" if run.holder else "running elsewhere"
+    if text == "paused" and run.holder is not None:
+        return f"paused: {run.holder}"
     return text
 
 
@@ -111,17 +117,6 @@ def matches(run: RunSummary, query: str) -> bool:
     haystack = " ".join((run.name, run.schema, run.dataset, run.model,
                          status_sentence(run), str(run.path))).lower()
     return all(word in haystack for word in query.lower().split())
-
-
-def middle_cut(text: str, width: int) -> str:
-    """`text` in at most `width` cells, cut in the middle (run names differ at both
-    ends: the date at the start, the dataset and schema at the end)."""
-    if len(text) <= width:
-        return text
-    if width <= 1:
-        return text[:width]
-    head = (width - 1) // 2
-    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
 def layout(widths: dict[str, int], available: int) -> list[Column]:
@@ -188,15 +183,17 @@ class RunsScreen(Screen[None]):
         Binding("space", "mark", "Mark", tooltip="mark the run for a comparison"),
         Binding("c", "compare", "Compare",
                 tooltip="overlay the marked runs' metrics and settings"),
-        Binding("slash", "filter", "Filter", priority=True,
+        # Out of the footer: the field above the table says "/ filter".
+        Binding("slash", "filter", "Filter", priority=True, show=False,
                 tooltip="narrow the list by words"),
-        Binding("o", "sort", "Sort", tooltip="sort by the next column (a click on a "
-                "column's title sorts by it)"),
+        # Out of the footer (room for F2): the title says "o sorts".
+        Binding("o", "sort", "Sort", show=False, tooltip="sort by the next column (a click "
+                "on a column's title sorts by it)"),
         Binding("O", "reverse", "Reverse", show=False, tooltip="reverse the order"),
         Binding("ctrl+r", "refresh", "Refresh", show=False,
                 tooltip="read the run folders again (done every few seconds anyway)"),
-        Binding("f2", "app.show_settings", "Settings", show=False,
-                tooltip="the settings screen, to start a new run"),
+        Binding("f2", "app.show_settings", "New run",
+                tooltip="the settings screen, to start a new run (F5 there starts it)"),
         Binding("f3", "app.show_run", "Run", show=False, tooltip="the run screen"),
     ]
 
@@ -218,6 +215,8 @@ class RunsScreen(Screen[None]):
         self.loaded = False
         """True once the folders have been read at least once."""
         self.reads = 0
+        self.day = ""
+        """The date every listed run's name starts with, when the table leaves it out."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -283,16 +282,22 @@ class RunsScreen(Screen[None]):
         rows = [cells(r) for r in shown]
         for run, row in zip(shown, rows, strict=True):
             row["mark"] = MARK if run.path in self.marked else ""
-        # The sorted column's title carries an arrow: two cells more.
-        widths = {c.key: max([len(c.label) + (2 if c.key == self.sort.column else 0)]
-                             + [len(row[c.key]) for row in rows])
-                  for c in RUN_COLUMNS}
-        widths["mark"] = 1
+        labels = {c.key: c.label for c in RUN_COLUMNS}
         available = (table.scrollable_content_region.width or self.size.width) - 1
-        columns = layout(widths, available)
+        widths, columns = self._layout(rows, labels, available)
+        # Names cut short: one day's runs differ by their time, so the date they all
+        # share goes to the column's title, and the rest is cut only if it must.
+        day = shared_date([r.name for r in shown])
+        self.day = ""
+        if day and widths["name"] < max(len(row["name"]) for row in rows):
+            self.day = day
+            for row in rows:
+                row["name"] = row["name"][len(day):]
+            labels["name"] = f"run of {day[:4]}-{day[4:6]}-{day[6:8]}"
+            widths, columns = self._layout(rows, labels, available)
         table.clear(columns=True)
         for column in columns:
-            label = column.label
+            label = labels[column.key]
             if column.key == self.sort.column:
                 label += " ↓" if self.sort.descending else " ↑"
             table.add_column(label, width=widths[column.key], key=column.key)
@@ -305,11 +310,21 @@ class RunsScreen(Screen[None]):
         self._title()
         self._detail()
 
+    def _layout(self, rows: list[dict[str, str]], labels: dict[str, str],
+                available: int) -> tuple[dict[str, int], list[Column]]:
+        """Every column's width (the sorted one's title has an arrow: two cells more),
+        and the columns that fit in `available` cells."""
+        widths = {c.key: max([len(labels[c.key]) + (2 if c.key == self.sort.column else 0)]
+                             + [len(row[c.key]) for row in rows])
+                  for c in RUN_COLUMNS}
+        widths["mark"] = 1
+        return widths, layout(widths, available)
+
     def _cell(self, run: RunSummary, row: dict[str, str], key: str,
               widths: dict[str, int]) -> Text:
         text = row[key]
         if key == "name":
-            return Text(middle_cut(text, widths["name"]), "bold" if
+            return Text(cut_name(text, widths["name"]), "bold" if
                         run.status == "running" else "")
         if key == "status":
             return Text(text, STATUS_STYLE.get(text, ""))
@@ -327,7 +342,7 @@ class RunsScreen(Screen[None]):
             count = (f"{len(self.shown)} of {len(self.runs)}"
                      if len(self.shown) != len(self.runs) else plural(len(self.runs), "run"))
             marked = f" · {len(self.marked)} marked" if self.marked else ""
-            text = f"{count} · sorted by {self.sort.describe()}{marked}"
+            text = f"{count} · sorted by {self.sort.describe()} (o: next){marked}"
         self.query_one("#runs-title", Static).update(text)
 
     def _detail(self) -> None:

@@ -30,8 +30,9 @@ from mile_engine.runstore.catalog import LockHolder, RunSummary
 from mile_engine.runstore.layout import METRICS_FILE
 from mile_engine.runstore.records import event_record
 from mile_tui.app import MileApp, create_app
+from mile_tui.marks import cut_name
 from mile_tui.screens.run import RunScreen
-from mile_tui.screens.runs import SORTABLE, RunsScreen, matches, middle_cut
+from mile_tui.screens.runs import SORTABLE, RunsScreen, matches
 from mile_tui.screens.settings import SettingsScreen
 from mile_tui.sources import fold_history, train_in_thread
 from mile_tui.widgets.checkpoints import CheckpointPanel
@@ -86,11 +87,16 @@ def holder_factory() -> Iterator[list[LockHolderProcess]]:
 
 
 def table_rows(screen: RunsScreen) -> list[dict[str, str]]:
-    """The table as text: one dict per row, by column key."""
+    """The table as text: one dict per row, by column key (the name with the date the
+    table leaves out when every run shares it)."""
     table = screen.query_one(DataTable)
     keys = [str(c.key.value) for c in table.ordered_columns]
-    return [{k: str(cell) for k, cell in zip(keys, table.get_row_at(i), strict=True)}
+    rows = [{k: str(cell) for k, cell in zip(keys, table.get_row_at(i), strict=True)}
             for i in range(table.row_count)]
+    for row in rows:
+        if "name" in row:
+            row["name"] = screen.day + row["name"]
+    return rows
 
 
 # ---------------------------------------------------------------------------- the list
@@ -200,16 +206,21 @@ async def test_columns_fit_the_width_and_use_it(settings_file: Path,
             assert all("…" not in r["name"] for r in table_rows(screen))
 
 
-@given(st.text(min_size=0, max_size=60), st.integers(min_value=1, max_value=40))
-def test_middle_cut_keeps_both_ends(text: str, width: int) -> None:
-    cut = middle_cut(text, width)
+@given(st.one_of(st.text(min_size=0, max_size=60),
+                 st.from_regex(r"\A\d{8}-\d{6}-[a-z-]{1,30}\Z")),
+       st.integers(min_value=1, max_value=40))
+def test_cut_name_keeps_its_start_stamp_and_end(text: str, width: int) -> None:
+    cut = cut_name(text, width)
     assert len(cut) <= width
     if len(text) <= width:
         assert cut == text
     elif width > 1:
         head, _, tail = cut.partition("…")
-        assert text.startswith(head) and text.endswith(tail)
-        assert len(head) + len(tail) == width - 1 and abs(len(head) - len(tail)) <= 1
+        assert text.endswith(tail) and len(head) + len(tail) == width - 1
+        # What is kept of the start is the time stamp (with or without its date).
+        assert head == "" or text.startswith(head) or text[9:].startswith(head)
+        if re.match(r"\d{8}-\d{6}-", text) and width >= 12:
+            assert text[9:16] in cut  # the time tells one day's runs apart
 
 
 def value(run: RunSummary, column: str) -> Any:
