@@ -22,9 +22,8 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from mile_engine import events as ev
 from mile_engine.config import FIELDS, Settings, SettingsError
-from mile_engine.runstore.catalog import RunSummary, is_run_folder, list_runs, summarize_run
+from mile_engine.runstore.catalog import RunSummary, is_run_folder, summarize_run
 from mile_engine.runstore.steering import Request, SteeringError
 from mile_tui.preferences import (
     Preferences,
@@ -33,15 +32,21 @@ from mile_tui.preferences import (
     remember_theme,
     save_preferences,
 )
+from mile_tui.resume import Resumer
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.help import HELP_BINDING, open_help
-from mile_tui.screens.more_generations import MoreGenerationsScreen, generations_done
 from mile_tui.screens.run import RunScreen, resume_hint
 from mile_tui.screens.runs import RunsScreen
 from mile_tui.screens.settings import SettingsScreen
 from mile_tui.screens.settings_form import SettingsForm
-from mile_tui.sources import EventBuffer, EventsReady, FollowedRun, LocalRun, RunSource
-from mile_tui.widgets import run_view as rv
+from mile_tui.sources import (
+    EventBuffer,
+    EventsReady,
+    FollowedRun,
+    LocalRun,
+    RunSource,
+    fold_history,
+)
 from mile_tui.widgets.run_view import RunView
 
 # Seconds between two redraws of the run screen, at least: training panels need no
@@ -94,7 +99,8 @@ class MileApp(App[None]):
         # The screen calls back after a save: it never needs to know the app's class.
         self.settings_screen = SettingsScreen(self.form, self.remember_settings_file)
         self.run_screen = RunScreen()
-        self.runs_screen = RunsScreen(self.run_roots, self.open_run, self.resume_run)
+        self.resumer = Resumer(self, lambda: self.running, self._resume_now)
+        self.runs_screen = RunsScreen(self.run_roots, self.open_run, self.resumer.resume)
         self._history_token = 0  # the newest history read asked for; older ones are dropped
         self.drains = 0
         self._last_drain = 0.0
@@ -197,7 +203,7 @@ class MileApp(App[None]):
             run_dir = str(self.runs_screen.highlighted)
         self.push_screen(ConsoleCheckpointBrowser(
             Path(values["checkpoint_path"]), Path(run_dir) if run_dir else None,
-            keep_last=values["max_checkpoint_num"], on_resume=self._resume_from_browser,
+            keep_last=values["max_checkpoint_num"], on_resume=self.resumer.from_browser,
         ))
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
@@ -275,91 +281,27 @@ class MileApp(App[None]):
     def action_resume_latest(self) -> None:
         """Continue the newest run under `checkpoint_path` from its newest good save
         (refused, in one line, when another process trains it)."""
-        if self.running:
-            self.notify("A run is already in progress.", severity="warning")
-            return
-        runs = list_runs(self.run_roots()[:1])
-        if not runs:
-            self.notify(f"No run under {self.run_roots()[0]} to resume.", severity="warning")
-            return
-        self.resume_run(runs[0])
+        self.resumer.latest(self.run_roots()[0])
 
     def action_resume_selected(self) -> None:
         """Continue a run from the save highlighted in the checkpoint panel; on the Runs
         screen, the highlighted run from its newest good save."""
         if self.screen is self.runs_screen and self.runs_screen.selected is not None:
-            self.resume_run(self.runs_screen.selected)
+            self.resumer.resume(self.runs_screen.selected)
             return
         path = self.run_screen.selected_checkpoint if self.run_screen.is_mounted else None
         if path is None:
             run_dir = self.run_screen.view.run_dir
             if not self.running and run_dir and Path(run_dir).is_dir():
-                self.resume_run(summarize_run(Path(run_dir)))
+                self.resumer.resume(summarize_run(Path(run_dir)))
                 return
             self.notify("Open a run first (F6, the Runs screen), or select a save in the "
                         "checkpoint panel.", severity="warning")
             return
-        self.resume_run(summarize_run(Path(path).parent), Path(path))
-
-    def resume_problem(self, run: RunSummary) -> str | None:
-        """Why `run` cannot be resumed from this console now (one line), or None."""
-        if self.running:
-            return "A run is already in progress in this console: stop it first."
-        if run.status == "running":
-            return (f"{run.name} is training elsewhere ({run.holder or 'unknown holder'}): "
-                    "open it to watch or steer it; resume it once it has stopped.")
-        return None
-
-    def resume_run(self, run: RunSummary, checkpoint: Path | None = None) -> None:
-        """Continue `run` in its own folder, from `checkpoint` or else its newest save
-        that verifies, its whole history on screen first; a busy run is refused in one
-        line that names who holds it. A finished run resumed from a save that has
-        every generation done asks first how many generations to train to."""
-        now = self._resumable(run)
-        if now is None:
-            return
-        done = self._nothing_left(now, checkpoint)
-        if done is None:
-            self._resume_now(now, checkpoint)
-            return
-
-        def answered(total: int | None) -> None:
-            if total is None:
-                return  # cancelled: nothing happens
-            again = self._resumable(now)  # the folder may have changed while asking
-            if again is not None:
-                self._resume_now(again, checkpoint, [f"epoch_num={total}"])
-
-        self.push_screen(MoreGenerationsScreen(now.name, done, now.generations), answered)
-
-    def _resumable(self, run: RunSummary) -> RunSummary | None:
-        """`run` as its folder says now, or None after saying in one line why it
-        cannot be resumed."""
-        try:
-            run = summarize_run(run.path)  # its status now, not when it was listed
-        except (OSError, ValueError) as exc:
-            self.notify(str(exc), title="Cannot resume", severity="error")
-            return None
-        problem = self.resume_problem(run)
-        if problem:
-            self.notify(problem, title="Cannot resume", severity="error", timeout=8)
-            return None
-        return run
-
-    @staticmethod
-    def _nothing_left(run: RunSummary, checkpoint: Path | None) -> int | None:
-        """The generations done when resuming `run` from `checkpoint` (None: its newest
-        save) would train nothing: the run finished and the save has every generation
-        of its `epoch_num` done. None when the resume has work left (or it is unknown)."""
-        if run.status != "finished":
-            return None
-        done = run.generation if checkpoint is None else generations_done(run.path, checkpoint)
-        if done is None or done < run.generations:
-            return None  # an earlier save of a finished run trains its last generations again
-        return done
+        self.resumer.resume(summarize_run(Path(path).parent), Path(path))
 
     def _resume_now(self, run: RunSummary, checkpoint: Path | None,
-                    overrides: Sequence[str] = ()) -> None:
+                    overrides: Sequence[str]) -> None:
         """Launch the resume of `run` (checked already), `overrides` applied on top of
         its saved settings by the engine, as `--resume RUN --set key=value` does."""
         from mile_tui.checkpoint_browser import CheckpointBrowser
@@ -374,20 +316,6 @@ class MileApp(App[None]):
             settings = Settings(checkpoint_path=str(run.path.parent))
         target = checkpoint if checkpoint is not None else run.path
         self._launch(settings, resume=str(target), history=run.path, overrides=overrides)
-
-    def _resume_from_browser(self, run_dir: Path, checkpoint: Path | None) -> str | None:
-        """The checkpoint browser's resume key: a refusal to show there, or None once
-        the run is going (the browser is closed first) or its question is asked (the
-        browser stays beneath it, for a cancel)."""
-        try:
-            run = summarize_run(run_dir)
-        except (OSError, ValueError) as exc:
-            return str(exc)
-        problem = self.resume_problem(run)
-        if problem:
-            return problem
-        self.resume_run(run, checkpoint)
-        return None
 
     def _start(self, resume: str | None) -> None:
         """Launch a new run (`resume` None) or continue one, unless a run is going."""
@@ -417,12 +345,9 @@ class MileApp(App[None]):
         `overrides`: `key=value` changes to a resumed run's saved settings."""
         self._stop_following()
         self._history_token += 1  # a history still being read belongs to another run
-        # Every panel is cleared at once: nothing of the previous run stays on screen.
-        self.run_screen.view.reset(status="starting")
-        self.run_screen.source = ""
-        if self.form.dirty and resume is None:
-            self.run_screen.view.note("warning", "the run uses unsaved settings")
-        self.run_screen.redraw(rv.ALL_PANELS)
+        unsaved = self.form.dirty and resume is None
+        self.run_screen.begin("starting", warning="the run uses unsaved settings" if unsaved
+                              else None)
         self.action_show_run()
         before = None if history is None else (lambda: self._replay_before_resume(history))
         local = LocalRun(self.buffer)
@@ -434,18 +359,13 @@ class MileApp(App[None]):
         """In the trainer thread, before the run is opened: fold the run's history and
         show it, so the resumed run's panels hold every earlier evaluation and loss."""
         try:
-            folded = FollowedRun(run_dir).history()
+            folded = fold_history(run_dir)
         except Exception as exc:  # the run can go on without its history on screen
             self.call_from_thread(self.run_screen.note, "warning",
                                   f"cannot read the history of {run_dir}: {exc}")
             return
         folded.status = "starting"
-        self.call_from_thread(self._show_folded, folded)
-
-    def _show_folded(self, folded: RunView) -> None:
-        """Put a folded history on the run screen, in place of what was there."""
-        self.run_screen.view.take_over(folded)
-        self.run_screen.redraw(rv.ALL_PANELS)
+        self.call_from_thread(self.run_screen.show_history, folded)
 
     # ------------------------------------------------------------------ open / follow
     def open_run(self, run: RunSummary) -> None:
@@ -465,11 +385,7 @@ class MileApp(App[None]):
         self._stop_following()
         self._history_token += 1
         token = self._history_token
-        view = self.run_screen.view
-        view.reset(status="reading")
-        view.run_dir = str(run.path)
-        self.run_screen.source = ""
-        self.run_screen.redraw(rv.ALL_PANELS)
+        self.run_screen.begin("reading", run_dir=str(run.path))
         self.action_show_run()
         self.run_worker(lambda: self._read_history(run, token), thread=True,
                         group="history", exit_on_error=False)
@@ -498,13 +414,11 @@ class MileApp(App[None]):
         if not live:
             # The folder knows best how it ended (a killed run wrote no end record).
             folded.status = run.status
-        self.run_screen.view.take_over(folded)
-        self.run_screen.view.run_dir = str(run.path)
+        watching = (f"watching {run.holder}" if run.holder else "watching") if live else ""
+        self.run_screen.show_history(folded, str(run.path), watching)
         if live:
-            self.run_screen.source = f"watching {run.holder}" if run.holder else "watching"
             self.source = source
             self._follow_timer = self.set_interval(DRAIN_INTERVAL, self._drain)
-        self.run_screen.redraw(rv.ALL_PANELS)
         self._refresh_controls()
 
     def _stop_following(self) -> None:
@@ -610,7 +524,7 @@ class MileApp(App[None]):
         events = source.poll()
         if events:
             self.drains += 1
-            self._apply_live(events)
+            self.run_screen.show_live(events)
         if self._follow_timer is not None and not source.live:
             if source.status == "interrupted":
                 self.run_screen.set_status("interrupted")
@@ -619,35 +533,6 @@ class MileApp(App[None]):
             self._stop_following()
         elif source.status != self._shown_status:
             self._refresh_controls()
-
-    def _apply_live(self, events: list[ev.Event]) -> None:
-        """Show events as they happen, whichever source they come from."""
-        self.run_screen.apply_events(events)
-        for event in events:
-            if isinstance(event, ev.RunStarted) and event.resumed_from:
-                self._show_earlier_saves(Path(event.run_dir))
-            if isinstance(event, ev.RunEnded):
-                self._run_ended(event)
-
-    def _show_earlier_saves(self, run_dir: Path) -> None:
-        """A resumed run continues in its folder: list the saves it already has."""
-        try:
-            changed = self.run_screen.view.load_saves(run_dir)
-        except Exception as exc:  # a damaged manifest must not take the console down
-            self.run_screen.note("warning", f"cannot list the saves of {run_dir}: {exc}")
-            return
-        self.run_screen.redraw(changed)
-
-    def _run_ended(self, event: ev.RunEnded) -> None:
-        if event.status == "failed":
-            self.notify(event.error or "the run failed", title="Run failed",
-                        severity="error", timeout=10)
-        elif event.status == "stopped":
-            self.notify(resume_hint(self.run_screen.view) + "\nIn the console: r on the "
-                        "run screen resumes from the highlighted save.",
-                        title="Run stopped", timeout=15)
-        else:
-            self.notify(f"Run {event.status} after {event.global_step} steps.", title="Run")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Refresh the footer's controls; leave once a stop asked by quitting is done."""

@@ -158,6 +158,7 @@ class LocalRun:
         """The live run's Trainer, set by its thread once built (for the inspector)."""
         self.run_dir: Path | None = None
         self._lifecycle = _Lifecycle()
+        self._closed = False  # the thread ended and its last events were taken
         buffer.drain()  # nothing of a previous run leaks into this one
 
     def start(self, host: DOMNode, settings: Settings, resume: str | None,
@@ -178,15 +179,19 @@ class LocalRun:
 
     @property
     def alive(self) -> bool:
-        """Whether the trainer thread is alive."""
-        return self.worker is not None and self.worker.state in (
-            WorkerState.PENDING, WorkerState.RUNNING)
+        """Whether the run goes on: its thread alive, or its last events not yet polled
+        (so that a run seen ended has shown its end)."""
+        return self.worker is not None and not self._closed
 
     live = alive
 
     def poll(self) -> list[ev.Event]:
         """The events the trainer sent since the last call."""
+        # Looked at before draining: a thread seen ended has put its last event already.
+        ended = self.worker is not None and self.worker.state not in (
+            WorkerState.PENDING, WorkerState.RUNNING)
         events = self.buffer.drain()
+        self._closed = self._closed or ended
         self._lifecycle.observe(events)
         for event in events:
             if isinstance(event, ev.RunStarted):
@@ -214,7 +219,7 @@ class LocalRun:
         """From the events seen and the Control: "paused" as soon as a pause is asked."""
         if self._lifecycle.ended is not None:
             return self._lifecycle.ended
-        if self.worker is not None and not self.alive:
+        if self._closed:
             return "failed"  # the thread ended without an end record
         if self.control.paused and not self.control.stop_requested:
             return "paused"

@@ -8,6 +8,7 @@ run folder's `metrics.jsonl` replayed and followed from disk (a headless or torc
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Protocol
 
 from textual.app import ComposeResult
@@ -74,11 +75,13 @@ class RunScreen(Screen[None]):
             yield PhasePanel(id="phase")
             yield LossChart(id="loss")
             yield PseudoPanel(id="pseudo")
-            # Shown from the run's first load record on: old runs and tests have none.
-            yield SystemPanel(id="system")
         with Vertical(id="run-right"):
             yield EvalTable(id="eval")
             yield CheckpointPanel(id="checkpoints")
+            # Shown from the run's first load record on: old runs and tests have none.
+            # On the right, where the evaluation and the log scroll: on the left it
+            # would take its rows from the loss chart, which cannot.
+            yield SystemPanel(id="system")
             yield LogPanel(id="log")
         yield Footer(compact=True)
 
@@ -91,6 +94,54 @@ class RunScreen(Screen[None]):
     def on_resize(self) -> None:
         # Charts draw as many records as they have columns.
         self.redraw({rv.LOSS, rv.PSEUDO})
+
+    def begin(self, status: str, run_dir: str = "", warning: str | None = None) -> None:
+        """Clear every panel at once for another run (nothing of the previous one stays
+        on screen), with a first warning line in the log if given."""
+        self.view.reset(status=status)
+        self.view.run_dir = run_dir
+        self.source = ""
+        if warning:
+            self.view.note("warning", warning)
+        self.redraw(rv.ALL_PANELS)
+
+    def show_history(self, folded: rv.RunView, run_dir: str | None = None,
+                     source: str = "") -> None:
+        """Show a run's history folded elsewhere (a worker thread) in place of what was
+        there; `source` says where further events come from ("watching host pid 7")."""
+        self.view.take_over(folded)
+        if run_dir is not None:
+            self.view.run_dir = run_dir
+        self.source = source
+        self.redraw(rv.ALL_PANELS)
+
+    def show_live(self, events: list[ev.Event]) -> None:
+        """Show events as they happen, whichever source they come from: a resumed run
+        lists the saves it already has, and the run's end is announced."""
+        self.apply_events(events)
+        for event in events:
+            if isinstance(event, ev.RunStarted) and event.resumed_from:
+                self._show_earlier_saves(Path(event.run_dir))
+            if isinstance(event, ev.RunEnded):
+                self._announce_end(event)
+
+    def _show_earlier_saves(self, run_dir: Path) -> None:
+        try:
+            changed = self.view.load_saves(run_dir)
+        except Exception as exc:  # a damaged manifest must not take the console down
+            self.note("warning", f"cannot list the saves of {run_dir}: {exc}")
+            return
+        self.redraw(changed)
+
+    def _announce_end(self, event: ev.RunEnded) -> None:
+        if event.status == "failed":
+            self.notify(event.error or "the run failed", title="Run failed",
+                        severity="error", timeout=10)
+        elif event.status == "stopped":
+            self.notify(resume_hint(self.view) + "\nIn the console: r on the run screen "
+                        "resumes from the highlighted save.", title="Run stopped", timeout=15)
+        else:
+            self.notify(f"Run {event.status} after {event.global_step} steps.", title="Run")
 
     def apply_events(self, events: Iterable[ev.Event]) -> None:
         """Fold a batch of events into the view and redraw the panels it touched, once."""
@@ -116,8 +167,11 @@ class RunScreen(Screen[None]):
                 continue
             widget: Panel = self.query_one(f"#{panel}")  # type: ignore[assignment]
             widget.show(self.view)
+        # The folder's name, not its path: an 80-column header cuts the end, and the
+        # name's end is what tells one day's runs apart (the log has the whole path).
+        name = f"run {Path(self.view.run_dir).name}" if self.view.run_dir else "run"
         self.sub_title = " · ".join(part for part in (
-            "run", self.view.status, self.source, self.view.run_dir) if part)
+            name, self.view.status, self.source) if part)
 
     def _show_system(self) -> None:
         panel = self.query_one(SystemPanel)
