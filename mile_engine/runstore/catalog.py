@@ -15,6 +15,7 @@ only in its new bytes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -23,12 +24,15 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mile_engine.config import SettingsError, read_toml
 from mile_engine.oserrors import open_regular
-from mile_engine.runstore.layout import MANIFEST_FILE, METRICS_FILE, SETTINGS_FILE
+from mile_engine.runstore.layout import MANIFEST_FILE, METRICS_FILE, SETTINGS_FILE, SUFFIX
 from mile_engine.runstore.lock import active_holder
+
+if TYPE_CHECKING:
+    from mile_engine.runstore.manifest import Record
 
 RunStatus = Literal["running", "finished", "stopped", "failed", "interrupted"]
 STATUSES: tuple[RunStatus, ...] = ("running", "finished", "stopped", "failed", "interrupted")
@@ -80,14 +84,66 @@ class RunSummary:
     last_activity: float  # epoch seconds: the newest modification of a file in the folder
     disk_bytes: int
     settings: dict[str, Any]  # flat settings read from settings.toml ({} if unreadable)
+    paused: bool = False  # running, and its newest Paused record has no Resumed after it
+
+    # The saves are read from the manifest (and checked against the files) only when
+    # asked for: the runs list never needs them, and reading them loads torch.
+    @functools.cached_property
+    def _saves(self) -> tuple[list[Record], list[str]]:
+        from mile_engine.runstore.manifest import listed_saves
+
+        return listed_saves(self.path)
+
+    @property
+    def records(self) -> list[Record]:
+        """The run's saves whose files match their records, oldest first."""
+        return self._saves[0]
+
+    @property
+    def unreadable(self) -> list[str]:
+        """Checkpoint files that are in no record and do not load (damaged or foreign),
+        or no longer match their record."""
+        return self._saves[1]
+
+    @property
+    def active(self) -> bool:
+        """Whether a live trainer held the folder when it was summarised."""
+        return self.holder is not None
+
+    @property
+    def newest(self) -> Record | None:
+        """The newest save, if any."""
+        return self.records[-1] if self.records else None
+
+    @property
+    def best(self) -> Record | None:
+        """The best save by the run's monitored metric, if any was evaluated."""
+        from mile_engine.runstore.manifest import best_record
+
+        return best_record(self.records)
+
+    @property
+    def last_save_time(self) -> float:
+        """Time of the newest save, else of the folder's last change (0 if unknown)."""
+        if self.records:
+            return self.records[-1].time
+        with contextlib.suppress(OSError):
+            return self.path.stat().st_mtime
+        return 0.0
 
 
 def is_run_folder(path: Path) -> bool:
-    """Whether `path` is a run folder: it holds the settings, metrics or manifest of a run."""
+    """Whether `path` is a run folder: it holds the settings, metrics or manifest of a
+    run, or checkpoint files."""
     path = Path(path)
-    return path.is_dir() and any(
-        (path / name).is_file() for name in (SETTINGS_FILE, METRICS_FILE, MANIFEST_FILE)
-    )
+    if not path.is_dir():
+        return False
+    if any((path / name).is_file() for name in (SETTINGS_FILE, METRICS_FILE, MANIFEST_FILE)):
+        return True
+    try:
+        return any(path.glob(f"*{SUFFIX}"))
+    except OSError:
+        return False
 
 
 def summarize_run(run_dir: Path) -> RunSummary:
@@ -133,6 +189,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
         last_activity=last_activity,
         disk_bytes=disk,
         settings=settings,
+        paused=status == "running" and tail.paused,
     )
 
 
@@ -227,6 +284,11 @@ class _Tail:
     generation: int = 0
     global_step: int = 0
     total_steps: int = 0
+    paused: bool = False  # the newest pause or resume record is a pause
+
+
+# The records that change whether a run trains; the newest of them says if it is paused.
+LIFECYCLE = ("RunStarted", "Paused", "Resumed", "RunEnded")  # a tuple: any JSON compares
 
 
 def _tail_facts(path: Path) -> _Tail:
@@ -256,6 +318,10 @@ def _fill(tail: _Tail, newest_first: list[dict[str, Any]]) -> bool:
     """Fill `tail` from records, newest first; True once the position is known."""
     if newest_first and newest_first[0].get("event") == "RunEnded":
         tail.ended = newest_first[0]
+    # A paused trainer takes no step, so its Paused record is newer than the position
+    # found below: it is within what was read.
+    newest = next((r["event"] for r in newest_first if r.get("event") in LIFECYCLE), None)
+    tail.paused = newest == "Paused"
     found_step = found_gen = False
     for record in newest_first:
         if not found_step and isinstance(record.get("global_step"), int):

@@ -207,3 +207,55 @@ def test_list_runs_newest_first_over_roots(tmp_path: Path) -> None:
     assert all(r.status == "finished" for r in runs)
     assert newest_live_run([a, b]) is None
     assert list_runs([]) == []
+
+
+# ------------------------------------------------------------------ paused
+def _trainer_records(actions: list[str], padding: int) -> tuple[list[dict[str, Any]], bool]:
+    """The records a trainer writes for `actions`, as it would (no step while paused),
+    and whether it is paused at the end: the plain replay of every record."""
+    records: list[dict[str, Any]] = []
+    paused, step = False, 0
+    for action in actions:
+        if action == "step":
+            if paused:
+                continue  # a paused trainer takes no step
+            step += 1
+            records.append(_step(step, padding))
+        elif action in ("Paused", "Resumed") and (action == "Paused") != paused:
+            paused = action == "Paused"
+            records.append({"event": action, "time": 1.0, "global_step": step})
+        elif action == "RunStarted":
+            paused = False
+            records.append({"event": "RunStarted", "time": 1.0, "run_dir": "r",
+                            "global_step": step, "total_steps": 99})
+        elif action in ("save", "pause", "resume"):  # steered, saved: no change of state
+            records.append({"event": "Steered", "time": 1.0, "request": action,
+                            "global_step": step})
+            records.append({"event": "CheckpointSaved", "time": 1.0, "path": "x.pt",
+                            "generation": 1, "phase": "interactive", "global_step": step,
+                            "reason": "request", "note": "y" * padding})
+    return records, paused
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    actions=st.lists(st.sampled_from(["step", "step", "step", "Paused", "Resumed",
+                                      "RunStarted", "save", "pause"]), max_size=40),
+    padding=st.integers(0, 3000),
+)
+def test_a_live_run_is_paused_when_its_newest_pause_is_not_followed_by_a_resume(
+        tmp_path_factory: pytest.TempPathFactory, actions: list[str], padding: int) -> None:
+    # Long records push a pause out of the first tail read: the catalog must find it
+    # anyway, or know it is older than a step (then a resume came since).
+    run_dir = tmp_path_factory.mktemp("paused")
+    records, paused = _trainer_records(actions, padding)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    lock = hold_active(run_dir)
+    try:
+        s = summarize_run(run_dir)
+        assert s.status == "running" and s.paused == paused
+    finally:
+        if lock is not None:
+            lock.close()
+    assert not summarize_run(run_dir).paused  # a run no one trains is not paused
