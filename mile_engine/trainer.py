@@ -13,6 +13,7 @@ where and how a network runs is `placement`'s, the saving is the checkpointer's.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
 import time
@@ -29,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mile_engine import distributed, placement
 from mile_engine import events as ev
 from mile_engine.config import Settings, SettingsError
-from mile_engine.control import Control
+from mile_engine.control import Control, Snapshot
 from mile_engine.data import Batch, DataSource, build_source
 from mile_engine.device import (
     check_compile,
@@ -38,7 +39,7 @@ from mile_engine.device import (
     resolve_device,
 )
 from mile_engine.distributed import DistContext
-from mile_engine.metrics import METRIC_NAMES, EvalAccumulator
+from mile_engine.metrics import METRIC_NAMES, EvalAccumulator, ScoreKeeper
 from mile_engine.models import build_model, count_parameters
 from mile_engine.placement import model_input, place
 from mile_engine.runstore.files import CheckpointError
@@ -151,14 +152,20 @@ class Trainer:
         source: DataSource | None = None,
         dist: DistContext | None = None,
         load_weights: bool = True,
+        model: nn.Module | None = None,
     ) -> None:
         """`load_weights=False` skips `settings.weights`: a resume overwrites them with
-        the checkpoint anyway, and the file may have moved since the run began."""
+        the checkpoint anyway, and the file may have moved since the run began.
+
+        `model` is the caller's own network, trained as the student in place of the one
+        `settings.model` names (its teacher is a deep copy); it must take the source's
+        batches and give one logit a class. `source` is the caller's own `DataSource`."""
         self.settings = settings
         self.dist = dist or DistContext()
         self.run_dir = run_dir
         self.sinks = list(sinks)
         self.control = control or Control()
+        self.control.attach_snapshots(self.snapshot)
         self.checkpointer = checkpointer
         self.device = resolve_device(settings.device)
         if self.dist.enabled and self.device.type == "cuda":
@@ -191,9 +198,10 @@ class Trainer:
             build_model(settings.model, classes, sigmoid,
                         settings.weights if load_weights else "",
                         report=lambda text: self._emit(ev.Message("info", text)),
-                        image_size=side),
+                        image_size=side) if model is None else model,
             self.device, self.dtype)
-        self.teacher = place(build_model(settings.model, classes, sigmoid, image_size=side),
+        self.teacher = place(build_model(settings.model, classes, sigmoid, image_size=side)
+                             if model is None else copy.deepcopy(self.student),
                              self.device, self.dtype)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.eval().requires_grad_(False)
@@ -281,10 +289,15 @@ class Trainer:
         Never raises for a training error: the returned (and emitted) `RunEnded` says
         what happened.
         """
+        with self.control.training():  # weight snapshots are taken between steps
+            return self._train()
+
+    def _train(self) -> ev.RunEnded:
         self._started = time.perf_counter()
         status, error = "finished", None
         if self.dist.is_main and self.checkpointer is not None:  # a run with its folder
-            self._requests = RequestPoller(self.run_dir)
+            self._requests = RequestPoller(
+                self.run_dir, report=lambda text: self._emit(ev.Message("warning", text)))
             self._system = SystemSampler(self.device)
         try:
             self._emit(self._run_started())
@@ -358,6 +371,7 @@ class Trainer:
         self._save("generation")
 
     def _between_steps(self) -> None:
+        self.control.serve_snapshots()  # no parameter is half-updated here
         if self.dist.enabled:
             self._between_steps_distributed()
             return
@@ -369,6 +383,7 @@ class Trainer:
             self._emit(ev.Paused(self.global_step))
             paused_at = time.perf_counter()
             while control.wait_while_paused(PAUSE_POLL_S):
+                control.serve_snapshots()
                 self._take_requests()  # the run folder may ask for a resume, stop or save
                 if control.take_save_request():
                     self._save("request")
@@ -409,6 +424,7 @@ class Trainer:
                 # Every rank waits here and asks again together: a collective every
                 # PAUSE_POLL_S keeps the ranks in step (and within the group's timeout).
                 self.control.wait_while_paused(PAUSE_POLL_S)
+                self.control.serve_snapshots()
                 self._take_requests()
                 stop, save, pause = self._agree()
                 if save:
@@ -636,12 +652,14 @@ class Trainer:
             self.source.num_classes, self._rhos(), uses_sigmoid(self.settings.schema),
             self.device,
         )
+        scores = ScoreKeeper(uses_sigmoid(self.settings.schema))
         images = 0
         rank, world = self.dist.rank, self.dist.world_size
         shard = self.predict_logits(rank=rank, world_size=world)
         for k, (batch, logits) in enumerate(shard):
             assert batch.real is not None
             acc.update(logits, batch.labels, batch.real, index=rank + k * world)
+            scores.update(logits, batch.real, index=rank + k * world)
             images += len(batch.labels)
         # Every rank fills the rows of its batches; summing the tables over the ranks then
         # gives exactly the table (and the metrics) of a single-process evaluation.
@@ -649,15 +667,21 @@ class Trainer:
                                     self.dist)
         results = acc.compute(table)
         metrics = dict(results[0])
+        # mAP needs every score, not sums: every rank gets every rank's batches and
+        # computes the same number (the plateau schedule may step on it on every rank).
+        metrics.update(ScoreKeeper.compute(distributed.gather_objects(scores.parts(),
+                                                                      self.dist)))
         # Every metric at every swept threshold: schemas compare at their best rho too.
+        # mAP reads no threshold, so it is in `metrics` only.
         sweep = {str(r["rho"]): {k: r[k] for k in METRIC_NAMES} for r in results}
-        f1 = metrics["real_f1"]
-        best = self.best_metrics is None or f1 > self.best_metrics["real_f1"]
+        key = self.settings.monitor
+        value = metrics[key]
+        best = self.best_metrics is None or value > self.best_metrics.get(key, -math.inf)
         if best:
             self.best_metrics = dict(metrics)
             self.best_metrics["generation"] = self.generation + 1
         if self.scheduler is not None:
-            self.scheduler.step(f1)
+            self.scheduler.step(value)
         record = {"generation": self.generation + 1, "global_step": self.global_step,
                   **metrics, "sweep": sweep}
         self.history.append(record)
@@ -704,6 +728,15 @@ class Trainer:
                 f"--nnodes = {saved_world})."
             )
         self.source.load_state_dict(data["ranks"][self.dist.rank] if "ranks" in data else data)
+
+    def snapshot(self) -> Snapshot:
+        """A CPU copy of both networks' weights and the step they were taken at. Called
+        on the trainer's thread between steps (see `Control.request_snapshot`), or while
+        it does not train."""
+        def copy(module: nn.Module) -> dict[str, Any]:
+            return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+        return Snapshot(copy(self.student), copy(self.teacher), self.global_step)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the run exactly: tensors and plain values only."""

@@ -15,9 +15,16 @@ from typing import Annotated, Any
 import typer
 
 from mile_engine.runstore.catalog import RunSummary, is_run_folder, list_runs
-from mile_engine.runstore.steering import Request, SteeringError, send_request
+from mile_engine.runstore.steering import (
+    ACK_TIMEOUT_S,
+    Request,
+    SteeringError,
+    send_request,
+    wait_for_ack,
+)
 from mile_tui.commands.fit import GAP, Col, choose, natural_width, render, terminal_width
 from mile_tui.commands.watch_cmd import RunsOption, run_roots
+from mile_tui.headless import EXIT_FAILED
 from mile_tui.marks import cut_name, file_size
 from mile_tui.options import FLAG, ConfigOption, Group, SetOption, command, fail
 from mile_tui.options import settings_from_cli as load
@@ -145,38 +152,61 @@ def resolve_run(run: Path, checkpoint_path: str) -> Path:
     fail(f"{run}: no such run folder (looked under {checkpoint_path}).")
 
 
+TimeoutOption = Annotated[
+    float,
+    typer.Option("--timeout", metavar="SECONDS",
+                 help="How long to wait for the run to take the request (0: do not wait); "
+                 "exit 1 if it does not."),
+]
+
+
 def _steer(request: Request, run: Path, config: Path | None,
-           overrides: list[str] | None) -> None:
+           overrides: list[str] | None, timeout: float) -> None:
+    """Send `request` and wait for its acknowledgement: exit 2 when it cannot be sent,
+    1 when the run does not take it within `timeout` seconds."""
     settings = load(config, overrides)
+    if not 0 <= timeout < 1e9:
+        fail(f"--timeout {timeout:g}: give a number of seconds, 0 or more.")
     run_dir = resolve_run(run, settings.checkpoint_path)
     try:
-        send_request(run_dir, request)
+        since = send_request(run_dir, request)
     except SteeringError as exc:
         fail(str(exc))
-    typer.echo(f"{request} requested: {run_dir} (the run takes it between two steps and "
-               "says so in its log)")
+    if timeout == 0:
+        typer.echo(f"{request} requested: {run_dir} (the run takes it between two steps "
+                   "and says so in its log)")
+        return
+    try:
+        wait_for_ack(run_dir, request, since, timeout)
+    except SteeringError as exc:
+        fail(str(exc), EXIT_FAILED)
+    typer.echo(f"{request} taken by the run: {run_dir}")
 
 
 @command(runs_app)
-def pause(run: RunArgument, config: ConfigOption = None, overrides: SetOption = None) -> None:
+def pause(run: RunArgument, config: ConfigOption = None, overrides: SetOption = None,
+          timeout: TimeoutOption = ACK_TIMEOUT_S) -> None:
     """Pause a live run before its next step (resume continues it)."""
-    _steer("pause", run, config, overrides)
+    _steer("pause", run, config, overrides, timeout)
 
 
 @command(runs_app)
-def resume(run: RunArgument, config: ConfigOption = None, overrides: SetOption = None) -> None:
+def resume(run: RunArgument, config: ConfigOption = None, overrides: SetOption = None,
+          timeout: TimeoutOption = ACK_TIMEOUT_S) -> None:
     """Let a paused run go on."""
-    _steer("resume", run, config, overrides)
+    _steer("resume", run, config, overrides, timeout)
 
 
 @command(runs_app)
-def stop(run: RunArgument, config: ConfigOption = None, overrides: SetOption = None) -> None:
+def stop(run: RunArgument, config: ConfigOption = None, overrides: SetOption = None,
+          timeout: TimeoutOption = ACK_TIMEOUT_S) -> None:
     """Stop a live run cleanly: a final save, then it ends "stopped" (a headless run
     exits 130, as after Ctrl-C)."""
-    _steer("stop", run, config, overrides)
+    _steer("stop", run, config, overrides, timeout)
 
 
 @command(runs_app)
-def save(run: RunArgument, config: ConfigOption = None, overrides: SetOption = None) -> None:
+def save(run: RunArgument, config: ConfigOption = None, overrides: SetOption = None,
+          timeout: TimeoutOption = ACK_TIMEOUT_S) -> None:
     """Save a checkpoint of a live run now; it goes on training."""
-    _steer("save", run, config, overrides)
+    _steer("save", run, config, overrides, timeout)

@@ -7,12 +7,15 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
-from mile_engine.checkpoints import read_records
 from mile_engine.runstore.catalog import summarize_run
+from mile_engine.runstore.layout import REQUEST_FILE
+from mile_engine.runstore.lock import hold_active
+from mile_engine.runstore.manifest import read_records
 from mile_tui.cli import app
-from mile_tui.headless import EXIT_INTERRUPTED
+from mile_tui.headless import EXIT_FAILED, EXIT_INTERRUPTED
 from tests.helpers.processes import (
     only_run,
     output_of,
@@ -20,6 +23,7 @@ from tests.helpers.processes import (
     start_headless,
     wait_for,
 )
+from tests.helpers.settings import tiny
 
 
 def runs(root: Path, *args: str) -> Any:
@@ -53,7 +57,7 @@ def test_pause_save_resume_stop_a_headless_run(tmp_path: Path) -> None:
 
         # Pause (by the run's name under checkpoint_path): acknowledged, then it waits.
         paused = runs(root, "pause", run_dir.name)
-        assert paused.exit_code == 0 and "pause requested" in paused.output
+        assert paused.exit_code == 0 and "pause taken by the run" in paused.output
         wait_for(lambda: _newest(records_of(run_dir), "Paused") is not None, proc)
         at = _newest(records_of(run_dir), "Paused")
         assert at is not None
@@ -112,3 +116,31 @@ def test_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     assert json.loads(runs(root, "list", "--json").output) == []
     bad = runs(root, "wobble", "x")
     assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize("request_name", ["save", "stop", "pause", "resume"])
+def test_a_request_nobody_takes_fails_after_the_timeout(tmp_path: Path,
+                                                        request_name: str) -> None:
+    # A run folder whose lock is held, as a trainer's is, by a process that never looks
+    # at its request file (a frozen trainer).
+    root = tmp_path / "runs"
+    run_dir = root / "frozen"
+    run_dir.mkdir(parents=True)
+    (run_dir / "settings.toml").write_text(tiny().to_toml())
+    lock = hold_active(run_dir)
+    try:
+        result = runs(root, request_name, "frozen", "--timeout", "0.3")
+        assert result.exit_code == EXIT_FAILED, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1
+        assert f"did not take the {request_name} request within 0.3 s" in lines[0]
+        # The request file holds it still, for the trainer's next look.
+        assert (run_dir / REQUEST_FILE).read_text() == f"{request_name}\n"
+        (run_dir / REQUEST_FILE).unlink()
+        (run_dir / REQUEST_FILE).mkdir()
+        refused = runs(root, request_name, "frozen", "--timeout", "0.3")
+        assert refused.exit_code == 2 and "is a folder" in refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+    finally:
+        assert lock is not None
+        lock.close()
