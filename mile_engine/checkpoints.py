@@ -1,19 +1,13 @@
-"""Crash-safe checkpoints: the run's saver, browsing runs and saves, and resume.
+"""The run's saver and resume: crash-safe checkpoints written by a live trainer, and the
+choice of the save a new trainer continues from.
 
-The parts live in their own modules and are re-exported here, so `from
-mile_engine.checkpoints import X` reaches every public name:
-
-- `checkpoint_files`: errors, atomic writes (temporary file, fsync, `os.replace`),
-  hashes and the safe load (`torch.load(weights_only=True)`);
-- `run_lock`: the run folder's edit lock and its "a trainer is live here" lock;
-- `manifest`: the manifest of saves, the load that checks a file against it, retention.
+The run folder's other parts live in `mile_engine.runstore`: the files and their safe
+load (`files`), the locks (`lock`), the manifest and retention (`manifest`), the list of
+runs (`catalog`), and verify, find and export (`saves`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,114 +15,35 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mile_engine import events as ev
 from mile_engine.oserrors import describe_os_error
+from mile_engine.runstore.catalog import list_runs
 from mile_engine.runstore.files import (
     FORMAT,
     FORMAT_VERSION,
-    REQUIRED_KEYS,
     CheckpointError,
     CheckpointWriteError,
     CorruptCheckpointError,
     NoCheckpointError,
-    RunBusyError,
-    UnsafeCheckpointError,
     atomic_save,
-    atomic_write_text,
-    file_sha256,
-    json_clean,
-    read_checkpoint_file,
     remove_stale_temps,
 )
-from mile_engine.runstore.layout import (
-    ACTIVE_FILE,
-    LOCK_FILE,
-    LOG_FILE,
-    METRICS_FILE,
-    SETTINGS_FILE,
-    SUFFIX,
-    TMP_PREFIX,
-)
-from mile_engine.runstore.lock import hold_active, run_is_active, run_lock
+from mile_engine.runstore.layout import SUFFIX
+from mile_engine.runstore.lock import hold_active, run_lock
 from mile_engine.runstore.manifest import (
-    MANIFEST_FILE,
     Record,
-    best_record,
-    check_against_manifest,
-    delete_checkpoint,
     load_checkpoint,
     protected,
-    prune_run,
     read_records,
     remove_saves,
     retained,
     write_manifest,
 )
+from mile_engine.runstore.records import json_clean
 
 if TYPE_CHECKING:
     from mile_engine.trainer import Trainer
 
-__all__ = [
-    "ACTIVE_FILE", "FORMAT", "FORMAT_VERSION", "LOCK_FILE", "MANIFEST_FILE", "REQUIRED_KEYS",
-    "SUFFIX", "TMP_PREFIX", "CheckpointError", "CheckpointWriteError",
-    "CorruptCheckpointError", "NoCheckpointError", "Record", "ResumePoint", "RunBusyError",
-    "RunCheckpointer", "RunInfo", "UnsafeCheckpointError", "VerifyResult", "atomic_save",
-    "atomic_write_text", "best_record", "check_against_manifest", "delete_checkpoint",
-    "export_weights", "file_sha256", "find_resume", "is_run_dir", "json_clean", "list_runs",
-    "load_checkpoint", "newest_run", "protected", "prune_run", "read_checkpoint_file",
-    "read_records", "remove_saves", "remove_stale_temps", "resolve_checkpoint", "retained",
-    "run_info", "run_is_active", "run_lock", "verify_checkpoint", "verify_run",
-    "write_manifest",
-]
-
 
 # ---------------------------------------------------------------------------- results
-@dataclass
-class RunInfo:
-    """A run folder under `checkpoint_path` and its saves, oldest first."""
-
-    path: Path
-    records: list[Record]
-    active: bool
-    unreadable: list[str] = field(default_factory=list)
-    """Checkpoint files that are in no record and do not load (damaged or foreign)."""
-
-    @property
-    def name(self) -> str:
-        """The folder's name."""
-        return self.path.name
-
-    @property
-    def newest(self) -> Record | None:
-        """The newest save, if any."""
-        return self.records[-1] if self.records else None
-
-    @property
-    def best(self) -> Record | None:
-        """The best save by the run's monitored metric, if any was evaluated."""
-        return best_record(self.records)
-
-    @property
-    def last_time(self) -> float:
-        """Time of the newest save, else of the folder's last change."""
-        if self.records:
-            return self.records[-1].time
-        with contextlib.suppress(OSError):
-            return self.path.stat().st_mtime
-        return 0.0
-
-
-@dataclass
-class VerifyResult:
-    """The outcome of checking one checkpoint file."""
-
-    path: Path
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when the file matches its record and loads."""
-        return not self.problems
-
-
 @dataclass
 class ResumePoint:
     """The checkpoint a run resumes from, already loaded and checked."""
@@ -259,160 +174,6 @@ class RunCheckpointer:
         return path
 
 
-# ---------------------------------------------------------------------------- browsing
-def is_run_dir(path: Path) -> bool:
-    """Whether `path` looks like a run folder (settings, manifest or checkpoints)."""
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    return (path / MANIFEST_FILE).exists() or (path / SETTINGS_FILE).exists() or any(
-        path.glob(f"*{SUFFIX}")
-    )
-
-
-def run_info(run_dir: Path) -> RunInfo:
-    """A run folder with its saves, and the checkpoint files that cannot be read."""
-    run_dir = Path(run_dir)
-    recorded = read_records(run_dir)
-    # A save whose file is no longer what its record describes (cut to 0 bytes, cut
-    # short, replaced by a folder) is listed as unreadable, not as a save: one stat each.
-    # Bytes changed in place keep their size; `verify` compares the hash.
-    records = [r for r in recorded if _matches_size(run_dir / r.file, r.size)]
-    listed = {r.file for r in records}
-    unreadable = [p.name for p in sorted(run_dir.glob(f"*{SUFFIX}"))
-                  if p.name not in listed and not p.name.startswith(TMP_PREFIX)]
-    return RunInfo(run_dir, records, run_is_active(run_dir), unreadable)
-
-
-def _matches_size(path: Path, size: int) -> bool:
-    """Whether `path` is a regular file of `size` bytes."""
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_size == size
-
-
-def list_runs(root: Path) -> list[RunInfo]:
-    """The run folders under `root` (checkpoint_path), oldest activity first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    runs = [run_info(p) for p in sorted(root.iterdir()) if is_run_dir(p)]
-    runs.sort(key=lambda r: (r.last_time, r.name))
-    return runs
-
-
-def verify_checkpoint(path: Path, record: Record | None = None) -> VerifyResult:
-    """Check a checkpoint: size and SHA-256 against its record, then a safe full load."""
-    path = Path(path)
-    result = VerifyResult(path)
-    if not path.is_file():
-        result.problems.append("file missing")
-        return result
-    if record is not None:
-        size, digest = file_sha256(path)
-        if size != record.size:
-            result.problems.append(f"size {size} bytes, the manifest says {record.size}")
-        if digest != record.sha256:
-            result.problems.append("SHA-256 differs from the manifest")
-    try:
-        read_checkpoint_file(path)  # the record was compared above, with its own words
-    except CheckpointError as exc:
-        result.problems.append(str(exc))
-    return result
-
-
-def verify_run(run_dir: Path) -> list[tuple[Record | None, VerifyResult]]:
-    """Verify every save of a run, plus checkpoint files that cannot even be listed."""
-    run_dir = Path(run_dir)
-    records = read_records(run_dir)
-    results: list[tuple[Record | None, VerifyResult]] = [
-        (r, verify_checkpoint(run_dir / r.file, r)) for r in records
-    ]
-    listed = {r.file for r in records}
-    for path in sorted(run_dir.glob(f"*{SUFFIX}")):
-        if path.name not in listed and not path.name.startswith(TMP_PREFIX):
-            results.append((None, verify_checkpoint(path)))
-    return results
-
-
-def resolve_checkpoint(ref: str | Path, root: Path) -> tuple[Path, Record | None]:
-    """Find a checkpoint from a file path, a run folder (its newest save), or a name
-    relative to `root` ("RUN" or "RUN/FILE").
-
-    Raises:
-        NoCheckpointError: nothing matches.
-    """
-    candidates = [Path(ref), Path(root) / ref]
-    for path in candidates:
-        if path.is_file():
-            match = [r for r in read_records(path.parent) if r.file == path.name]
-            return path, (match[0] if match else None)
-        if path.is_dir() and is_run_dir(path):
-            records = read_records(path)
-            if not records:
-                raise NoCheckpointError(f"{path}: this run has no checkpoint.")
-            return path / records[-1].file, records[-1]
-    raise NoCheckpointError(f"{ref}: no such checkpoint or run (looked under {root}).")
-
-
-def export_weights(checkpoint: Path, out: Path) -> Path:
-    """Write the student's weights alone, a plain torchvision state_dict, to `out`.
-
-    The result loads into the run's torchvision model with its class count, e.g.
-    `torchvision.models.get_model("resnet18", num_classes=10).load_state_dict(
-    torch.load(out, weights_only=True))` (`resnet18-10` is torchvision's resnet18 with 10
-    classes), and is a `weights = "PATH"` file for a new run.
-    """
-    out = Path(out)
-    _check_export_target(Path(checkpoint), out)
-    state = load_checkpoint(checkpoint)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CheckpointWriteError(describe_os_error(exc, out.parent)) from exc
-    atomic_save(dict(state["student"]), out)  # its error names the cause and the file
-    return out
-
-
-def _check_export_target(checkpoint: Path, out: Path) -> None:
-    """Refuse an export that would replace the save itself, another file of its run
-    folder (a save, the manifest, the settings or the records), or something that is not
-    a regular file (`/dev/full`, a folder, a pipe: replacing it would swap a device node
-    for a file, or write nowhere).
-
-    Raises:
-        CheckpointError: `out` is one of those; nothing is written.
-    """
-    try:
-        st: os.stat_result | None = out.stat()
-    except OSError:  # absent, or unreachable: the write itself says why
-        st = None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise CheckpointError(
-            f"--out {out}: {kind}; name a new file or a regular file to replace."
-        )
-    run_dir = checkpoint.parent
-    protected = {checkpoint.name, MANIFEST_FILE, SETTINGS_FILE, LOG_FILE, METRICS_FILE}
-    protected.update(r.file for r in read_records(run_dir))
-    target = os.path.realpath(out)
-    for name in sorted(protected):
-        path = run_dir / name
-        same = os.path.realpath(path) == target
-        if not same and st is not None:
-            with contextlib.suppress(OSError):
-                same = os.path.samefile(path, out)  # a hard link to it
-        if same:
-            what = "the checkpoint being exported" if name == checkpoint.name else (
-                f"{name}, a file of the run folder {run_dir}")
-            raise CheckpointError(
-                f"--out {out}: is {what}; exporting there would replace it. Name another "
-                "file."
-            )
-
-
 # ---------------------------------------------------------------------------- resume
 def newest_run(root: Path) -> Path:
     """The run under `root` with the most recent save.
@@ -420,10 +181,10 @@ def newest_run(root: Path) -> Path:
     Raises:
         NoCheckpointError: no run under `root` has a checkpoint.
     """
-    runs = [r for r in list_runs(root) if r.records]
+    runs = [r for r in list_runs([root]) if r.records]
     if not runs:
         raise NoCheckpointError(f"{root}: no run with a checkpoint to resume.")
-    return runs[-1].path
+    return max(runs, key=lambda r: (r.last_save_time, r.name)).path
 
 
 def find_resume(target: str | Path | None, root: Path) -> ResumePoint:

@@ -12,10 +12,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from mile_engine import distributed
 from mile_engine import events as ev
-from mile_engine.checkpoints import RunCheckpointer, atomic_write_text, find_resume
+from mile_engine.checkpoints import RunCheckpointer, find_resume
 from mile_engine.config import (
     FIELDS,
     Settings,
@@ -25,7 +26,9 @@ from mile_engine.config import (
     check_checkpoint_path,
 )
 from mile_engine.control import Control
+from mile_engine.data.batch import DataSource
 from mile_engine.reports.export import TensorBoardSink, require_tensorboard
+from mile_engine.runstore.files import atomic_write_text
 from mile_engine.runstore.layout import SETTINGS_FILE
 from mile_engine.runstore.records import MetricsWriter, create_run_dir, log_file
 from mile_engine.trainer import Trainer
@@ -69,6 +72,8 @@ def open_run(
     resume: Path | str | None = None,
     overrides: Iterable[str] = (),
     dist: distributed.DistContext | None = None,
+    source: DataSource | None = None,
+    model: nn.Module | None = None,
 ) -> Trainer:
     """Build a trainer that records metrics.jsonl, run.log and checkpoints in its folder.
 
@@ -85,6 +90,11 @@ def open_run(
         dist: this process's place in a torchrun job. Only rank 0 makes the run folder,
             writes files and saves checkpoints; every rank resumes from the checkpoint
             that rank 0 chose (so `checkpoint_path` must be shared between machines).
+        source: the caller's own data (a `mile_engine.data.DataSource`) in place of the
+            data set the settings name.
+        model: the caller's own network (`nn.Module`, one logit a class) in place of the
+            backbone the settings name; its teacher is a deep copy. A resumed run needs
+            the same network again: the checkpoint holds its weights, not its code.
 
     The trainer is built before any folder is made or changed, so settings, data or
     checkpoint errors (SettingsError, CheckpointError) leave nothing behind. The sinks
@@ -97,7 +107,8 @@ def open_run(
     if settings.tensorboard:
         require_tensorboard()  # before anything is built: a missing extra is one line
     if not dist.is_main:
-        return _open_follower(settings, sinks, control, resume, overrides, dist)
+        return _open_follower(settings, sinks, control, resume, overrides, dist, source,
+                              model)
     warnings: list[str] = []
     early: list[ev.Event] = []  # said before the run folder exists, for its log
     live = [*sinks, early.append]
@@ -108,7 +119,8 @@ def open_run(
         # Rank 0 tells the others what to load before any other collective (DDP's own
         # start-up broadcast happens inside Trainer), so the ranks stay in step.
         distributed.broadcast_object(None, dist)
-        trainer = Trainer(settings, Path(), sinks=live, control=control, dist=dist)
+        trainer = Trainer(settings, Path(), sinks=live, control=control, dist=dist,
+                          source=source, model=model)
         if probe_memory(trainer.device):
             trainer.check_memory()  # a batch too large fails here, before any folder
         trainer.run_dir = create_run_dir(settings)
@@ -118,7 +130,7 @@ def open_run(
         distributed.broadcast_object(str(point.path), dist)
         run_settings = resume_settings(point.settings, overrides)
         trainer = Trainer(run_settings, point.run_dir, sinks=live, control=control, dist=dist,
-                          load_weights=False)
+                          load_weights=False, source=source, model=model)
         trainer.load_state_dict(point.state)
         if run_settings.epoch_num < trainer.generation:
             # Checked before the folder is touched: settings.toml would otherwise say
@@ -161,14 +173,18 @@ def _open_follower(
     resume: Path | str | None,
     overrides: Iterable[str],
     dist: distributed.DistContext,
+    source: DataSource | None,
+    model: nn.Module | None,
 ) -> Trainer:
     """A rank other than 0: the same trainer, resumed from rank 0's choice, no files."""
     chosen = distributed.broadcast_object(None, dist)
     if chosen is None:
-        return Trainer(settings, Path(), sinks=sinks, control=control, dist=dist)
+        return Trainer(settings, Path(), sinks=sinks, control=control, dist=dist,
+                       source=source, model=model)
     point = find_resume(Path(chosen), Path(settings.checkpoint_path))
     trainer = Trainer(resume_settings(point.settings, overrides), point.run_dir,
-                      sinks=sinks, control=control, dist=dist, load_weights=False)
+                      sinks=sinks, control=control, dist=dist, load_weights=False,
+                      source=source, model=model)
     trainer.load_state_dict(point.state)
     trainer.resumed_from = str(point.path)
     return trainer

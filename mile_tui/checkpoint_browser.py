@@ -24,21 +24,17 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
-from mile_engine.checkpoints import (
-    CheckpointError,
+from mile_engine.runstore.catalog import RunSummary, is_run_folder, list_runs, summarize_run
+from mile_engine.runstore.files import CheckpointError
+from mile_engine.runstore.manifest import (
     Record,
-    RunInfo,
-    VerifyResult,
     delete_checkpoint,
-    export_weights,
-    list_runs,
     load_checkpoint,
     protected,
     prune_run,
     retained,
-    run_info,
-    verify_run,
 )
+from mile_engine.runstore.saves import VerifyResult, export_weights, verify_run
 from mile_tui.marks import BEST, BEST_MARK, NEWEST, NEWEST_MARK, file_size
 from mile_tui.preferences import remember_theme
 from mile_tui.screens.dialogs import ConfirmScreen
@@ -158,8 +154,8 @@ class CheckpointBrowser(Screen[None]):
         self.start_run = Path(run_dir) if run_dir is not None else None
         self.keep_last = keep_last
         self.keep_best = keep_best
-        self.runs: list[RunInfo] = []
-        self.run: RunInfo | None = None
+        self.runs: list[RunSummary] = []
+        self.run: RunSummary | None = None
         self.checks: dict[str, VerifyResult] = {}
         self.save_rows: list[tuple[str, dict[str, str]]] = []
         """The cells of every save of the run (key: file), all columns, newest first."""
@@ -193,10 +189,10 @@ class CheckpointBrowser(Screen[None]):
         """Re-read the runs from disk, keeping (or moving to) a selected run."""
         if select is None and self.run is not None:
             select = self.run.path
-        self.runs = list_runs(self.root)
+        self.runs = sorted(list_runs([self.root]), key=lambda r: (r.last_save_time, r.name))
         known = {r.path.resolve() for r in self.runs}
-        if select is not None and select.resolve() not in known and select.is_dir():
-            self.runs.append(run_info(select))
+        if select is not None and select.resolve() not in known and is_run_folder(select):
+            self.runs.append(summarize_run(select))
         self.runs.reverse()  # newest first, like the saves
         self._fill_runs()
         if not self.runs:
@@ -277,7 +273,7 @@ class CheckpointBrowser(Screen[None]):
         if self.save_rows:
             table.move_cursor(row=min(max(row, 0), len(self.save_rows) - 1), animate=False)
 
-    def _row(self, run: RunInfo, r: Record) -> dict[str, str]:
+    def _row(self, run: RunSummary, r: Record) -> dict[str, str]:
         marks = ""
         if run.best and r.file == run.best.file:
             marks += BEST_MARK
@@ -435,7 +431,7 @@ class CheckpointBrowser(Screen[None]):
 
         self._confirm_then(f"Delete {run.name}/{record.file}?", "delete", run, delete)
 
-    def _confirm_then(self, question: str, what: str, run: RunInfo,
+    def _confirm_then(self, question: str, what: str, run: RunSummary,
                       act: Callable[[], str]) -> None:
         """Ask `question`; on yes run `act` (it returns the status line), then relist `run`."""
 

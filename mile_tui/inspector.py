@@ -324,8 +324,8 @@ class InspectorScreen(Screen[None]):
 
     def action_close(self) -> None:
         """Leave the inspector (and the app, when it is the app)."""
-        if self.inspection is not None and self.inspection.tap is not None:
-            self.inspection.tap.detach()
+        if self.inspection is not None:
+            self.inspection.close()
         if isinstance(self.app, InspectorApp):
             self.app.exit()
         else:

@@ -3,14 +3,15 @@ pseudo-labels a teacher adds, and private copies of a live trainer's weights.
 
 The networks run as in `mile_engine.reports.inference` (eval mode, inference mode, the run's
 device and autocast). A live trainer's weights are copied between two of its steps
-(`WeightTap`), so the inspector never runs the trainer's own modules while they train.
+(`Control.request_snapshot`), so the inspector never runs the trainer's own modules while
+they train, and never sees half of an update.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from mile_engine import events as ev
 from mile_engine.config import Settings
+from mile_engine.control import Snapshot
 from mile_engine.data import DataSource, build_source
 from mile_engine.data.batch import SampleSource, ValSample
 from mile_engine.models import build_model
@@ -184,9 +185,9 @@ class Inspection:
     """What the inspector looks at: a model's networks, its settings and its validation
     images, from a checkpoint or from a live trainer.
 
-    A live trainer's weights change in its own thread; `refresh()` takes a consistent
-    copy (between two steps, see `WeightTap`) into private networks, so the inspector
-    never runs or reads the trainer's own modules while they train.
+    A live trainer's weights change in its own thread; `refresh()` loads a copy the
+    trainer took between two steps (`Control.request_snapshot`) into private networks, so
+    the inspector never runs or reads the trainer's own modules while they train.
     """
 
     def __init__(
@@ -208,7 +209,8 @@ class Inspection:
         self.dtype = dtype
         self.class_names = names or list(source.class_names)
         self.trainer = trainer
-        self.tap = WeightTap(trainer) if trainer is not None else None
+        self.pending: Future[Snapshot] | None = None
+        """A snapshot asked for and not yet loaded (a step outlasted `refresh`'s wait)."""
         self.version = 0
         """Bumped at every refresh: the weights the views show."""
         self.global_step: int | None = None
@@ -254,16 +256,30 @@ class Inspection:
         return uses_sigmoid(self.settings.schema)
 
     def refresh(self, timeout: float = 2.0) -> bool:
-        """Copy a live trainer's current weights; False when there is nothing to copy."""
-        if self.tap is None or self.trainer is None:
+        """Load a live trainer's current weights, waiting up to `timeout` seconds for it
+        to finish its step; False when there is no trainer or the step outlasted the wait
+        (the request stays, and the next refresh takes it)."""
+        if self.trainer is None:
             return False
-        state = self.tap.snapshot(timeout)
-        self.student.load_state_dict(state["student"])
+        if self.pending is None:
+            self.pending = self.trainer.control.request_snapshot()
+        try:
+            snap = self.pending.result(timeout)
+        except FutureTimeout:
+            return False
+        self.pending = None
+        self.student.load_state_dict(snap.student)
         if self.teacher is not None:
-            self.teacher.load_state_dict(state["teacher"])
-        self.global_step = int(state["global_step"])
+            self.teacher.load_state_dict(snap.teacher)
+        self.global_step = snap.global_step
         self.version += 1
         return True
+
+    def close(self) -> None:
+        """Withdraw a snapshot request not yet served (the inspector is closing)."""
+        if self.pending is not None:
+            self.pending.cancel()
+            self.pending = None
 
     def sample(self, index: int) -> SampleView:
         """Validation image `index` with its labels, the prediction and pseudo-labels."""
@@ -285,57 +301,3 @@ class Inspection:
             return None
         return pseudo_label_table(self.teacher, self.source, self.settings.rho, self.device,
                                   self.dtype, max_images, self.class_names)
-
-
-class WeightTap:
-    """A trainer sink that copies the networks' weights between two steps, on request.
-
-    Events are emitted by the trainer's thread between optimizer steps, when no
-    parameter is half-updated; copying there gives a consistent snapshot without a lock
-    in the trainer. A trainer that emits nothing (paused, finished, not started) is not
-    changing its weights, so after `timeout` the copy is taken directly.
-    """
-
-    _BETWEEN_STEPS = (ev.StepLogged, ev.PhaseStarted, ev.Evaluated, ev.Paused, ev.RunEnded,
-                      ev.CheckpointSaved)
-
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-        self._want = threading.Event()
-        self._ready = threading.Event()
-        self._lock = threading.Lock()
-        self._state: dict[str, Any] | None = None
-        trainer.sinks.append(self)
-
-    def __call__(self, event: ev.Event) -> None:
-        if self._want.is_set() and isinstance(event, self._BETWEEN_STEPS):
-            self._take()
-
-    def _take(self) -> None:
-        with self._lock:
-            if not self._want.is_set():
-                return
-            t = self.trainer
-            self._state = {
-                "student": {k: v.detach().clone() for k, v in t.student.state_dict().items()},
-                "teacher": {k: v.detach().clone() for k, v in t.teacher.state_dict().items()},
-                "global_step": t.global_step,
-            }
-            self._want.clear()
-            self._ready.set()
-
-    def snapshot(self, timeout: float = 2.0) -> dict[str, Any]:
-        """A copy of the student's and teacher's weights and the global step."""
-        self._ready.clear()
-        self._want.set()
-        if not self._ready.wait(timeout):
-            self._take()  # the trainer is idle: its weights are not moving
-        with self._lock:
-            assert self._state is not None
-            return self._state
-
-    def detach(self) -> None:
-        """Stop listening to the trainer."""
-        with contextlib.suppress(ValueError):
-            self.trainer.sinks.remove(self)
-

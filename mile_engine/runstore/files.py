@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import pickle
 from pathlib import Path
@@ -126,18 +125,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Replace a text file atomically (temporary file, fsync, os.replace)."""
     data = text.encode("utf-8")
     _atomic_write(Path(path), lambda fh: fh.write(data))
-
-
-def json_clean(value: Any) -> Any:
-    """JSON has no NaN or infinity: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): json_clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_clean(v) for v in value]
-    return value
-
 
 
 def remove_stale_temps(run_dir: Path) -> None:

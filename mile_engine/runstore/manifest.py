@@ -3,7 +3,8 @@
 A run folder holds its checkpoints (`step-<global step>-<reason>.pt`) and a manifest,
 `checkpoints.json`, with one record per save (size and SHA-256 included). A new
 checkpoint is complete, and recorded, before retention removes any old one, and
-retention never removes the newest save or the best one by ReaL F1.
+retention never removes the newest save or the best one by the run's `monitor` metric
+(ReaL F1 by default; each record names the metric its run monitors).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -25,11 +27,11 @@ from mile_engine.runstore.files import (
     NoCheckpointError,
     atomic_write_text,
     file_sha256,
-    json_clean,
     read_checkpoint_file,
 )
 from mile_engine.runstore.layout import MANIFEST_FILE, SUFFIX, TMP_PREFIX
 from mile_engine.runstore.lock import run_is_active, run_lock
+from mile_engine.runstore.records import json_clean
 
 
 # ---------------------------------------------------------------------------- records
@@ -59,14 +61,26 @@ class Record:
     """Hex SHA-256 of the file."""
     time: float
     """Unix time of the save."""
+    monitor: str = "real_f1"
+    """The metric the run ranks its saves by (its `monitor` setting; older manifests,
+    written before there was a choice, ranked by ReaL F1)."""
 
     @property
     def real_f1(self) -> float | None:
         """ReaL F1 of these weights, if they were evaluated."""
+        return self.metric("real_f1")
+
+    @property
+    def score(self) -> float | None:
+        """The monitored metric of these weights (what "best" means), if evaluated."""
+        return self.metric(self.monitor)
+
+    def metric(self, name: str) -> float | None:
+        """One finite metric of these weights, or None (not evaluated, or not finite)."""
         if not self.metrics:
             return None
-        value = self.metrics.get("real_f1")
-        if value is None or not math.isfinite(value):
+        value = self.metrics.get(name)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
             return None
         return float(value)
 
@@ -152,6 +166,7 @@ def _meta_record(path: Path) -> Record | None:
         size=size,
         sha256=digest,
         time=float(meta["time"]),
+        monitor=str(meta.get("settings", {}).get("monitor", "real_f1")),
     )
 
 
@@ -186,6 +201,37 @@ def read_records(run_dir: Path) -> list[Record]:
     return records
 
 
+def unlisted_checkpoints(run_dir: Path, records: Iterable[Record]) -> list[Path]:
+    """The checkpoint files of `run_dir` that no record names (damaged or foreign files,
+    which `read_records` could not adopt), by name; files still being written are not
+    checkpoints yet."""
+    listed = {r.file for r in records}
+    return [p for p in sorted(Path(run_dir).glob(f"*{SUFFIX}"))
+            if p.name not in listed and not p.name.startswith(TMP_PREFIX)]
+
+
+def listed_saves(run_dir: Path) -> tuple[list[Record], list[str]]:
+    """A run's saves as a listing shows them (oldest first), and the names of the
+    checkpoint files it shows as unreadable instead.
+
+    A save whose file is no longer what its record describes (cut to 0 bytes, cut short,
+    replaced by a folder) is unreadable, not a save: one stat each. Bytes changed in
+    place keep their size; `verify_checkpoint` compares the hash.
+    """
+    run_dir = Path(run_dir)
+    records = [r for r in read_records(run_dir) if _matches_size(run_dir / r.file, r.size)]
+    return records, [p.name for p in unlisted_checkpoints(run_dir, records)]
+
+
+def _matches_size(path: Path, size: int) -> bool:
+    """Whether `path` is a regular file of `size` bytes."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
 def write_manifest(run_dir: Path, records: Iterable[Record]) -> None:
     """Replace the run's manifest atomically."""
     data = {
@@ -199,23 +245,24 @@ def write_manifest(run_dir: Path, records: Iterable[Record]) -> None:
 
 # ---------------------------------------------------------------------------- retention
 def best_record(records: Iterable[Record]) -> Record | None:
-    """The save with the highest ReaL F1 (the newer one on a tie), or None."""
-    scored = [r for r in records if r.real_f1 is not None]
+    """The save with the highest monitored metric (the newer one on a tie), or None."""
+    scored = [r for r in records if r.score is not None]
     if not scored:
         return None
-    return max(scored, key=lambda r: (r.real_f1, r.seq))
+    return max(scored, key=lambda r: (r.score, r.seq))
 
 
 def retained(records: Iterable[Record], keep_last: int, keep_best: int = 1) -> set[str]:
-    """File names to keep: the `keep_last` newest and the `keep_best` best by ReaL F1.
+    """File names to keep: the `keep_last` newest and the `keep_best` best by the
+    monitored metric (`Record.score`).
 
     Pure function of the records, so retention can be tested on random histories.
     """
     ordered = sorted(records, key=lambda r: r.seq)
     # A negative slice start would wrap around: with fewer saves than `keep_last`, keep all.
     keep = {r.file for r in ordered[max(len(ordered) - keep_last, 0):]} if keep_last > 0 else set()
-    scored = [r for r in ordered if r.real_f1 is not None]
-    scored.sort(key=lambda r: (r.real_f1, r.seq), reverse=True)
+    scored = [r for r in ordered if r.score is not None]
+    scored.sort(key=lambda r: (r.score, r.seq), reverse=True)
     keep.update(r.file for r in scored[: max(keep_best, 0)])
     return keep
 

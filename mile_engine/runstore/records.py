@@ -51,21 +51,22 @@ def _claim_dir(root: Path, base: str) -> Path:
             n += 1
 
 
-def json_safe(value: Any) -> Any:
-    """JSON has no NaN: NaN and infinities (at any depth) become null."""
+def json_clean(value: Any) -> Any:
+    """JSON has no NaN or infinity: at any depth they become null (and keys strings,
+    tuples lists, as JSON would read them back)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
+        return {str(k): json_clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_clean(v) for v in value]
     return value
 
 
 def event_record(event: ev.Event) -> dict[str, Any]:
     """An event as a flat JSON-ready dict with its kind and a timestamp."""
     record = {"event": type(event).__name__, "time": round(time.time(), 3)}
-    record.update(json_safe(dataclasses.asdict(event)))
+    record.update(json_clean(dataclasses.asdict(event)))
     return record
 
 
@@ -249,8 +250,10 @@ def describe(event: ev.Event) -> str | None:
         )
     if isinstance(event, ev.Evaluated):
         m = event.metrics
+        # Records written before mAP existed have none: the line then leaves it out.
+        ranking = f"mAP {m['map']:.4f} " if "map" in m else ""
         return (
-            f"eval gen {event.generation}: top-1 {m['top1']:.4f} ReaL acc "
+            f"eval gen {event.generation}: {ranking}top-1 {m['top1']:.4f} ReaL acc "
             f"{m['real_accuracy']:.4f} ReaL F1 {m['real_f1']:.4f} (P {m['real_precision']:.3f}"
             f" R {m['real_recall']:.3f}) coverage {m['coverage']:.2f}"
             + (" *best*" if event.best else "")

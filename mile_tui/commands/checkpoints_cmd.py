@@ -15,22 +15,12 @@ from typing import Annotated, Any
 
 import typer
 
-from mile_engine.checkpoints import (
-    CheckpointError,
-    Record,
-    RunInfo,
-    delete_checkpoint,
-    export_weights,
-    is_run_dir,
-    list_runs,
-    load_checkpoint,
-    prune_run,
-    resolve_checkpoint,
-    run_info,
-    verify_run,
-)
 from mile_engine.config import Settings
+from mile_engine.runstore.catalog import RunSummary, is_run_folder, list_runs, summarize_run
+from mile_engine.runstore.files import CheckpointError
 from mile_engine.runstore.layout import SUFFIX
+from mile_engine.runstore.manifest import Record, delete_checkpoint, load_checkpoint, prune_run
+from mile_engine.runstore.saves import export_weights, resolve_checkpoint, verify_run
 from mile_tui.commands.fit import Col, choose, render, terminal_width
 from mile_tui.headless import exit_code_for
 from mile_tui.marks import BEST, NEWEST, cut_left, file_size, plural
@@ -97,13 +87,14 @@ def _root(ctx: typer.Context, config: Path | None, overrides: list[str] | None) 
     return Path(settings_from_cli(ctx, config, overrides).checkpoint_path)
 
 
-def _runs(root: Path, run: Path | None) -> list[RunInfo]:
+def _runs(root: Path, run: Path | None) -> list[RunSummary]:
     """The run named on the command line, or every run under `root`."""
     if run is None:
-        return list_runs(root)
+        # Oldest activity first: the newest save ends the listing.
+        return sorted(list_runs([root]), key=lambda r: (r.last_save_time, r.name))
     for path in (run, root / run):
-        if is_run_dir(path):
-            return [run_info(path)]
+        if is_run_folder(path):
+            return [summarize_run(path)]
     fail(f"{run}: no such run folder (looked under {root}).")
 
 
@@ -123,15 +114,15 @@ def _f(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
-def _is_best(run: RunInfo, record: Record) -> bool:
+def _is_best(run: RunSummary, record: Record) -> bool:
     return run.best is not None and record.file == run.best.file
 
 
-def _is_newest(run: RunInfo, record: Record) -> bool:
+def _is_newest(run: RunSummary, record: Record) -> bool:
     return run.newest is not None and record.file == run.newest.file
 
 
-def record_marks(run: RunInfo, record: Record) -> str:
+def record_marks(run: RunSummary, record: Record) -> str:
     """"★ best", "● newest", both or nothing: the console's notation for a save."""
     marks = [BEST] if _is_best(run, record) else []
     if _is_newest(run, record):
@@ -139,7 +130,7 @@ def record_marks(run: RunInfo, record: Record) -> str:
     return " ".join(marks)
 
 
-def _record_json(run: RunInfo, record: Record) -> dict[str, Any]:
+def _record_json(run: RunSummary, record: Record) -> dict[str, Any]:
     data = record.to_json()
     data["path"] = str(run.path / record.file)
     data["newest"] = _is_newest(run, record)
@@ -156,7 +147,7 @@ SAVE_COLUMNS = (
 )
 
 
-def _save_cells(run: RunInfo, r: Record) -> dict[str, str]:
+def _save_cells(run: RunSummary, r: Record) -> dict[str, str]:
     m = r.metrics or {}
     return {"file": r.file, "gen": f"gen {r.generation}", "phase": r.phase,
             "step": f"step {r.global_step}", "f1": f"F1 {_f(m.get('real_f1'))}",
@@ -165,14 +156,14 @@ def _save_cells(run: RunInfo, r: Record) -> dict[str, str]:
             "marks": record_marks(run, r)}
 
 
-def _save_line(run: RunInfo, r: Record) -> str:
+def _save_line(run: RunSummary, r: Record) -> str:
     m = r.metrics or {}
     return (f"  {r.file:34s} gen {r.generation:3d} {r.phase:11s} step {r.global_step:8d}"
             f"  F1 {_f(m.get('real_f1')):>6s}  top-1 {_f(m.get('top1')):>6s}"
             f"  {file_size(r.size):>7s}  {_when(r.time)}  {record_marks(run, r)}").rstrip()
 
 
-def _run_line(run: RunInfo, width: int | None) -> str:
+def _run_line(run: RunSummary, width: int | None) -> str:
     """`PATH (training): 3 checkpoints`, the path cut from its start to fit."""
     state = " (training)" if run.active else ""
     tail = f"{state}: {plural(len(run.records), 'checkpoint')}"
@@ -180,7 +171,7 @@ def _run_line(run: RunInfo, width: int | None) -> str:
     return (path if width is None else cut_left(path, max(width - len(tail), 12))) + tail
 
 
-def _print_runs(runs: list[RunInfo], width: int | None = None) -> None:
+def _print_runs(runs: list[RunSummary], width: int | None = None) -> None:
     """Each run, then its saves one a line, in at most `width` cells (None: the whole
     line whatever the width, for files and pipes)."""
     if not runs:
@@ -229,7 +220,7 @@ def browse(
         return
     from mile_tui.checkpoint_browser import CheckpointsApp
 
-    run_dir = None if run is None else (run if is_run_dir(run) else root / run)
+    run_dir = None if run is None else (run if is_run_folder(run) else root / run)
     from mile_tui.preferences import preferences_path
 
     CheckpointsApp(root, run_dir, keep_last=settings.max_checkpoint_num,

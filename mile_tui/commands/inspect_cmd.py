@@ -17,22 +17,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mile_engine.checkpoints import (
-    CheckpointError,
-    check_against_manifest,
-    load_checkpoint,
-    resolve_checkpoint,
-)
-from mile_engine.config import (
-    Settings,
-    SettingsError,
-    parse_ascii_float,
-    parse_override,
-    read_toml,
-)
-from mile_engine.runstore.records import json_safe
+from mile_engine.config import SettingsError, parse_ascii_float, read_toml
+from mile_engine.runstore.files import CheckpointError
+from mile_engine.runstore.manifest import check_against_manifest, load_checkpoint
+from mile_engine.runstore.records import json_clean
+from mile_engine.runstore.saves import resolve_checkpoint
 from mile_tui.headless import exit_code_for
-from mile_tui.options import FLAG, fail
+from mile_tui.options import FLAG, fail, settings_from_cli
 
 ConfigOption = Annotated[
     Path | None,
@@ -69,25 +60,10 @@ def _file_values(config: Path | None) -> dict[str, Any] | None:
         fail(str(exc))
 
 
-def _root(file_values: dict[str, Any] | None, overrides: list[str]) -> Path:
-    """checkpoint_path for relative names: --set, else --config, else ./mile.toml."""
-    root = Settings().checkpoint_path
-    values = file_values
-    if values is None and Path("mile.toml").is_file():
-        try:
-            values = read_toml(Path("mile.toml"))
-        except SettingsError:
-            values = None
-    if values and isinstance(values.get("checkpoint_path"), str):
-        root = values["checkpoint_path"]
-    for text in overrides:
-        try:
-            key, value = parse_override(text)
-        except SettingsError as exc:
-            fail(str(exc))
-        if key == "checkpoint_path":
-            root = str(value)
-    return Path(root)
+def _root(config: Path | None, overrides: list[str]) -> Path:
+    """checkpoint_path for relative names: the settings the user named, read as every
+    command reads them (--config, else ./mile.toml if present, then --set)."""
+    return Path(settings_from_cli(config, overrides).checkpoint_path)
 
 
 def _load(checkpoint: str, config: Path | None, overrides: list[str] | None) -> Any:
@@ -97,7 +73,7 @@ def _load(checkpoint: str, config: Path | None, overrides: list[str] | None) -> 
     values = _file_values(config)
     overrides = overrides or []
     try:
-        path, _ = resolve_checkpoint(checkpoint, _root(values, overrides))
+        path, _ = resolve_checkpoint(checkpoint, _root(config, overrides))
         return load_model(path, values, overrides)
     except (CheckpointError, SettingsError) as exc:
         fail(str(exc), exit_code_for(exc))
@@ -143,7 +119,8 @@ def eval_checkpoint(
     overrides: SetOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Score a checkpoint on its run's validation set: top-1, ReaL accuracy and F1, coverage.
+    """Score a checkpoint on its run's validation set: mAP, top-1, ReaL accuracy and F1,
+    coverage.
 
     The numbers are those the run's own evaluation gives the same weights; `--rho` sweeps
     the threshold of the prediction sets so that you can pick an operating point.
@@ -160,10 +137,11 @@ def eval_checkpoint(
     reference = {k: rows[0][k] for k in ("ref_f1_all", "ref_f1_label")}
     metrics = [{k: r[k] for k in ("rho", *[m for m, _ in METRIC_COLUMNS])} for r in rows]
     if as_json:
-        typer.echo(json.dumps(json_safe({
+        typer.echo(json.dumps(json_clean({
             "checkpoint": str(loaded.path),
             "schema": s.schema, "model": s.model, "dataset": s.dataset,
             "global_step": loaded.meta.get("global_step"),
+            "map": rows[0]["map"], "map_classes_left_out": rows[0]["map_classes_left_out"],
             "rows": metrics, "reference": reference, "recorded": loaded.recorded,
             "classes": loaded.class_names,
         }), indent=1))
@@ -181,13 +159,19 @@ def eval_checkpoint(
                                          for m, _ in METRIC_COLUMNS], style=style)
     console = Console()
     console.print(table)
+    left_out = int(rows[0]["map_classes_left_out"])
+    console.print(f"mAP {_num(rows[0]['map'])} (any rho"
+                  + (f"; {left_out} classes without a positive left out" if left_out else "")
+                  + ")", highlight=False)
     console.print(f"{len(loaded.class_names)} classes: {class_list(loaded.class_names)}",
                   highlight=False)
     console.print(f"reference F1: predict every class {_num(reference['ref_f1_all'])}, "
                   f"the single label {_num(reference['ref_f1_label'])}")
     if loaded.recorded:
-        console.print(f"recorded at save (rho {loaded.recorded.get('rho')}): ReaL F1 "
-                      f"{_num(loaded.recorded.get('real_f1'))}, top-1 "
+        recorded_map = (f"mAP {_num(loaded.recorded.get('map'))}, "
+                        if "map" in loaded.recorded else "")
+        console.print(f"recorded at save (rho {loaded.recorded.get('rho')}): {recorded_map}"
+                      f"ReaL F1 {_num(loaded.recorded.get('real_f1'))}, top-1 "
                       f"{_num(loaded.recorded.get('top1'))}")
 
 

@@ -117,7 +117,7 @@ class RunView:
 
     def load_saves(self, run_dir: Path) -> set[str]:
         """List the saves already in a run folder (a resumed run's earlier ones)."""
-        from mile_engine.checkpoints import best_record, read_records
+        from mile_engine.runstore.manifest import best_record, read_records
 
         records = read_records(run_dir)
         best = best_record(records)

@@ -16,7 +16,8 @@ import torch
 import torchvision
 from typer.testing import CliRunner, Result
 
-from mile_engine.checkpoints import MANIFEST_FILE, read_records
+from mile_engine.runstore.layout import MANIFEST_FILE
+from mile_engine.runstore.manifest import read_records
 from mile_engine.runstore.records import read_metrics
 from mile_tui.cli import app, expand_resume_flag
 from mile_tui.commands.checkpoints_cmd import expand_browse_args

@@ -17,10 +17,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from mile_engine import checkpoints as ck
+from mile_engine.checkpoints import RunCheckpointer
 from mile_engine.runstore import files as ckf
 from mile_engine.runstore import layout
 from mile_engine.runstore import records as runs
+from mile_engine.runstore.manifest import load_checkpoint, read_records
+from mile_engine.runstore.saves import verify_run
 from mile_engine.session import open_run
 from mile_tui.cli import app
 from tests.helpers.faults import DiskBudget, FullAfter, flip_tensor_byte
@@ -93,9 +95,9 @@ def test_second_ctrl_c_inside_the_final_save_waits_for_it(tmp_path: Path) -> Non
     assert "Traceback" not in out and "saving a checkpoint, please wait" in out
     assert "run stopped" in out
     (run_dir,) = root.iterdir()
-    newest = ck.read_records(run_dir)[-1]
+    newest = read_records(run_dir)[-1]
     assert newest.reason == "stop"  # the save the second Ctrl-C landed in completed
-    assert all(result.ok for _, result in ck.verify_run(run_dir))
+    assert all(result.ok for _, result in verify_run(run_dir))
 
 
 def test_third_ctrl_c_inside_the_final_save_quits_keeping_completed_saves(
@@ -106,9 +108,9 @@ def test_third_ctrl_c_inside_the_final_save_quits_keeping_completed_saves(
     assert code == 130, out
     assert "Traceback" not in out and "quit while saving" in out
     (run_dir,) = root.iterdir()
-    records = ck.read_records(run_dir)
+    records = read_records(run_dir)
     assert records and all(r.reason == "generation" for r in records)
-    assert all(result.ok for _, result in ck.verify_run(run_dir))
+    assert all(result.ok for _, result in verify_run(run_dir))
     # The run resumes from its newest completed save; the abandoned temporary goes.
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     resumed = subprocess.run(
@@ -141,7 +143,7 @@ def test_a_headless_run_on_a_full_disk_exits_1_with_one_line(
     last = result.output.strip().splitlines()[-1]
     assert "run failed" in last and last.endswith(
         f"no space left on device: {run_dir / layout.METRICS_FILE}")
-    assert ck.read_records(run_dir)[-1].reason == "stop"  # the final save was made
+    assert read_records(run_dir)[-1].reason == "stop"  # the final save was made
 
 
 def test_a_full_disk_at_the_last_record_still_exits_1(
@@ -205,8 +207,8 @@ def test_export_to_a_full_disk_exits_1_with_one_line(
 def refusals(tmp_path: Path) -> dict[str, str]:
     """Checkpoint references that cannot be used, by kind."""
     run_dir = make_run(tmp_path, [0.3, 0.4])
-    newest = run_dir / ck.read_records(run_dir)[-1].file
-    flip_tensor_byte(newest, ck.load_checkpoint(newest)["student"]["fc.weight"])
+    newest = run_dir / read_records(run_dir)[-1].file
+    flip_tensor_byte(newest, load_checkpoint(newest)["student"]["fc.weight"])
 
     class Evil:
         def __reduce__(self) -> tuple[object, ...]:
@@ -249,8 +251,8 @@ def test_a_busy_run_is_refused_with_exit_2(tmp_path: Path) -> None:
     trainer = open_run(tiny(checkpoint_path=str(tmp_path), epoch_num=1, k_t=2, k_s=2,
                             val_size=16))
     trainer.train()
-    newest = ck.read_records(trainer.run_dir)[-1].file
-    holder = ck.RunCheckpointer(trainer.run_dir, 3)  # another trainer lives in this folder
+    newest = read_records(trainer.run_dir)[-1].file
+    holder = RunCheckpointer(trainer.run_dir, 3)  # another trainer lives in this folder
     root = ["--set", f"checkpoint_path={tmp_path}"]
     try:
         resumed = CliRunner().invoke(app, ["run", "--headless", "--resume",

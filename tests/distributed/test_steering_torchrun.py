@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from mile_engine.checkpoints import read_records
 from mile_engine.runstore.catalog import summarize_run
+from mile_engine.runstore.manifest import read_records
 from mile_engine.runstore.steering import send_request
 from tests.helpers.processes import TORCHRUN, only_run, records_of, wait_for
 from tests.helpers.settings import TINY

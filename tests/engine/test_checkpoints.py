@@ -11,23 +11,45 @@ import pytest
 import torch
 import torchvision
 
-from mile_engine import checkpoints as ck
+from mile_engine.checkpoints import RunCheckpointer, find_resume, newest_run
 from mile_engine.runstore import files as ckf
+from mile_engine.runstore.files import (
+    CheckpointError,
+    CheckpointWriteError,
+    CorruptCheckpointError,
+    NoCheckpointError,
+    RunBusyError,
+    UnsafeCheckpointError,
+    atomic_write_text,
+    file_sha256,
+)
+from mile_engine.runstore.layout import MANIFEST_FILE
+from mile_engine.runstore.lock import run_is_active
+from mile_engine.runstore.manifest import (
+    Record,
+    delete_checkpoint,
+    load_checkpoint,
+    protected,
+    prune_run,
+    read_records,
+    retained,
+)
+from mile_engine.runstore.saves import export_weights, verify_checkpoint
 from tests.helpers.runs import FakeTrainer, make_run
 
 
 def test_save_writes_checkpoint_and_manifest_record(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [0.3, None])
-    records = ck.read_records(run_dir)
+    records = read_records(run_dir)
     assert [r.reason for r in records] == ["generation", "stop"]
     first = records[0]
     assert first.generation == 1 and first.phase == "evaluated" and first.global_step == 5
     assert first.metrics is not None and first.metrics["real_f1"] == 0.3
     assert "sweep" not in first.metrics
     assert records[1].metrics is None and records[1].phase == "imitation"
-    size, digest = ck.file_sha256(run_dir / first.file)
+    size, digest = file_sha256(run_dir / first.file)
     assert (size, digest) == (first.size, first.sha256)
-    state = ck.load_checkpoint(run_dir / first.file)
+    state = load_checkpoint(run_dir / first.file)
     assert state["meta"]["settings"]["k_t"] == 3
     assert not list(run_dir.glob(".tmp-*"))
 
@@ -36,8 +58,8 @@ def test_save_that_fails_half_way_leaves_old_checkpoint_and_no_temp(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_dir = make_run(tmp_path, [0.3])
-    (old,) = ck.read_records(run_dir)
-    manifest = (run_dir / ck.MANIFEST_FILE).read_bytes()
+    (old,) = read_records(run_dir)
+    manifest = (run_dir / MANIFEST_FILE).read_bytes()
 
     def half_then_disk_full(obj: Any, fh: BinaryIO) -> None:
         import io
@@ -48,27 +70,27 @@ def test_save_that_fails_half_way_leaves_old_checkpoint_and_no_temp(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ckf, "_write_payload", half_then_disk_full)
-    saver = ck.RunCheckpointer(run_dir, 1)
+    saver = RunCheckpointer(run_dir, 1)
     trainer = FakeTrainer()
     trainer.advance(10, 0.9)
-    with pytest.raises(ck.CheckpointWriteError, match="^no space left on device: .*step-"):
+    with pytest.raises(CheckpointWriteError, match="^no space left on device: .*step-"):
         saver.save(trainer, "generation")  # type: ignore[arg-type]
     saver.close()
     assert not list(run_dir.glob(".tmp-*"))
     assert sorted(p.name for p in run_dir.glob("*.pt")) == [old.file]
-    assert (run_dir / ck.MANIFEST_FILE).read_bytes() == manifest
-    ck.load_checkpoint(run_dir / old.file)
-    assert ck.verify_checkpoint(run_dir / old.file, old).ok
+    assert (run_dir / MANIFEST_FILE).read_bytes() == manifest
+    load_checkpoint(run_dir / old.file)
+    assert verify_checkpoint(run_dir / old.file, old).ok
 
 
 def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [0.3])
     (run_dir / ".tmp-step-00000010-generation.pt.999").write_bytes(b"half")
-    ck.RunCheckpointer(run_dir, 3).close()
+    RunCheckpointer(run_dir, 3).close()
     assert not list(run_dir.glob(".tmp-*"))
 
 
-def _check_retention(records: list[ck.Record], history: list[ck.Record], keep: int) -> None:
+def _check_retention(records: list[Record], history: list[Record], keep: int) -> None:
     files = {r.file for r in records}
     assert history[-1].file in files  # the newest survives
     assert len(records) <= keep + 1
@@ -83,14 +105,14 @@ def test_retention_on_disk_keeps_best_and_newest(tmp_path: Path, seed: int) -> N
     keep = rng.randint(1, 3)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    saver = ck.RunCheckpointer(run_dir, keep)
+    saver = RunCheckpointer(run_dir, keep)
     trainer = FakeTrainer()
-    history: list[ck.Record] = []
+    history: list[Record] = []
     for _ in range(10):
         f1 = None if rng.random() < 0.3 else round(rng.random(), 2)
         trainer.advance(rng.randint(1, 5), f1)
         saved = saver.save(trainer, "generation")  # type: ignore[arg-type]
-        records = ck.read_records(run_dir)
+        records = read_records(run_dir)
         history.append(next(r for r in records if r.file == Path(saved.path).name))
         _check_retention(records, history, keep)
         assert sorted(saved.kept) == sorted(r.file for r in records)
@@ -102,16 +124,16 @@ def test_retention_rule_on_many_random_histories() -> None:
     for seed in range(300):
         rng = random.Random(seed)
         keep, keep_best = rng.randint(1, 5), rng.randint(1, 3)
-        records: list[ck.Record] = []
-        history: list[ck.Record] = []
+        records: list[Record] = []
+        history: list[Record] = []
         for seq in range(1, rng.randint(2, 40)):
             f1 = None if rng.random() < 0.25 else rng.choice([0.1, 0.2, 0.5, rng.random()])
             metrics = None if f1 is None else {"real_f1": f1}
-            record = ck.Record(f"c{seq}.pt", seq, seq, "evaluated", 0, seq, "generation",
+            record = Record(f"c{seq}.pt", seq, seq, "evaluated", 0, seq, "generation",
                                metrics, 1, "x", float(seq))
             records.append(record)
             history.append(record)
-            kept = ck.retained(records, keep, keep_best) | ck.protected(records)
+            kept = retained(records, keep, keep_best) | protected(records)
             records = [r for r in records if r.file in kept]
             assert len(records) <= keep + keep_best
             _check_retention(records, history, keep + keep_best - 1)
@@ -126,62 +148,62 @@ def test_pickle_that_executes_code_is_refused(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.pt"
     torch.save({"student": Evil()}, path)
-    with pytest.raises(ck.UnsafeCheckpointError, match="arbitrary unpickling"):
-        ck.load_checkpoint(path)
+    with pytest.raises(UnsafeCheckpointError, match="arbitrary unpickling"):
+        load_checkpoint(path)
     assert not marker.exists()
-    assert not ck.verify_checkpoint(path).ok
+    assert not verify_checkpoint(path).ok
 
 
 def test_truncated_file_is_reported_as_corrupt(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [0.3])
-    (record,) = ck.read_records(run_dir)
+    (record,) = read_records(run_dir)
     path = run_dir / record.file
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(ck.CorruptCheckpointError, match="truncated or damaged"):
-        ck.load_checkpoint(path)
-    result = ck.verify_checkpoint(path, record)
+    with pytest.raises(CorruptCheckpointError, match="truncated or damaged"):
+        load_checkpoint(path)
+    result = verify_checkpoint(path, record)
     assert not result.ok and any("SHA-256" in p for p in result.problems)
 
 
 def test_export_loads_into_torchvision_resnet18(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [0.4], real_model=True)
-    (record,) = ck.read_records(run_dir)
-    out = ck.export_weights(run_dir / record.file, tmp_path / "out" / "weights.pt")
+    (record,) = read_records(run_dir)
+    out = export_weights(run_dir / record.file, tmp_path / "out" / "weights.pt")
     weights = torch.load(out, weights_only=True)
     model = torchvision.models.resnet18(num_classes=10)
     model.load_state_dict(weights)  # strict: every key, no extra
-    assert torch.equal(model.fc.weight, ck.load_checkpoint(run_dir / record.file)
+    assert torch.equal(model.fc.weight, load_checkpoint(run_dir / record.file)
                        ["student"]["fc.weight"])
 
 
 def test_resume_falls_back_past_a_corrupt_newest_with_a_warning(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [0.3, 0.4, None])
-    records = ck.read_records(run_dir)
+    records = read_records(run_dir)
     newest = run_dir / records[-1].file
     newest.write_bytes(newest.read_bytes()[:-100])  # truncated
-    point = ck.find_resume(run_dir, tmp_path)
+    point = find_resume(run_dir, tmp_path)
     assert point.path == run_dir / records[1].file
     (warning,) = point.warnings
     assert str(newest) in warning and str(point.path) in warning
-    assert ck.find_resume("latest", tmp_path).path == point.path
-    assert ck.find_resume("run-a", tmp_path).path == point.path  # relative to the root
-    with pytest.raises(ck.CorruptCheckpointError):
-        ck.find_resume(newest, tmp_path)  # an explicit file must load
+    assert find_resume("latest", tmp_path).path == point.path
+    assert find_resume("run-a", tmp_path).path == point.path  # relative to the root
+    with pytest.raises(CorruptCheckpointError):
+        find_resume(newest, tmp_path)  # an explicit file must load
 
 
 def test_latest_is_the_run_with_the_newest_save(tmp_path: Path) -> None:
     make_run(tmp_path, [0.3], name="b-old")
     newer = make_run(tmp_path, [0.2], name="a-new")
-    assert ck.newest_run(tmp_path) == newer
-    with pytest.raises(ck.NoCheckpointError):
-        ck.newest_run(tmp_path / "nothing")
+    assert newest_run(tmp_path) == newer
+    with pytest.raises(NoCheckpointError):
+        newest_run(tmp_path / "nothing")
 
 
 def test_lost_manifest_and_orphan_files_are_recovered(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [0.3, 0.5, None])
-    before = ck.read_records(run_dir)
-    (run_dir / ck.MANIFEST_FILE).unlink()
-    after = ck.read_records(run_dir)
+    before = read_records(run_dir)
+    (run_dir / MANIFEST_FILE).unlink()
+    after = read_records(run_dir)
     assert [(r.file, r.seq, r.sha256, r.metrics) for r in after] == [
         (r.file, r.seq, r.sha256, r.metrics) for r in before
     ]
@@ -189,41 +211,41 @@ def test_lost_manifest_and_orphan_files_are_recovered(tmp_path: Path) -> None:
 
 def test_prune_and_delete_never_remove_best_or_newest_without_force(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [0.9, 0.1, 0.2, 0.3, 0.4])
-    files = [r.file for r in ck.read_records(run_dir)]
-    dry = ck.prune_run(run_dir, keep_last=0, keep_best=0, dry_run=True)
+    files = [r.file for r in read_records(run_dir)]
+    dry = prune_run(run_dir, keep_last=0, keep_best=0, dry_run=True)
     assert [r.file for r in dry] == files[1:4]
     assert len(list(run_dir.glob("*.pt"))) == 5
-    removed = ck.prune_run(run_dir, keep_last=0, keep_best=0)
+    removed = prune_run(run_dir, keep_last=0, keep_best=0)
     assert [r.file for r in removed] == files[1:4]
-    assert [r.file for r in ck.read_records(run_dir)] == [files[0], files[4]]
-    with pytest.raises(ck.CheckpointError, match="best"):
-        ck.delete_checkpoint(run_dir, files[0])
-    with pytest.raises(ck.CheckpointError, match="newest"):
-        ck.delete_checkpoint(run_dir, files[4])
-    ck.delete_checkpoint(run_dir, files[0], force=True)
-    assert [r.file for r in ck.read_records(run_dir)] == [files[4]]
+    assert [r.file for r in read_records(run_dir)] == [files[0], files[4]]
+    with pytest.raises(CheckpointError, match="best"):
+        delete_checkpoint(run_dir, files[0])
+    with pytest.raises(CheckpointError, match="newest"):
+        delete_checkpoint(run_dir, files[4])
+    delete_checkpoint(run_dir, files[0], force=True)
+    assert [r.file for r in read_records(run_dir)] == [files[4]]
 
 
 def test_newest_save_of_a_live_run_survives_even_force(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [0.9, 0.1])
-    live = ck.RunCheckpointer(run_dir, 5)  # a trainer writing into the folder
+    live = RunCheckpointer(run_dir, 5)  # a trainer writing into the folder
     try:
-        assert ck.run_is_active(run_dir)
-        with pytest.raises(ck.RunBusyError):
-            ck.RunCheckpointer(run_dir, 5)  # a second trainer in the same folder
-        newest = ck.read_records(run_dir)[-1].file
-        ck.prune_run(run_dir, keep_last=0, keep_best=0, force=True)
-        assert [r.file for r in ck.read_records(run_dir)] == [newest]
-        with pytest.raises(ck.CheckpointError, match="still training"):
-            ck.delete_checkpoint(run_dir, newest, force=True)
+        assert run_is_active(run_dir)
+        with pytest.raises(RunBusyError):
+            RunCheckpointer(run_dir, 5)  # a second trainer in the same folder
+        newest = read_records(run_dir)[-1].file
+        prune_run(run_dir, keep_last=0, keep_best=0, force=True)
+        assert [r.file for r in read_records(run_dir)] == [newest]
+        with pytest.raises(CheckpointError, match="still training"):
+            delete_checkpoint(run_dir, newest, force=True)
     finally:
         live.close()
-    assert not ck.run_is_active(run_dir)
+    assert not run_is_active(run_dir)
 
 
 def test_atomic_write_text_replaces_whole_file(tmp_path: Path) -> None:
     path = tmp_path / "m.json"
-    ck.atomic_write_text(path, "one")
-    ck.atomic_write_text(path, "two")
+    atomic_write_text(path, "one")
+    atomic_write_text(path, "two")
     assert path.read_text() == "two"
     assert sorted(os.listdir(tmp_path)) == ["m.json"]

@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from mile_engine import events as ev
-from mile_engine.checkpoints import load_checkpoint, read_records
 from mile_engine.models import build_model
+from mile_engine.runstore.manifest import load_checkpoint, read_records
 from mile_engine.session import open_run
 from mile_engine.trainer import Trainer
 from tests.helpers.settings import tiny

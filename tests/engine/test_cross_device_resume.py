@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from mile_engine import events as ev
-from mile_engine.checkpoints import load_checkpoint
 from mile_engine.data import build_source
 from mile_engine.data.batch import Batch
 from mile_engine.data.tiles import PHILOX_STATE_BYTES, GridSource
+from mile_engine.runstore.manifest import load_checkpoint
 from mile_engine.trainer import Trainer
 from tests.helpers.settings import tiny
 

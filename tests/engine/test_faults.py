@@ -15,12 +15,21 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mile_engine import checkpoints as ck
 from mile_engine import events as ev
+from mile_engine.checkpoints import RunCheckpointer, find_resume
 from mile_engine.config import Settings
 from mile_engine.runstore import files as ckf
 from mile_engine.runstore import layout
 from mile_engine.runstore import records as runs
+from mile_engine.runstore.catalog import summarize_run
+from mile_engine.runstore.files import (
+    CheckpointWriteError,
+    CorruptCheckpointError,
+    atomic_save,
+    read_checkpoint_file,
+)
+from mile_engine.runstore.manifest import load_checkpoint, read_records
+from mile_engine.runstore.saves import export_weights, verify_run
 from mile_engine.session import open_run
 from tests.helpers.faults import DiskBudget, FullAfter, flip_tensor_byte
 from tests.helpers.runs import FakeTrainer, make_run
@@ -110,60 +119,60 @@ def test_a_save_on_a_full_disk_leads_with_the_cause(
     # torch.save itself meets the full disk: it reports `enforce fail at inline_container`.
     # FullAfter is a RawIOBase standing in for the IO[bytes] torch.save writes to.
     monkeypatch.setattr(ckf, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 300)))  # type: ignore[arg-type]
-    saver = ck.RunCheckpointer(run_dir, 3)
+    saver = RunCheckpointer(run_dir, 3)
     trainer = FakeTrainer()
     trainer.advance(4, 0.5)
-    with pytest.raises(ck.CheckpointWriteError) as caught:
+    with pytest.raises(CheckpointWriteError) as caught:
         saver.save(trainer, "generation")  # type: ignore[arg-type]
     saver.close()
     message = str(caught.value)
     assert message.startswith(f"no space left on device: {run_dir}/step-00000004")
     assert "inline_container" not in message and "earlier checkpoints are intact" in message
     assert not list(run_dir.glob(".tmp-*"))
-    assert all(result.ok for _, result in ck.verify_run(run_dir))
+    assert all(result.ok for _, result in verify_run(run_dir))
 
 
 def test_a_real_full_tmpfs_save_and_export_say_no_space(
     tiny_tmpfs: Path, tmp_path: Path
 ) -> None:
     big = {"w": torch.zeros(100_000)}  # 400 KB into 64 KiB
-    with pytest.raises(ck.CheckpointWriteError, match="^no space left on device: "):
-        ck.atomic_save(big, tiny_tmpfs / "big.pt")
+    with pytest.raises(CheckpointWriteError, match="^no space left on device: "):
+        atomic_save(big, tiny_tmpfs / "big.pt")
     assert list(tiny_tmpfs.iterdir()) == []  # no temporary file left behind
     run_dir = make_run(tmp_path, [0.4], real_model=True)
-    (record,) = ck.read_records(run_dir)
+    (record,) = read_records(run_dir)
     out = tiny_tmpfs / "weights.pt"
-    with pytest.raises(ck.CheckpointWriteError) as caught:
-        ck.export_weights(run_dir / record.file, out)
+    with pytest.raises(CheckpointWriteError) as caught:
+        export_weights(run_dir / record.file, out)
     assert str(caught.value) == f"no space left on device: {out}"
 
 
 # ------------------------------------------------------------------ damaged saves
 def test_a_damaged_save_named_directly_is_refused(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [0.3, 0.4])
-    older, newest = ck.read_records(run_dir)
+    older, newest = read_records(run_dir)
     path = run_dir / newest.file
-    weight = ck.load_checkpoint(path)["student"]["fc.weight"]
+    weight = load_checkpoint(path)["student"]["fc.weight"]
     flip_tensor_byte(path, weight)
-    ck.read_checkpoint_file(path)  # the premise: torch alone loads it without a word
-    with pytest.raises(ck.CorruptCheckpointError, match="damaged checkpoint") as caught:
-        ck.load_checkpoint(path)
+    read_checkpoint_file(path)  # the premise: torch alone loads it without a word
+    with pytest.raises(CorruptCheckpointError, match="damaged checkpoint") as caught:
+        load_checkpoint(path)
     assert str(path) in str(caught.value) and "checkpoints verify" in str(caught.value)
-    with pytest.raises(ck.CorruptCheckpointError, match="damaged"):
-        ck.find_resume(path, tmp_path)  # `--resume RUN/step-....pt`
-    point = ck.find_resume(run_dir, tmp_path)  # the run: falls back, with a warning
+    with pytest.raises(CorruptCheckpointError, match="damaged"):
+        find_resume(path, tmp_path)  # `--resume RUN/step-....pt`
+    point = find_resume(run_dir, tmp_path)  # the run: falls back, with a warning
     assert point.path == run_dir / older.file and len(point.warnings) == 1
     # A file no manifest lists has nothing to compare with: it loads as before.
     loose = tmp_path / "loose.pt"
     loose.write_bytes(path.read_bytes())
-    ck.load_checkpoint(loose)
+    load_checkpoint(loose)
 
 
 def test_list_shows_a_checkpoint_it_cannot_read(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [0.3])
     (run_dir / "step-00000099-stop.pt").write_bytes(b"not a checkpoint")
     (run_dir / ".tmp-step-00000100-stop.pt.1").write_bytes(b"half")
-    info = ck.run_info(run_dir)
+    info = summarize_run(run_dir)
     assert len(info.records) == 1 and info.unreadable == ["step-00000099-stop.pt"]
 
 
@@ -223,7 +232,7 @@ def test_a_record_the_disk_refuses_stops_the_run_saved_and_failed(
     assert ended.status == "failed"
     assert ended.error == f"no space left on device: {path}"
     assert ended.global_step < trainer.total_steps  # it stopped early
-    newest = ck.read_records(trainer.run_dir)[-1]
+    newest = read_records(trainer.run_dir)[-1]
     assert newest.reason == "stop" and newest.global_step == ended.global_step
     assert path.read_text().endswith("\n")  # whole lines only
     if refused == layout.METRICS_FILE:

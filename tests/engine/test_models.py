@@ -287,8 +287,8 @@ def test_input_sides_a_transformer_cannot_take_are_refused() -> None:
 
 
 def test_headless_run_with_another_backbone_records_class_names(tmp_path: Path) -> None:
-    from mile_engine.checkpoints import load_checkpoint
     from mile_engine.reports.inference import load_model
+    from mile_engine.runstore.manifest import load_checkpoint
     from mile_tui.cli import app
 
     weights = tmp_path / "start.pth"
@@ -313,8 +313,8 @@ def test_headless_run_with_another_backbone_records_class_names(tmp_path: Path) 
 
 
 def test_checkpoint_class_names_recorded_or_derived(tmp_path: Path) -> None:
-    from mile_engine.checkpoints import CheckpointError
     from mile_engine.reports.inference import checkpoint_class_names
+    from mile_engine.runstore.files import CheckpointError
 
     path = tmp_path / "c.pt"
     folder = tiny(dataset="folder", data_path="a", val_path="b", model="resnet18")

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from mile_engine import events as ev
-from mile_engine.checkpoints import RunCheckpointer, read_records
+from mile_engine.checkpoints import RunCheckpointer
 from mile_engine.config import Settings, SettingsError
 from mile_engine.control import Control
+from mile_engine.runstore.manifest import read_records
 from mile_engine.runstore.records import create_run_dir
 from mile_engine.session import open_run, resume_settings
 from mile_engine.trainer import Trainer

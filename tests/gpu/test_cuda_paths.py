@@ -19,10 +19,10 @@ from PIL import Image
 from torch import nn
 
 from mile_engine import events as ev
-from mile_engine.checkpoints import load_checkpoint
 from mile_engine.data.image_files import JpegFiles, collate_jpeg, val_transform
 from mile_engine.data.imagenet import ImageNetSource
 from mile_engine.data.jpeg import decode_batch
+from mile_engine.runstore.manifest import load_checkpoint
 from mile_engine.session import open_run
 from tests.helpers.images import picture
 from tests.helpers.settings import tiny

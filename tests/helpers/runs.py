@@ -11,8 +11,8 @@ from typing import Any
 import torch
 import torchvision
 
-from mile_engine import checkpoints as ck
 from mile_engine import events as ev
+from mile_engine.checkpoints import RunCheckpointer
 from mile_engine.config import Dataset, Schema, Settings
 from mile_engine.runstore.layout import METRICS_FILE, SETTINGS_FILE
 from mile_engine.runstore.records import event_record
@@ -65,7 +65,7 @@ def make_run(root: Path, f1s: list[float | None], keep: int = 10,
     run_dir = root / name
     run_dir.mkdir(parents=True)
     (run_dir / "settings.toml").write_text(tiny().to_toml())
-    saver = ck.RunCheckpointer(run_dir, keep)
+    saver = RunCheckpointer(run_dir, keep)
     trainer = FakeTrainer(real_model=real_model)
     for f1 in f1s:
         trainer.advance(5, f1)

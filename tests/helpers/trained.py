@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mile_engine.checkpoints import RunCheckpointer, read_records
+from mile_engine.checkpoints import RunCheckpointer
 from mile_engine.config import load_settings
 from mile_engine.control import Control
+from mile_engine.runstore.manifest import read_records
 from mile_engine.session import open_run
 from mile_engine.trainer import Trainer
 from tests.helpers.settings import tiny

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from textual.widgets import DataTable, Static
 
-from mile_engine.checkpoints import read_records
+from mile_engine.runstore.manifest import read_records
 from mile_tui.checkpoint_browser import CheckpointBrowser, CheckpointsApp
 from mile_tui.screens.dialogs import ConfirmScreen
 from tests.helpers.runs import make_run

@@ -150,4 +150,4 @@ async def test_run_screen_i_opens_the_inspector_on_the_live_trainer(
         await pilot.pause()
         assert not isinstance(app.screen, InspectorScreen)
         assert app.trainer is not None
-        assert screen.inspection.tap not in app.trainer.sinks
+        assert screen.inspection.pending is None  # no request left with the trainer
