@@ -6,8 +6,8 @@ may sit at the top level or inside the table of their group (`[mile] k_t = 2`); 
 command line (`--set k_t=2`) they are always bare names. Precedence: command line >
 file > defaults.
 
-One module past 450 lines on purpose: settings are declared, checked and loaded in one
-place (STYLE.md 2); every setting's doc, limits and error messages sit next to it.
+Settings are declared, checked and loaded in one place (STYLE.md 2), so that every
+setting's doc, limits and error messages sit next to it and cannot drift apart.
 """
 
 from __future__ import annotations

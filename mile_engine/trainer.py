@@ -5,9 +5,9 @@ ground-truth phase of the same length) followed by an evaluation. Its position
 (generation, phase, step) is part of the state, so a run stopped anywhere between two
 steps resumes exactly there.
 
-One module past 450 lines on purpose: the trainer declares and owns the whole training
-state (STYLE.md 3), and its steps, evaluation and state_dict read that state together;
-where and how a network runs is `placement`'s, the saving is the checkpointer's.
+The trainer declares and owns the whole training state (STYLE.md 3), so its steps,
+evaluation and state_dict read that state in one place; where and how a network runs is
+`placement`'s, the saving is the checkpointer's.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ PAUSE_POLL_S = 0.1
 
 
 class Checkpointer(Protocol):
-    """Where the trainer's state goes when a save is due (the checkpoints issue's seam)."""
+    """Where the trainer's state goes when a save is due: the run folder's saver, or a
+    caller's own (a test's, an embedding program's), as the trainer cannot tell them apart."""
 
     def save(self, trainer: Trainer, reason: str) -> ev.CheckpointSaved:
         """Write the trainer's state; `reason` is "generation", "request" or "stop"."""
@@ -221,9 +222,9 @@ class Trainer:
             momentum=MOMENTUM,
             weight_decay=WEIGHT_DECAY,
             # One kernel over all parameters: on the CPU, PyTorch's default loops over them
-            # one by one (ResNet-18 on 2 cores: 9 ms a step, 2 ms fused; the default digits
-            # run's interactive step went from 1,123 to 1,277 img/s). Same update rule and
-            # state, so checkpoints interchange with unfused runs.
+            # one by one, which costs a small network a large share of its step (numbers
+            # in docs/speed.md). Same update rule and state, so checkpoints interchange
+            # with unfused runs.
             fused=self.device.type in FUSED_SGD_DEVICES,
         )
         self.scheduler = (

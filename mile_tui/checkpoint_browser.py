@@ -4,9 +4,10 @@
 for `mile-tui checkpoints`. Slow work (verification reads every byte) runs in a thread
 worker and reaches the screen only through `call_from_thread`.
 
-One module past 450 lines on purpose: the screen's table, its key actions and their
-confirmations share the screen's state; the file operations themselves are the
-engine's (`mile_engine.checkpoints`).
+The screen's table, its key actions and their confirmations share the screen's state,
+so they live together; the file operations themselves are the engine's
+(`mile_engine.runstore`: `catalog` lists the runs, `manifest` prunes and deletes,
+`saves` verifies and exports).
 """
 
 from __future__ import annotations
