@@ -137,8 +137,8 @@ def run_headless(
     options the closing `mile-tui compare` suggestion repeats.
     """
     from mile_engine import distributed
-    from mile_engine.checkpoints import CheckpointError
     from mile_engine.oserrors import describe_os_error
+    from mile_engine.runstore.files import CheckpointError
     from mile_engine.session import open_run
 
     control = Control()
@@ -234,11 +234,13 @@ def _register_subcommands() -> None:
     from mile_tui.commands.inspect_cmd import eval_checkpoint, inspect, predict
     from mile_tui.commands.models_cmd import models
     from mile_tui.commands.runs_cmd import runs_app
+    from mile_tui.commands.sweep_cmd import sweep_app
     from mile_tui.commands.watch_cmd import watch
 
     app.add_typer(checkpoints_app, name="checkpoints")
     app.add_typer(runs_app, name="runs")
     app.add_typer(data_app, name="data")
+    app.add_typer(sweep_app, name="sweep")
     command(app)(compare)
     command(app)(export)
     command(app, "eval")(eval_checkpoint)
