@@ -13,7 +13,9 @@ WAITING = "waiting for the first log interval"
 
 
 def describe_stats(stats: ev.SystemStats) -> Text:
-    """Two short lines: `CPU 153% · RSS 1.2 GB` and `GPU 87% · 10/80 GB` (or `no GPU`).
+    """`CPU 153% · RSS 1.2 GB` and `GPU 87% · 10/80 GB` on a second line, or one line
+    `CPU 5% · RSS 512 KB · no GPU` (the panel shares a column with panels that need
+    the rows more).
 
     CPU is in percent of one core, so a process busy on four cores reads 400%.
     """
@@ -22,11 +24,11 @@ def describe_stats(stats: ev.SystemStats) -> Text:
     text.append(f"{stats.cpu_percent:.0f}%")
     text.append(" · RSS ", "dim")
     text.append(file_size(stats.rss_bytes))
-    text.append("\n")
     gpu_known = (stats.gpu_util_percent is not None or stats.gpu_memory_bytes is not None)
     if not gpu_known:
-        text.append("no GPU", "dim")
+        text.append(" · no GPU", "dim")
         return text
+    text.append("\n")
     text.append("GPU ", "dim")
     # nvidia-ml-py may be missing: then torch's own counters give memory but no use.
     util = stats.gpu_util_percent

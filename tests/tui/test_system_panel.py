@@ -40,7 +40,7 @@ async def test_waiting_then_gpu_then_cpu_only() -> None:
 
         panel.show(ev.SystemStats(1400, 5.0, 512 * 1024, None, None, None))
         await pilot.pause()
-        assert shown(app) == "CPU 5% · RSS 512 KB\nno GPU"
+        assert shown(app) == "CPU 5% · RSS 512 KB · no GPU"
 
         panel.clear()
         await pilot.pause()
@@ -48,7 +48,7 @@ async def test_waiting_then_gpu_then_cpu_only() -> None:
 
 
 async def test_fits_a_narrow_column() -> None:
-    # The run screen's left column at 80x24 is about 40 cells: both lines must fit.
+    # The run screen's right column at 80x24 is about 40 cells: both lines must fit.
     app = PanelApp()
     async with app.run_test(size=(40, 6)) as pilot:
         app.query_one(SystemPanel).show(
