@@ -166,7 +166,6 @@ class Trainer:
         self.run_dir = run_dir
         self.sinks = list(sinks)
         self.control = control or Control()
-        self.control.attach_snapshots(self.snapshot)
         self.checkpointer = checkpointer
         self.device = resolve_device(settings.device)
         if self.dist.enabled and self.device.type == "cuda":
@@ -206,6 +205,7 @@ class Trainer:
                              self.device, self.dtype)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.eval().requires_grad_(False)
+        self.control.attach_snapshots(self.snapshot)  # both networks exist from here
         # The network the optimizer steps through: the student itself, or its DDP wrapper,
         # which averages gradients over the ranks (and keeps their weights identical, so
         # every rank's teacher snapshot is the same without extra communication).

@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,10 @@ from mile_engine.runstore import catalog as run_catalog
 from mile_engine.runstore.catalog import list_runs, newest_live_run, summarize_run
 from mile_engine.runstore.files import RunBusyError
 from mile_engine.runstore.lock import hold_active
+from mile_engine.runstore.manifest import read_records
 from mile_engine.session import open_run
 from tests.helpers.processes import only_run, records_of, start_headless, wait_for
+from tests.helpers.runs import make_run
 from tests.helpers.settings import tiny
 
 REPO = Path(__file__).resolve().parents[2]
@@ -259,3 +263,52 @@ def test_a_live_run_is_paused_when_its_newest_pause_is_not_followed_by_a_resume(
         if lock is not None:
             lock.close()
     assert not summarize_run(run_dir).paused  # a run no one trains is not paused
+
+
+# ------------------------------------------------------------------ the saves of a summary
+def test_a_summary_reads_its_saves_only_when_asked_and_as_the_files_confirm(
+    tmp_path: Path,
+) -> None:
+    run_dir = make_run(tmp_path, [0.2, 0.5, None])
+    recorded = read_records(run_dir)
+    cut = recorded[1]  # the best save, cut to nothing by a full disk
+    (run_dir / cut.file).write_bytes(b"")
+    (run_dir / "foreign.pt").write_bytes(b"not a checkpoint")
+    (run_dir / ".tmp-step-00000099-stop.pt.7").write_bytes(b"half")  # still being written
+    summary = summarize_run(run_dir)
+    assert "_saves" not in vars(summary)  # nothing read yet
+    assert [r.file for r in summary.records] == [r.file for r in recorded if r != cut]
+    assert summary.unreadable == sorted([cut.file, "foreign.pt"])
+    assert summary.newest == recorded[2] and summary.best == recorded[0]
+    assert summary.last_save_time == recorded[2].time
+    assert not summary.active
+
+
+def test_a_folder_of_checkpoints_alone_is_a_run_folder(tmp_path: Path) -> None:
+    loose = tmp_path / "copied"
+    loose.mkdir()
+    (loose / "step-00000005-stop.pt").write_bytes(b"x")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a run")
+    assert run_catalog.is_run_folder(loose) and not run_catalog.is_run_folder(tmp_path / "notes")
+    assert [r.name for r in list_runs([tmp_path])] == ["copied"]
+    (summary,) = list_runs([tmp_path])
+    assert summary.records == [] and summary.unreadable == ["step-00000005-stop.pt"]
+
+
+LAZY = """
+import json, sys
+from mile_engine.runstore.catalog import summarize_run
+s = summarize_run(sys.argv[1])
+before = "torch" in sys.modules
+n = len(s.records)
+print(json.dumps([before, "torch" in sys.modules, n]))
+"""
+
+
+def test_summaries_load_torch_only_for_their_saves(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, [0.3])
+    done = subprocess.run([sys.executable, "-c", LAZY, str(run_dir)], capture_output=True,
+                          text=True, cwd=REPO, timeout=600)  # a hang guard only
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [False, True, 1]
