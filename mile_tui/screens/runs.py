@@ -22,6 +22,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from mile_engine.runstore.catalog import RunSummary, list_runs
+from mile_engine.sweep import read_tag
 from mile_tui.marks import cut_name, file_size, plural, shared_date
 from mile_tui.widgets.columns import CELL_PADDING, Column, visible_columns
 
@@ -111,11 +112,21 @@ def sort_key(run: RunSummary, column: str) -> tuple[object, ...]:
     return (values[column], run.name)
 
 
+def sweep_words(run: RunSummary) -> str:
+    """`sweep:NAME trial:N` for a trial of a sweep (`mile-tui sweep`), else ""."""
+    tag = read_tag(run.path)
+    if not tag or not isinstance(tag.get("sweep"), str):
+        return ""
+    return f"sweep:{tag['sweep']} trial:{tag.get('trial')}"
+
+
 def matches(run: RunSummary, query: str) -> bool:
     """Whether every word of `query` is in the run's name, schema, dataset, model,
-    status or holder (case-insensitive)."""
+    status or holder (case-insensitive); `sweep:NAME` keeps a sweep's trials."""
     haystack = " ".join((run.name, run.schema, run.dataset, run.model,
                          status_sentence(run), str(run.path))).lower()
+    if "sweep:" in query.lower():  # the tag is read only when asked for
+        haystack += " " + sweep_words(run).lower()
     return all(word in haystack for word in query.lower().split())
 
 
@@ -354,7 +365,9 @@ class RunsScreen(Screen[None]):
         settings = run.settings
         keys = ("model", "schema", "dataset", "epoch_num", "batch_size", "lr", "k_t", "k_s")
         shown = "  ".join(f"{k}={settings[k]}" for k in keys if k in settings)
-        detail.update(Text.assemble((status_sentence(run), "bold"), f" · {run.path}\n",
+        sweep = sweep_words(run)
+        detail.update(Text.assemble((status_sentence(run), "bold"),
+                                    f" · {sweep}" if sweep else "", f" · {run.path}\n",
                                     (shown, "dim")))
 
     # ------------------------------------------------------------------ selection
