@@ -30,7 +30,12 @@ from mile_engine.data.batch import DataSource
 from mile_engine.reports.export import TensorBoardSink, require_tensorboard
 from mile_engine.runstore.files import atomic_write_text
 from mile_engine.runstore.layout import SETTINGS_FILE
-from mile_engine.runstore.records import MetricsWriter, create_run_dir, log_file
+from mile_engine.runstore.records import (
+    MetricsWriter,
+    check_record_files,
+    create_run_dir,
+    log_file,
+)
 from mile_engine.trainer import Trainer
 
 # Settings a resumed run may change: they neither alter the training maths nor the shape
@@ -144,6 +149,11 @@ def open_run(
         warnings = point.warnings
         # Taken before touching the folder: refuses a run that another process trains.
         checkpointer = RunCheckpointer(point.run_dir, run_settings.max_checkpoint_num)
+        try:
+            check_record_files(point.run_dir)  # before settings.toml changes
+        except OSError:
+            checkpointer.close()  # lets the folder's lock go
+            raise
         saved = point.run_dir / SETTINGS_FILE
         if dataclasses.asdict(run_settings) != point.settings or not saved.exists():
             atomic_write_text(saved, run_settings.to_toml())

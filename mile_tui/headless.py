@@ -208,13 +208,15 @@ class RichRenderer:
     def _print_eval(self, event: ev.Evaluated) -> None:
         if not self._header_done:
             self.console.print(
-                "[bold] gen    top-1  ReaL acc  ReaL F1  precision  recall  coverage[/]"
+                "[bold] gen     mAP   top-1  ReaL acc  ReaL F1  precision  recall  "
+                "coverage[/]"
             )
             self._header_done = True
         m = event.metrics
         mark = " [green]best[/]" if event.best else ""
         self.console.print(
-            f"{event.generation:4d}  {m['top1']:7.4f}  {m['real_accuracy']:8.4f}  "
+            f"{event.generation:4d}  {m.get('map', float('nan')):6.4f}  "
+            f"{m['top1']:6.4f}  {m['real_accuracy']:8.4f}  "
             f"{m['real_f1']:7.4f}  {m['real_precision']:9.4f}  {m['real_recall']:6.4f}  "
             f"{m['coverage']:8.2f}{mark}",
             highlight=False,
@@ -235,8 +237,11 @@ def exit_code_for(exc: BaseException) -> int:
     """The exit code of a command that ends on `exc` (docs/checkpoints.md, "Exit codes"):
     1 when it failed while doing the work (a write, the disk), 2 when what was asked for
     cannot be used (a bad setting; a missing, damaged or unsafe checkpoint; a busy run)."""
-    from mile_engine.checkpoints import CheckpointWriteError
+    from mile_engine.oserrors import NotRegularFileError
+    from mile_engine.runstore.files import CheckpointWriteError
 
+    if isinstance(exc, NotRegularFileError):  # a run's file replaced by a pipe, a device
+        return EXIT_USAGE
     return EXIT_FAILED if isinstance(exc, (CheckpointWriteError, OSError)) else EXIT_USAGE
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from mile_engine import events as ev
 from mile_engine.config import SettingsError, read_toml
+from mile_engine.oserrors import open_regular_fd
 from mile_engine.runstore.layout import METRICS_FILE, SETTINGS_FILE
 
 # Every event class, by the name event_record writes into "event".
@@ -222,7 +223,7 @@ class MetricsFollower:
         """
         self.restarted = False
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = open_regular_fd(self.path)  # a named pipe would block the follower
         except OSError:
             return []
         try:

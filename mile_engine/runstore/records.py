@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from mile_engine import events as ev
 from mile_engine.config import Settings
-from mile_engine.oserrors import describe_os_error
+from mile_engine.oserrors import describe_os_error, open_regular, open_regular_fd
 from mile_engine.runstore.layout import LOG_FILE, METRICS_FILE, SETTINGS_FILE
 
 
@@ -88,7 +88,10 @@ class LineFile:
         self.path = Path(path)
         self.on_error = on_error
         self.failure: str | None = None
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        # A regular file only: a named pipe or a device here cannot keep whole lines (and
+        # a pipe nobody reads would block the run).
+        self._fd: int | None = open_regular_fd(
+            self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         _cut_torn_tail(self._fd)
 
     def write(self, text: str) -> None:
@@ -152,7 +155,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         ValueError: a line before the last one is not JSON.
     """
     path = Path(run_dir) / METRICS_FILE
-    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    with open_regular(path) as fh:  # a named pipe would block the reader
+        lines = fh.read().decode("utf-8", errors="replace").split("\n")
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -316,3 +320,21 @@ def log_file(run_dir: Path, on_error: WriteFailed | None = None) -> PlainLog:
     """A plain-line log of the run in its folder (run.log), details included; a line
     that cannot be written is reported to `on_error`, never raised."""
     return PlainLog(LineFile(run_dir / LOG_FILE, on_error), close=True, details=True)
+
+
+def check_record_files(run_dir: Path) -> None:
+    """Refuse a run folder whose metrics.jsonl or run.log exists but is not a regular
+    file (a named pipe, a device, a folder): call it before the folder is changed, so
+    that a resume that cannot record leaves everything as it was.
+
+    Raises:
+        NotRegularFileError: naming the file and what it is.
+    """
+    for name in (METRICS_FILE, LOG_FILE):
+        path = Path(run_dir) / name
+        try:
+            os.close(open_regular_fd(path))
+        except FileNotFoundError:
+            continue  # made afresh when the run opens it
+        except PermissionError:
+            continue  # the open for appending says so, in the same words as ever

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from mile_tui.cli import app
+from tests.helpers.hostile import call_unblocked, make_fifo
 
 TINY = ["--set", "batch_size=8", "--set", "val_size=64", "--set", "k_t=3", "--set", "k_s=2",
         "--set", "epoch_num=2", "--set", "log_every=1", "--set", "device=cpu"]
@@ -120,3 +122,45 @@ def test_second_sigint_aborts_without_traceback(tmp_path: Path) -> None:
     out = proc.communicate(timeout=600)[0]  # a hang guard
     assert proc.returncode == 130, out
     assert "Traceback" not in out
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-generation run to resume (copied per test before it is spoilt)."""
+    root = tmp_path_factory.mktemp("finished")
+    result = invoke([*TINY, "--set", "epoch_num=1", "--set", "num_workers=0"], root)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (root / "runs").iterdir()
+    return run_dir
+
+
+@pytest.mark.parametrize(("name", "kind", "cause"), [
+    ("metrics.jsonl", "fifo", "not a regular file (a named pipe)"),
+    ("metrics.jsonl", "link to /dev/null", "not a regular file (a device)"),
+    ("run.log", "fifo", "not a regular file (a named pipe)"),
+    ("run.log", "link to /dev/null", "not a regular file (a device)"),
+])
+def test_resume_names_a_run_file_that_is_not_a_regular_file(
+    tmp_path: Path, finished_run: Path, name: str, kind: str, cause: str
+) -> None:
+    run_dir = tmp_path / "runs" / finished_run.name
+    shutil.copytree(finished_run, run_dir)
+    path = run_dir / name
+    path.unlink()
+    fifos = []
+    if kind == "fifo":
+        fifos.append(make_fifo(path))
+    else:
+        path.symlink_to("/dev/null")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()
+              and p.name != name}
+
+    result = call_unblocked(
+        lambda: invoke(["--resume", str(run_dir), "--set", "epoch_num=2"], tmp_path), fifos)
+
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == f"error: {cause}: {path}"
+    after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()
+             and p.name != name}
+    assert after == before  # nothing trained, nothing saved
