@@ -24,12 +24,11 @@ from mile_engine.config import SettingsError, build_settings
 from mile_engine.data import imagenet_files
 from mile_engine.data.image_files import decode_rgb
 from mile_engine.data.imagenet import (
-    MEAN,
-    STD,
     ImageNetSource,
     scan_train,
     scan_val,
 )
+from mile_engine.model_inputs import MEAN, STD
 from mile_engine.session import open_run
 from mile_engine.trainer import Trainer
 from tests.helpers.settings import tiny
