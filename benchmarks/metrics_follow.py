@@ -34,7 +34,8 @@ from mile_engine.config import Settings
 from mile_engine.runstore import catalog as run_catalog
 from mile_engine.runstore.catalog import list_runs, summarize_run
 from mile_engine.runstore.history import MetricsFollower, load_history
-from mile_engine.runstore.records import METRICS_FILE, SETTINGS_FILE, event_record
+from mile_engine.runstore.layout import METRICS_FILE, SETTINGS_FILE
+from mile_engine.runstore.records import event_record
 
 K_T, K_S, LOG_EVERY = 1000, 500, 10
 

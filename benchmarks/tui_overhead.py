@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 from mile_engine.config import load_settings, render_toml  # noqa: E402
 from mile_engine.control import Control  # noqa: E402
-from mile_engine.runstore.records import METRICS_FILE  # noqa: E402
+from mile_engine.runstore.layout import METRICS_FILE  # noqa: E402
 from mile_engine.session import open_run  # noqa: E402
 from mile_tui.app import create_app  # noqa: E402
 

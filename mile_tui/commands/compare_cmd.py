@@ -25,7 +25,10 @@ def compare(
                      "variants are crossed)."),
     ] = None,
     out: Annotated[
-        Path, typer.Option(metavar="FOLDER", help="Folder for study.md, study.svg, study.json.")
+        Path, typer.Option(metavar="FOLDER",
+                           help="Folder for study.md, study.svg, study.json and the runs; "
+                           "the same command with the same folder continues a stopped "
+                           "study.")
     ] = Path(
         "study"
     ),
@@ -35,8 +38,21 @@ def compare(
     The table gives mean ± sd over seeds of every metric, at the end and at the best
     generation, at the shared rho and at each schema's best swept threshold, beside the
     benchmark's reference F1s.
+
+    Each run trains in a run folder under OUT/runs, with its checkpoints. Ctrl-C stops the
+    run in progress at the next step and saves it; the same command then continues the
+    study: finished runs are read back, the stopped one resumes from its newest save.
     """
-    from mile_engine.reports.study import make_variants, run_study, write_study
+    from mile_engine.control import Control
+    from mile_engine.reports.study import (
+        StudyFailed,
+        StudyStopped,
+        make_variants,
+        run_study,
+        write_study,
+    )
+    from mile_engine.runstore.files import CheckpointError
+    from mile_tui.headless import EXIT_FAILED, EXIT_INTERRUPTED, StopSignals, exit_code_for
 
     base = settings_from_cli(config, overrides)
     names = [s.strip() for s in schemas.split(",") if s.strip()]
@@ -53,9 +69,19 @@ def compare(
         fail("--seeds: give at least one seed, for example --seeds 0,1,2.")
     runs = len(variants) * len(seed_list)
     typer.echo(f"study: {len(variants)} variants x {len(seed_list)} seeds = {runs} runs -> {out}")
+    control = Control()
     try:
-        result = run_study(base, variants, seed_list, out, progress=typer.echo)
+        with StopSignals(control):
+            result = run_study(base, variants, seed_list, out, progress=typer.echo,
+                               control=control)
     except SettingsError as exc:
         fail(str(exc))
+    except CheckpointError as exc:  # a run's saves cannot be resumed from
+        fail(str(exc), exit_code_for(exc))
+    except StudyFailed as exc:
+        fail(str(exc), EXIT_FAILED)
+    except StudyStopped as exc:
+        typer.echo(f"{exc}; the same command continues the study.", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     for path in write_study(result, out):
         typer.echo(f"wrote {path}")
