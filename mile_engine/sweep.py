@@ -54,7 +54,9 @@ from mile_engine.config import (
     validate_value,
 )
 from mile_engine.control import Control
-from mile_engine.runstore.files import CheckpointError, atomic_write_text
+
+# Optuna, torch and the trainer are imported where they are used: the runs list reads
+# trial tags from here, and the console opens without loading torch.
 
 SWEEP_HINT = "pip install 'mile-tui[sweep]'"
 SWEEPS_DIR = "sweeps"
@@ -512,6 +514,8 @@ class _Pruning:
 
 
 def _write_tag(run_dir: Path, data: dict[str, Any]) -> None:
+    from mile_engine.runstore.files import atomic_write_text
+
     atomic_write_text(run_dir / SWEEP_FILE, json.dumps(data, indent=1) + "\n")
 
 
@@ -529,6 +533,7 @@ def run_trial(trial: Any, spec: SweepSpec, base: Settings, sinks: Sequence[ev.Si
     """Train one trial as an ordinary run and tell the study how it went."""
     from optuna.trial import TrialState
 
+    from mile_engine.runstore.files import CheckpointError
     from mile_engine.session import open_run
 
     params = dict(trial.params)
