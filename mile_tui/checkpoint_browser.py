@@ -24,6 +24,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static
+from textual.worker import get_current_worker
 
 from mile_engine.runstore.catalog import RunSummary, is_run_folder, list_runs, summarize_run
 from mile_engine.runstore.files import CheckpointError
@@ -36,7 +37,7 @@ from mile_engine.runstore.manifest import (
     retained,
 )
 from mile_engine.runstore.saves import VerifyResult, export_weights, verify_run
-from mile_tui.marks import BEST, BEST_MARK, NEWEST, NEWEST_MARK, file_size
+from mile_tui.marks import BEST, BEST_MARK, NEWEST, NEWEST_MARK, cut_name, file_size
 from mile_tui.preferences import remember_theme
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.help import HELP_BINDING, open_help
@@ -54,6 +55,10 @@ SAVE_COLUMNS = (
 RUNS_SHARE = 0.35
 RUNS_MIN_NAME = 12
 # Settings worth a line in the details pane (the full set is in `checkpoints show`).
+# What prune keeps, as `prune_run` decides: the `keep_last` newest (max_checkpoint_num)
+# and the best; the newest and the best stay whatever the numbers.
+PRUNE_HELP = ("remove the saves of the run but the max_checkpoint_num newest (3 by default) "
+              "and the best one (asks first, listing them)")
 DETAIL_SETTINGS = ("model", "schema", "dataset", "lr", "batch_size", "epoch_num", "k_t", "k_s",
                    "rho", "seed")
 
@@ -76,6 +81,16 @@ def wrap_name(name: str, width: int) -> str:
             lines.append(line[:width])
             line = line[width:]
     return "\n".join([*lines, line] if line else lines)
+
+
+def describe_position(record: Record) -> str:
+    """Where in the run a save was made, in words: a save after a generation's evaluation
+    has no step within a phase to name."""
+    if record.phase == "evaluated":
+        return (f"generation {record.generation}, after its evaluation, global step "
+                f"{record.global_step}")
+    return (f"generation {record.generation}, {record.phase} step {record.step}, "
+            f"global step {record.global_step}")
 
 
 def _when(t: float) -> str:
@@ -114,7 +129,8 @@ class CheckpointBrowser(Screen[None]):
     """Runs under `checkpoint_path`, the saves of the selected run, and their details."""
 
     DEFAULT_CSS = """
-    CheckpointBrowser #runs-pane { width: 30; height: 1fr; }
+    CheckpointBrowser #runs-pane { width: 30; height: 1fr;
+                                   border-right: vkey $primary 60%; }
     CheckpointBrowser #saves-pane { width: 1fr; height: 1fr; }
     CheckpointBrowser .pane-title { height: 1; padding: 0 1; background: $panel;
                                     color: $text-accent; text-style: bold; }
@@ -128,8 +144,7 @@ class CheckpointBrowser(Screen[None]):
     BINDINGS = [
         Binding("v", "verify", "Verify",
                 tooltip="check every save of the run: SHA-256 and a safe load"),
-        Binding("p", "prune", "Prune",
-                tooltip="remove all but the newest and the best saves (asks first)"),
+        Binding("p", "prune", "Prune", tooltip=PRUNE_HELP),
         Binding("e", "export", "Export", tooltip="write the selected save's model weights"),
         Binding("i", "inspect", "Inspect",
                 tooltip="validation images with the selected save's predictions"),
@@ -138,6 +153,11 @@ class CheckpointBrowser(Screen[None]):
         Binding("ctrl+r", "reload", "Refresh", show=False,
                 tooltip="read the runs from disk again"),
         Binding("escape,q", "close", "Close"),
+        # Across the panes as the eye goes: the runs on the left, their saves on the right.
+        Binding("right", "focus_pane('saves')", "Saves pane", show=False, priority=True,
+                tooltip="from the runs to the selected run's saves"),
+        Binding("left", "focus_pane('runs')", "Runs pane", show=False, priority=True,
+                tooltip="from the saves back to the runs"),
     ]
 
     def __init__(
@@ -187,14 +207,29 @@ class CheckpointBrowser(Screen[None]):
 
     # ------------------------------------------------------------------ data
     def reload(self, select: Path | None = None) -> None:
-        """Re-read the runs from disk, keeping (or moving to) a selected run."""
+        """Re-read the runs from disk in a thread worker (a folder of many runs on a
+        shared file system must not freeze the screen), keeping (or moving to) a
+        selected run."""
         if select is None and self.run is not None:
             select = self.run.path
-        self.runs = sorted(list_runs([self.root]), key=lambda r: (r.last_save_time, r.name))
-        known = {r.path.resolve() for r in self.runs}
+        self.run_worker(lambda: self._read_runs(select), thread=True, group="runs",
+                        exclusive=True, exit_on_error=False)
+
+    def _read_runs(self, select: Path | None) -> None:
+        """In the worker: the runs, newest save first, with their saves read (every
+        manifest is read here, not when the tables are filled)."""
+        runs = sorted(list_runs([self.root]), key=lambda r: (r.last_save_time, r.name))
+        known = {r.path.resolve() for r in runs}
         if select is not None and select.resolve() not in known and is_run_folder(select):
-            self.runs.append(summarize_run(select))
-        self.runs.reverse()  # newest first, like the saves
+            runs.append(summarize_run(select))
+        runs.reverse()  # newest first, like the saves
+        _ = [run.unreadable for run in runs]  # the manifests and files, read here
+        if not get_current_worker().is_cancelled:  # a newer reading replaces this one
+            self.app.call_from_thread(self._show_runs, runs, select)
+
+    def _show_runs(self, runs: list[RunSummary], select: Path | None) -> None:
+        """Show the runs read, the selected one's saves beside them."""
+        self.runs = runs
         self._fill_runs()
         if not self.runs:
             self.run = None
@@ -217,7 +252,7 @@ class CheckpointBrowser(Screen[None]):
         # name, saves count ("saves"), a cell's padding each, and the scrollbar
         budget = int(self.size.width * RUNS_SHARE) - 5 - 4 * CELL_PADDING - 2
         width = max(RUNS_MIN_NAME, min(longest, budget))
-        pane.styles.width = width + 5 + 4 * CELL_PADDING + 2
+        pane.styles.width = width + 5 + 4 * CELL_PADDING + 2 + 1  # + its border
         table = self.query_one("#runs", DataTable)
         row = table.cursor_row
         table.clear(columns=True)
@@ -246,9 +281,10 @@ class CheckpointBrowser(Screen[None]):
         self.save_rows = [] if run is None else [
             (r.file, self._row(run, r)) for r in reversed(run.records)  # newest first
         ]
-        self.query_one("#saves-title", Static).update(f"Saves · newest first · {BEST} {NEWEST}")
-        # The header names the run whose saves are listed, in full.
-        self.sub_title = str(run.path if run is not None else self.root)
+        self._saves_title()
+        # The header names the run whose saves are listed: its folder's name, whose end
+        # an 80-column header would cut from a whole path (`checkpoints list` prints it).
+        self.sub_title = run.name if run is not None else str(self.root)
         self._layout_saves(cursor=0)
         if run is None:
             self.query_one("#details", Static).update("")
@@ -257,8 +293,17 @@ class CheckpointBrowser(Screen[None]):
         else:
             self.query_one("#details", Static).update("this run has no checkpoint yet")
 
+    def _saves_title(self) -> None:
+        """Name the run over its saves, so that they never read as another run's row."""
+        title = self.query_one("#saves-title", Static)
+        marks = f" · {BEST} {NEWEST}"
+        room = (title.size.width or self.size.width // 2) - 2 - len("Saves of ") - len(marks)
+        name = "" if self.run is None else cut_name(self.run.name, max(room, 12))
+        title.update(f"Saves of {name}{marks}" if name else f"Saves{marks}")
+
     def _layout_saves(self, cursor: int | None = None) -> None:
         """Fill the saves table with the columns that fit its width, by priority."""
+        self._saves_title()  # its width too follows the screen's
         table = self.query_one("#saves", DataTable)
         widths = {c.key: max([len(c.label)] + [len(cells[c.key]) for _, cells in
                                                  self.save_rows]) for c in SAVE_COLUMNS}
@@ -303,8 +348,7 @@ class CheckpointBrowser(Screen[None]):
         lines = [
             f"[b]{record.file}[/b]  saved for {record.reason!r} at {_when(record.time)}, "
             f"{file_size(record.size)}",
-            f"generation {record.generation}, {record.phase} step {record.step}, "
-            f"global step {record.global_step}",
+            describe_position(record),
         ]
         if record.metrics:
             lines.append("metrics: " + "  ".join(
@@ -347,6 +391,10 @@ class CheckpointBrowser(Screen[None]):
         return -1
 
     # ------------------------------------------------------------------ actions
+    def action_focus_pane(self, pane: str) -> None:
+        """Move the keys to the runs table or to the saves table."""
+        self.query_one(f"#{pane}", DataTable).focus()
+
     def action_resume(self) -> None:
         """Continue the selected run from the highlighted save."""
         run, record = self.run, self.selected()
@@ -489,8 +537,7 @@ class ConsoleCheckpointBrowser(CheckpointBrowser):
         Binding("r", "resume", "Resume",
                 tooltip="continue the run from the highlighted save, its history on screen "
                 "(the last save of a finished run asks how many generations to train to)"),
-        Binding("p", "prune", "Prune", show=False,
-                tooltip="remove all but the newest and the best saves (asks first)"),
+        Binding("p", "prune", "Prune", show=False, tooltip=PRUNE_HELP),
     ]
 
 
