@@ -12,7 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 import mile_engine
+from mile_engine.session import open_run
+from tests.helpers.settings import tiny
+from tests.helpers.sources import FixedSource, random_batches, val_set
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "embedding.md"
@@ -67,3 +72,39 @@ def test_importing_the_package_loads_no_torch_until_a_name_is_used() -> None:
                           cwd=ROOT, timeout=600)  # a hang guard only
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == [True, True]
+
+
+class Net(torch.nn.Module):
+    """A caller's own network for FixedSource's 16-px images and 10 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def _own(seed: int = 0) -> tuple[Net, FixedSource]:
+    torch.manual_seed(seed)
+    return Net(), FixedSource(random_batches(5), [val_set()])
+
+
+def test_an_own_model_resumes_as_if_never_stopped(tmp_path: Path) -> None:
+    # The oracle: the same two generations trained in one go.
+    model, source = _own()
+    straight = open_run(tiny(checkpoint_path=str(tmp_path / "a"), epoch_num=2, k_t=2, k_s=2),
+                        model=model, source=source)
+    assert straight.train().status == "finished"
+    model, source = _own()
+    first = open_run(tiny(checkpoint_path=str(tmp_path / "b"), epoch_num=1, k_t=2, k_s=2),
+                     model=model, source=source)
+    assert first.train().status == "finished"
+    assert first.student is model and first.teacher is not model  # the teacher is a copy
+    model, source = _own(seed=1)  # other initial weights: the checkpoint replaces them
+    resumed = open_run(tiny(checkpoint_path=str(tmp_path / "b")), resume=first.run_dir,
+                       overrides=["epoch_num=2"], model=model, source=source)
+    ended = resumed.train()
+    assert ended.status == "finished" and ended.global_step == straight.global_step == 8
+    for name, value in straight.student.state_dict().items():
+        assert torch.equal(resumed.student.state_dict()[name], value), name
