@@ -394,3 +394,18 @@ def test_each_training_step_trains_the_student_in_train_mode(step: str, tmp_path
     after = trainer.student.state_dict()
     assert all(not torch.equal(after[k], v) for k, v in before.items())
     assert not trainer.teacher.training
+
+
+# -------------------------------------------------------------- where the ReaL sets come from
+SINGLE = "single labels (no val_labels_path)"
+
+
+def test_the_trainer_announces_where_its_source_takes_the_sets(tmp_path: Path) -> None:
+    (val,) = random_batches(1)
+    val = Batch(val.images, val.labels, torch.nn.functional.one_hot(val.labels, 10).bool())
+    source = FixedSource(random_batches(1), [val])
+    source.sets_from = SINGLE  # type: ignore[attr-defined]
+    trainer = Trainer(tiny(), tmp_path, source=source)
+    assert trainer._run_started().label_sets == SINGLE
+    del source.sets_from  # type: ignore[attr-defined]
+    assert trainer._run_started().label_sets == ""  # the grids and ImageNet say nothing

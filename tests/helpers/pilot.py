@@ -5,10 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from textual.app import App
 from textual.pilot import Pilot
 
 from mile_tui.app import MileApp
 from mile_tui.screens.runs import RunsScreen
+
+
+def notices(app: App[None]) -> list[str]:
+    """The messages of the notifications the app has shown."""
+    return [n.message for n in app._notifications]
 
 
 async def wait_for(pilot: Pilot[None], condition: Callable[[], bool],

@@ -22,7 +22,7 @@ from mile_tui.screens.settings import SettingsScreen
 from mile_tui.sources import EventsReady, LocalRun
 from mile_tui.widgets.log import LogPanel
 from mile_tui.widgets.run_view import RunView
-from tests.helpers.pilot import wait_for
+from tests.helpers.pilot import notices, wait_for
 
 SIZE = (100, 30)
 
@@ -417,3 +417,81 @@ async def test_data_preparation_shows_its_progress_before_the_run(settings_file:
         assert "scanning /data/train: 1,000/1,000" in log_text
         app.buffer.put(ev.RunEnded("failed", 0, 0.0, None, "no images"))
         await wait_for(pilot, lambda: "Preparing data" not in panel("head"))
+
+
+# ----------------------------------------------------------------- messages that say what happened
+# Unsaved edits, values typed on screen, a pause with no run, quitting mid-run.
+SMALL = (80, 24)
+
+
+async def test_ctrl_r_with_unsaved_edits_asks_first(settings_file: Path) -> None:
+    app = create_app(settings_file)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        editor = app.settings_screen.query_one("#field-k_t", Input)
+        editor.focus()
+        editor.value = "7"
+        await pilot.pause()
+        assert app.form.values["k_t"] == 7
+
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # keep editing: the edit stays
+        await pilot.pause()
+        assert app.form.values["k_t"] == 7 and editor.value == "7"
+
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        await pilot.press("y")  # reload: back to the file's k_t = 3
+        await pilot.pause()
+        assert app.form.values["k_t"] == 3 and editor.value == "3"
+
+        await pilot.press("ctrl+r")  # nothing unsaved: reloads without a question
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsScreen)
+
+
+async def test_a_bad_value_typed_on_screen_is_not_blamed_on_the_file(
+    settings_file: Path,
+) -> None:
+    app = create_app(settings_file)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        editor = app.settings_screen.query_one("#field-rho", Input)
+        editor.focus()
+        editor.value = "2"
+        await pilot.pause()
+        message = app.form.errors["rho"]
+        assert message.startswith("settings screen: 'rho' must be") and "mile.toml" not in message
+
+
+async def test_pause_from_the_palette_with_no_run_says_so(settings_file: Path) -> None:
+    app = create_app(settings_file)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        commands = {c.title: c for c in app.get_system_commands(app.screen)}
+        for title, what in (("Pause / resume run", "pause"), ("Stop run", "stop")):
+            commands[title].callback()
+            await pilot.pause()
+            assert any(f"No run to {what}" in n for n in notices(app)), notices(app)
+
+
+async def test_quitting_mid_run_says_where_the_save_is_and_how_to_resume(
+    settings_file: Path,
+) -> None:
+    app = create_app(settings_file, ["epoch_num=100"])
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: app.run_screen.view.global_step >= 1)
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.exit_note is not None)
+    note = app.exit_note or ""
+    run_dirs = list(Path("runs").iterdir())
+    assert len(run_dirs) == 1
+    saves = sorted(p.name for p in run_dirs[0].glob("*.pt"))
+    assert saves and saves[-1] in note and "stop" in saves[-1]
+    command = note.splitlines()[-1].split()
+    assert command == ["mile-tui", "run", "--headless", "--resume", str(run_dirs[0])]

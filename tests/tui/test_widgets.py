@@ -1,19 +1,14 @@
-"""Folder data without a label file: the run says its ReaL sets are the single labels."""
+"""The run screen's panels and the `RunView` they draw: what the log keeps, the phase
+between records, the evaluation panel's title when the sets are the single labels."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
 from textual.app import App, ComposeResult
 
 from mile_engine import events as ev
-from mile_engine.data import Batch
-from mile_engine.trainer import Trainer
 from mile_tui.widgets.evaluation import EvalTable
 from mile_tui.widgets.run_view import RunView
 from tests.helpers.settings import tiny
-from tests.helpers.sources import FixedSource, random_batches
 
 SINGLE = "single labels (no val_labels_path)"
 
@@ -23,17 +18,6 @@ def started(label_sets: str) -> ev.RunStarted:
                          device="cpu", precision="fp32", parameters=1, total_steps=10,
                          global_step=0, reference={"ref_f1_all": 0.4, "ref_f1_label": 0.5},
                          label_sets=label_sets)
-
-
-def test_the_trainer_announces_where_its_source_takes_the_sets(tmp_path: Path) -> None:
-    (val,) = random_batches(1)
-    val = Batch(val.images, val.labels, torch.nn.functional.one_hot(val.labels, 10).bool())
-    source = FixedSource(random_batches(1), [val])
-    source.sets_from = SINGLE  # type: ignore[attr-defined]
-    trainer = Trainer(tiny(), tmp_path, source=source)
-    assert trainer._run_started().label_sets == SINGLE
-    del source.sets_from  # type: ignore[attr-defined]
-    assert trainer._run_started().label_sets == ""  # the grids and ImageNet say nothing
 
 
 class Panel(App[None]):
@@ -52,3 +36,25 @@ async def test_the_evaluation_panel_says_when_the_sets_are_the_single_labels() -
             table.show(view)
             await pilot.pause()
             assert table.border_title == title
+
+
+def test_the_log_panel_keeps_tracebacks_out_and_errors_in() -> None:
+    from mile_engine import events as ev
+    from mile_tui.widgets.run_view import RunView
+
+    view = RunView()
+    view.apply(ev.Message("error", "no space left on device: /runs/x/step-1.pt"))
+    view.apply(ev.Message(ev.DETAIL, "Traceback (most recent call last):\n  ..."))
+    assert view.log == [("error", "no space left on device: /runs/x/step-1.pt")]
+
+
+def test_the_phase_panel_follows_positions_between_records() -> None:
+    from mile_engine import events as ev
+    from mile_tui.widgets.run_view import RunView
+
+    view = RunView()
+    view.apply(ev.PhaseStarted(2, 8, "imitation", 50))
+    assert view.apply(ev.Position(2, "imitation", 7, 50, 157, 1200, 30.0)) == {"phase"}
+    assert (view.generation, view.phase, view.step, view.global_step) == (2, "imitation",
+                                                                          7, 157)
+    assert not view.losses  # a position carries no loss
