@@ -72,8 +72,9 @@ def sweep(
     ctx: typer.Context,
     space: Annotated[
         list[str] | None,
-        typer.Option("--space", metavar="KEY=LOW:HIGH[:log][:int]|KEY=A,B",
-                     help="A setting to search (repeatable): rho=0.03:0.5:log, "
+        typer.Option("--space", metavar="KEY=SPACE",
+                     help="A setting to search (repeatable): LOW:HIGH[:log][:int] or A,B,...: "
+                     "rho=0.03:0.5:log, "
                      "k_s=25:200:int, gt_or=true,false."),
     ] = None,
     trials: Annotated[
