@@ -37,7 +37,12 @@ from mile_engine.data.file_source import (
 from mile_engine.data.idx import Progress
 from mile_engine.data.image_files import DECODE_ERRORS, open_image, pil_rgb
 from mile_engine.data.imagenet import resolve_decode
-from mile_engine.data.imagenet_files import is_image_name, scan_class_files, subfolders
+from mile_engine.data.imagenet_files import (
+    entry_is_file,
+    is_image_name,
+    scan_class_files,
+    subfolders,
+)
 from mile_engine.data.label_sets import LabelSets, read_label_sets
 from mile_engine.data.real_labels import real_table
 
@@ -106,7 +111,7 @@ def _joined(classes: list[str], files: list[list[str]]) -> list[str]:
 def _loose_images(root: Path) -> int:
     """Images directly in `root`, outside every class folder (ignored)."""
     with os.scandir(root) as entries:
-        return sum(1 for e in entries if is_image_name(e.name) and e.is_file())
+        return sum(1 for e in entries if is_image_name(e.name) and entry_is_file(e))
 
 
 def survey_folders(

@@ -85,7 +85,7 @@ def subfolders(root: Path, key: str) -> list[str]:
         raise SettingsError(f"{key} '{root}' {what}.")
     try:
         with os.scandir(root) as entries:
-            return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+            return sorted(e.name for e in entries if not e.name.startswith(".") and entry_is_dir(e))
     except OSError as exc:
         raise SettingsError(f"{key} '{root}': cannot list the folder ({exc.strerror}).") from None
 
@@ -93,7 +93,24 @@ def subfolders(root: Path, key: str) -> list[str]:
 def _scan_folder(folder: Path) -> list[str]:
     """Image file names of one folder, sorted; os.scandir avoids a stat per file."""
     with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if is_image_name(e.name) and e.is_file())
+        return sorted(e.name for e in entries if is_image_name(e.name) and entry_is_file(e))
+
+
+def entry_is_dir(entry: os.DirEntry[str]) -> bool:
+    """Whether `entry` is a folder or a link to one; a link that loops (ELOOP) or leads
+    nowhere is neither, as `os.path.isdir` says."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def entry_is_file(entry: os.DirEntry[str]) -> bool:
+    """Whether `entry` is a file or a link to one; False for a link that loops."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _scan_tree(folder: Path) -> tuple[list[str], dict[str, int]]:
@@ -120,9 +137,9 @@ def _scan_tree(folder: Path) -> tuple[list[str], dict[str, int]]:
                 if entry.name.startswith("."):
                     continue
                 path = f"{rel}/{entry.name}" if rel else entry.name
-                if entry.is_dir():
+                if entry_is_dir(entry):
                     pending.append(path)
-                elif is_image_name(entry.name) and entry.is_file():
+                elif is_image_name(entry.name) and entry_is_file(entry):
                     names.append(path)
     return sorted(names), stamps
 

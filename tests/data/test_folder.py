@@ -257,3 +257,28 @@ def test_the_validation_crop_follows_the_specs_resize_side(tmp_path: Path, decod
     usual = _Spec(24, 27, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     images = next(iter(source(tree, spec=usual, decode=decode).val_batches(1))).images
     assert float(images.min()) * 255 < 50  # the border is in
+
+
+# ---------------------------------------------------------------------- symbolic link loops
+@pytest.mark.parametrize(("where", "link", "target"), [
+    ("train/ant", "loop", "loop"),                 # a folder-named link to itself
+    ("train/bee", "self.png", "self.png"),         # an image-named link to itself
+    ("train/ant", "a", "b"),                       # two links pointing at each other
+    ("val/ant", "deep", "deep"),                   # in the validation folder
+    ("train", "zz-loop", "zz-loop"),               # at the class level
+])
+def test_symbolic_link_loops_are_skipped_like_broken_links(
+    tree: Tree, where: str, link: str, target: str
+) -> None:
+    clean = survey_folders(tree.train, tree.val, tree.labels)
+    folder = tree.train.parent / where
+    (folder / link).symlink_to(target)
+    if link == "a":
+        (folder / "b").symlink_to("a")
+
+    survey = survey_folders(tree.train, tree.val, tree.labels)
+
+    # The same images, classes and problems as without the loop: a loop is no image.
+    assert survey.errors == clean.errors
+    assert (survey.classes, survey.train_paths, survey.val_paths) == (
+        clean.classes, clean.train_paths, clean.val_paths)
