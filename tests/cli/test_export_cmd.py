@@ -81,3 +81,15 @@ def test_without_tensorboard_it_names_the_extra(tmp_path: Path,
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0
     assert "pip install 'mile-tui[tensorboard]'" in result.output
+
+
+def test_a_live_sink_without_tensorboard_is_refused_before_anything_is_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import fails
+    root = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["run", "--headless", "--set", "tensorboard=true",
+                                      "--set", f"checkpoint_path={root}", "--set",
+                                      "device=cpu"])
+    assert result.exit_code == 2
+    assert "pip install 'mile-tui[tensorboard]'" in result.output
+    assert not root.exists() or not any(root.iterdir())
