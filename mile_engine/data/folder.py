@@ -35,7 +35,7 @@ from mile_engine.data.file_source import (
     Warn,
 )
 from mile_engine.data.idx import Progress
-from mile_engine.data.image_files import DECODE_ERRORS, open_image, pil_rgb
+from mile_engine.data.image_files import DECODE_ERRORS, decode_rgb, open_image, pil_rgb
 from mile_engine.data.imagenet import resolve_decode
 from mile_engine.data.imagenet_files import (
     entry_is_file,
@@ -48,6 +48,9 @@ from mile_engine.data.real_labels import real_table
 
 # Problems listed in one message before "and N more".
 SHOWN = 3
+# Files decoded before a run starts, spread over each folder: enough to tell a folder of
+# images from one of something else, a fraction of a second.
+PROBE = 16
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
@@ -233,6 +236,35 @@ def check_images(
     return check
 
 
+def probe_decoding(key: str, root: Path, paths: Sequence[str], tries: int = PROBE) -> None:
+    """Decode up to `tries` files spread over `paths`; refuse a folder where none of
+    them decodes, before a run folder is made (training would die at its first batch,
+    an evaluation at its first image). Some files that do not decode are fine: a run
+    skips and counts them.
+
+    Raises:
+        SettingsError: not one file tried decodes; the message names one and why.
+    """
+    if not paths:
+        return
+    n = min(tries, len(paths))
+    picks = sorted({round(i * (len(paths) - 1) / max(n - 1, 1)) for i in range(n)})
+    failures: list[tuple[str, str]] = []
+    for index in picks:
+        rel = paths[index]
+        try:
+            decode_rgb(os.path.join(root, rel))
+        except DECODE_ERRORS as exc:
+            failures.append((rel, f"{type(exc).__name__}: {exc}"))
+        else:
+            return
+    rel, reason = failures[0]
+    raise SettingsError(
+        f"{key} '{shown_path(root)}': none of the {_count(len(picks), 'image')} tried "
+        f"can be decoded ({rel}: {reason}); `mile-tui data check` decodes them all."
+    )
+
+
 class FolderSource(FileSource):
     """The user's class-per-sub-folder images: training from `data_path`, validation
     from `val_path` with the label sets of `val_labels_path`.
@@ -274,6 +306,8 @@ class FolderSource(FileSource):
                 f"data_path '{shown_path(data_path)}' holds {len(train_paths)} images, fewer "
                 f"than batch_size = {batch_size}" + (
                     f" x {world_size} processes." if world_size > 1 else "."))
+        probe_decoding("data_path", data_path, train_paths)
+        probe_decoding("val_path", val_path, survey.val_paths)
         notes = list(survey.warnings)
         resolved, fallback_note = resolve_decode(decode, device)
         if fallback_note:
