@@ -38,6 +38,8 @@ class TrialResult:
     run_dir: str | None
     error: str | None = None
     metric: str | None = None  # the metric's name (`auto` resolved)
+    # The sweep cannot go on (its metric is not evaluated): the worker stops.
+    ends_worker: bool = False
 
 
 class _Pruning:
@@ -50,6 +52,7 @@ class _Pruning:
         self.metric_used: str | None = None
         self.run_dir: str | None = None
         self.generations = 0
+        self.missing: str | None = None
 
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.RunStarted):
@@ -61,6 +64,12 @@ class _Pruning:
         if name == AUTO_METRIC:
             name = "map" if "map" in event.metrics else "real_f1"
         self.metric_used = name
+        if name not in event.metrics:
+            # Every trial would train to the end for nothing: stop at the first evaluation.
+            self.missing = (f"no metric {name!r} in the evaluations (they have: "
+                            f"{', '.join(sorted(event.metrics))}); pick one with --metric")
+            self.control.stop()
+            return
         value = event.metrics.get(name)
         if value is None or not math.isfinite(value):
             return
@@ -120,6 +129,11 @@ def run_trial(trial: Any, spec: SweepSpec, base: Settings, sinks: Sequence[ev.Si
         study.tell(trial, state=TrialState.FAIL)
         result = TrialResult(trial.number, params, "failed", pruning.best, str(run_dir),
                              ended.error)
+    elif pruning.missing is not None:
+        trial.set_user_attr("error", pruning.missing)
+        study.tell(trial, state=TrialState.FAIL)
+        result = TrialResult(trial.number, params, "failed", None, str(run_dir),
+                             pruning.missing, ends_worker=True)
     elif pruning.pruned:
         study.tell(trial, state=TrialState.PRUNED)
         result = TrialResult(trial.number, params, "pruned", pruning.best, str(run_dir))
@@ -156,7 +170,7 @@ def run_worker(
     pruner: Any = None,
 ) -> list[TrialResult]:
     """Draw and train trials of the sweep until it has all of them (or a trial is stopped
-    by its user). Returns what this worker's trials did.
+    by its user, or the metric is not evaluated). Returns what this worker's trials did.
 
     Args:
         root: the runs folder, where the sweep's journal lives.
@@ -186,7 +200,7 @@ def run_worker(
             results.append(result)
             if on_result is not None:
                 on_result(result)
-            if result.outcome == "stopped":
+            if result.outcome == "stopped" or result.ends_worker:
                 break
     finally:
         worker.release()

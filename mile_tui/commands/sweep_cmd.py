@@ -161,6 +161,8 @@ def sweep(
         typer.secho(f"stopped; the trial is queued again: mile-tui sweep --join {spec.name}",
                     fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
+    if results and results[-1].ends_worker:
+        fail(results[-1].error or "the sweep cannot go on")
     print_report(root, spec.name)
 
 

@@ -208,3 +208,17 @@ def test_a_killed_workers_trial_is_marked_failed_and_queued_again(tmp_path: Path
         assert draw_trial(root, load_spec(root, "k"), worker) is None
     finally:
         worker.release()
+
+
+def test_a_metric_no_evaluation_has_stops_the_worker_at_the_first(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    settings = tiny(checkpoint_path=str(root), epoch_num=3, k_t=2, k_s=1, val_size=32)
+    spec = open_sweep(root, SweepSpec("m", (parse_space("gt_or=true,false"),), 3,
+                                      "f1_typo", settings.to_dict()))
+    (result,) = run_worker(root, spec, base_settings(spec, root))
+    assert result.outcome == "failed" and result.ends_worker
+    assert result.error is not None and "no metric 'f1_typo'" in result.error
+    assert "real_f1" in result.error
+    assert result.run_dir is not None
+    evaluated = [r for r in read_metrics(Path(result.run_dir)) if r["event"] == "Evaluated"]
+    assert len(evaluated) == 1  # stopped after the first of three generations
