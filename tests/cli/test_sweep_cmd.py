@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 from mile_engine.config import load_settings
 from mile_engine.runstore.catalog import list_runs
+from mile_engine.runstore.manifest import read_records
 from mile_engine.sweep import read_tag
 from mile_tui.cli import app
 from tests.helpers.processes import wait_for
@@ -146,3 +148,29 @@ def test_show_of_a_missing_sweep_exits_2(tmp_path: Path) -> None:
                                       f"checkpoint_path={tmp_path}"])
     assert result.exit_code == 2 and "no sweep 'nope'" in result.output
     assert json.dumps(result.output).count("\\n") <= 1
+
+
+def test_sigterm_stops_the_trial_with_a_save_and_queues_it_again(tmp_path: Path) -> None:
+    # What Slurm's time limit does to a worker.
+    root = tmp_path / "runs"
+    long = [*QUICK, "--set", "epoch_num=500"]
+    proc = _worker(root, tmp_path / "out.txt", "--name", "term", "--trials", "3",
+                   "--space", "gt_or=true,false", *long)
+    try:
+        def training() -> bool:
+            runs = list_runs([root])
+            return bool(runs) and runs[0].global_step > 0
+        wait_for(training, proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=300) == 130, (tmp_path / "out.txt").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (run,) = list_runs([root])
+    assert run.status == "stopped"
+    records = read_records(run.path)
+    assert records and records[-1].reason == "stop"  # saved on the way out
+    stopped, retry = _study(root, "term").trials
+    assert stopped.state.name == "FAIL" and "stopped" in stopped.user_attrs["lost"]
+    assert retry.state.name == "WAITING" and retry.user_attrs["retry_of"] == stopped.number
+    assert "sweep --join term" in (tmp_path / "out.txt").read_text()
