@@ -45,8 +45,9 @@ def print_report(root: Path, name: str) -> None:
     report = sweep_report(root, name)
     spec = report.spec
     done = sum(t.state == "complete" for t in report.trials)
+    metric = "mAP, else ReaL F1 (auto)" if spec.metric == "auto" else spec.metric
     typer.echo(f"sweep {name}: {len(report.trials)} trials shown of {spec.trials} "
-               f"({done} complete among them), maximising {spec.metric}; space: "
+               f"({done} complete among them), maximising {metric}; space: "
                + " ".join(d.to_text() for d in spec.space))
     typer.echo(f"{'trial':>5}  {'state':<8}  {'value':>7}  parameters (run folder)")
     for row in report.trials:
