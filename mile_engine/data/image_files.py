@@ -61,6 +61,13 @@ DEVICE_MODES = frozenset({"RGB", "L"})
 # 3, about 89 megapixels: 268 MB as RGB). PIL itself only warns between this and twice
 # it; we refuse from the header. ImageNet's largest photos have under 20 megapixels.
 MAX_PIXELS = 89_478_485
+# The most elongated image decoded, long side over short side. A 2,000,000 x 1 PNG is
+# 323 bytes and under MAX_PIXELS, but resizing its short side to 256 asks for 512
+# megapixels. Wide panoramas are under 20:1.
+MAX_ASPECT = 100
+# The most pixels a validation resize may produce before its centre crop: the long side is
+# capped (torchvision's `max_size`) so that short side x long side stays under this.
+MAX_RESIZED_PIXELS = 1 << 24
 # PIL modes with more than 8 bits per sample, which PIL's convert() would clip.
 HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 # Formats whose integer samples have at most 16 bits (PIL opens 16-bit PGM files, and
@@ -105,6 +112,10 @@ def open_image(file: str | IO[bytes]) -> Iterator[Image.Image]:
         if width * height > MAX_PIXELS:
             raise _too_large(f"{width} x {height} pixels ({width * height / 1e6:.1f} "
                              "megapixels)")
+        if max(width, height) > MAX_ASPECT * max(min(width, height), 1):
+            raise ImageRefused(
+                f"image too elongated: {width} x {height} pixels, over the limit of "
+                f"{MAX_ASPECT}:1 between its sides")
         yield image
 
 
@@ -213,7 +224,9 @@ def val_transform(
     if crop == "whole":
         return T.Compose([T.Resize((size, size), antialias=True), T.PILToTensor()])
     resize = resize or round(size * VAL_RESIZE)
-    return T.Compose([T.Resize(resize, antialias=True), T.CenterCrop(size), T.PILToTensor()])
+    longest = max(resize + 1, MAX_RESIZED_PIXELS // resize)
+    return T.Compose([T.Resize(resize, max_size=longest, antialias=True), T.CenterCrop(size),
+                      T.PILToTensor()])
 
 
 def centre_crop_box(height: int, width: int, size: int, resize: int | None) -> Box:

@@ -390,3 +390,80 @@ def test_imagenet_datasets_skip_images_over_the_limit(
     assert index == -1 and "too large" in skipped[0][1]
     assert no_pixel_loads == []
     assert issubclass(ImageRefused, image_files.DECODE_ERRORS)
+
+
+# ------------------------------------------------------------------ elongated images
+# A 2,000,000 x 1 PNG is a few hundred bytes and under the pixel limit, but resizing its
+# short side to 256 would ask for 512 megapixels: refused from the header by its sides'
+# ratio (at most image_files.MAX_ASPECT : 1).
+@pytest.mark.parametrize(("width", "height"), [
+    (2_000_000, 1), (1, 2_000_000), (101, 1), (1, 101), (100, 1), (1, 100), (5_001, 50),
+    (5_000, 50),
+])
+def test_elongated_images_are_refused_from_their_header(
+    tmp_path: Path, width: int, height: int, no_pixel_loads: list[tuple[int, int]]
+) -> None:
+    path = tmp_path / f"{width}x{height}.png"
+    path.write_bytes(blank_png(width, height))
+    if max(width, height) > image_files.MAX_ASPECT * min(width, height):
+        with pytest.raises(inf.InferenceError) as caught:
+            inf.read_image(path, "L")
+        assert str(caught.value) == (
+            f"{path}: refused: image too elongated: {width} x {height} pixels, over the "
+            f"limit of {image_files.MAX_ASPECT}:1 between its sides")
+        assert no_pixel_loads == []
+    else:
+        assert inf.read_image(path, "L").size == (width, height)
+
+
+def test_the_2_000_000_by_1_png_is_small_and_under_the_pixel_limit(tmp_path: Path) -> None:
+    """Guard the fixture: the file is the one of the report, under the pixel limit."""
+    data = blank_png(2_000_000, 1)
+    assert len(data) < 1_000 and image_files.MAX_PIXELS > 2_000_000
+
+
+def test_imagenet_datasets_skip_elongated_images(tmp_path: Path) -> None:
+    (tmp_path / "line.png").write_bytes(blank_png(2_000_000, 1))
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(tmp_path / "small.jpg")
+    names = ["line.png", "small.jpg"]
+    for kind in (ImageFiles, JpegFiles):
+        extra: dict[str, Any] = {"train": False} if kind is JpegFiles else {}
+        val = kind(str(tmp_path), names, val_transform(16), 16, substitute=False, **extra)
+        _, index, skipped = val[0]
+        assert index == -1 and "too elongated" in skipped[0][1], kind
+        train = kind(str(tmp_path), names, val_transform(16), 16, substitute=True, **extra)
+        _, index, skipped = train[0]
+        assert index == 1 and [p for p, _ in skipped] == [str(tmp_path / "line.png")], kind
+
+
+@pytest.mark.parametrize(("size", "resize", "sides"), [
+    (224, 2048, (10, 100)), (224, 2048, (100, 10)), (224, 256, (100, 1)), (224, 256, (3, 4)),
+    (64, 4096, (1, 50)),
+])
+def test_the_validation_resize_is_bounded_whatever_the_sides(
+    size: int, resize: int, sides: tuple[int, int]
+) -> None:
+    image = Image.new("RGB", sides, (1, 2, 3))
+    transform = val_transform(size, resize)
+    resized = transform.transforms[0](image)  # type: ignore[attr-defined]
+    width, height = resized.size
+    assert width * height <= image_files.MAX_RESIZED_PIXELS
+    # The short side reaches `resize` unless the long one had to stop short of it.
+    short, long_ = sorted(sides)
+    if long_ * resize // short <= image_files.MAX_RESIZED_PIXELS // resize:
+        assert min(width, height) == resize
+    assert tuple(transform(image).shape) == (3, size, size)
+
+
+def test_predict_reports_an_elongated_image_and_scores_the_good_one(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    line = tmp_path / "line.png"
+    line.write_bytes(blank_png(2_000_000, 1))
+    good = encodings(picture(), tmp_path)["8-bit.png"]
+    result = CliRunner().invoke(app, ["predict", str(checkpoint), str(line), str(good),
+                                      "--json"])
+    assert result.exit_code == 1, result.output
+    bad_row, good_row = json.loads(result.stdout)["images"]
+    assert bad_row["error"].startswith(f"{line}: refused: image too elongated")
+    assert "labels" in good_row and "error" not in good_row
