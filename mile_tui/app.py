@@ -115,7 +115,9 @@ class MileApp(App[None]):
             self.prefs = remember_theme(self, self.preferences_file)
             self.remember_settings_file()
         if self._startup_notice:
-            self.notify(self._startup_notice, title="Settings")
+            # Long enough to read: it may say that the runs shown come from elsewhere.
+            self.notify(self._startup_notice, title="Settings", severity="warning",
+                        timeout=30)
         self.install_screen(self.settings_screen, "settings")
         self.install_screen(self.run_screen, "run")
         self.install_screen(self.runs_screen, "runs")
@@ -572,7 +574,9 @@ def choose_settings_file(config_path: Path | None, prefs: Preferences,
     last = Path(prefs.settings_file) if prefs.settings_file else None
     if autostart or DEFAULT_SETTINGS.exists() or last is None or not last.is_file():
         return DEFAULT_SETTINGS, None
-    return last, f"no {DEFAULT_SETTINGS} here: opened {last}, the file of your last session"
+    return last, (f"No {DEFAULT_SETTINGS} in this folder: reopened {last}, your last "
+                  "session's settings (the Runs screen lists its checkpoint_path). To "
+                  f"start afresh here: mile-tui --config {DEFAULT_SETTINGS}")
 
 
 def run_app(config_path: Path | None, overrides: list[str], autostart: bool,

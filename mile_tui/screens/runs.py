@@ -23,7 +23,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from mile_engine.runstore.catalog import RunSummary, list_runs
 from mile_engine.sweep import read_tag
-from mile_tui.marks import cut_name, file_size, plural, shared_date
+from mile_tui.marks import cut_left, cut_name, file_size, plural, shared_date
 from mile_tui.widgets.columns import CELL_PADDING, Column, visible_columns
 
 # Seconds between two readings of the folders while the screen is shown.
@@ -353,7 +353,10 @@ class RunsScreen(Screen[None]):
             count = (f"{len(self.shown)} of {len(self.runs)}"
                      if len(self.shown) != len(self.runs) else plural(len(self.runs), "run"))
             marked = f" · {len(self.marked)} marked" if self.marked else ""
-            text = f"{count} · sorted by {self.sort.describe()} (o: next){marked}"
+            rest = f" · sorted by {self.sort.describe()} (o: next){marked}"
+            # Where the runs come from, always: the settings file may be another folder's.
+            room = self.size.width - 2 - len(count) - len(" in ") - len(rest)
+            text = f"{count} in {cut_left(roots, max(room, 12))}{rest}"
         self.query_one("#runs-title", Static).update(text)
 
     def _detail(self) -> None:
