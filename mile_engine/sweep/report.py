@@ -13,7 +13,7 @@ from mile_engine.config import (
     FIELDS,
     GROUPS,
 )
-from mile_engine.sweep.study import SweepSpec, load_spec, study_of
+from mile_engine.sweep.study import SweepSpec, journal_path, load_spec, study_of, worker_alive
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,12 @@ class SweepReport:
     fragment: str
 
 
-def _row(trial: Any) -> TrialRow:
+def _row(trial: Any, workers: Path) -> TrialRow:
     state = trial.state.name.lower()
     note = str(trial.user_attrs.get("lost") or trial.user_attrs.get("error") or "")
+    worker = trial.user_attrs.get("worker")
+    if state == "running" and isinstance(worker, str) and not worker_alive(workers, worker):
+        note = "its worker is gone: failed and queued again when a worker next draws"
     value = trial.value if trial.value is not None else (
         max(trial.intermediate_values.values()) if trial.intermediate_values else None)
     return TrialRow(trial.number, state, value, dict(trial.params),
@@ -74,7 +77,8 @@ def sweep_report(root: Path, name: str, top: int = 10) -> SweepReport:
     spec = load_spec(root, name)
     study = study_of(root, name)
     trials = study.get_trials(deepcopy=False)
-    rows = sorted((_row(t) for t in trials if t.state.name != "WAITING"),
+    workers = journal_path(root, name).with_suffix(".workers")
+    rows = sorted((_row(t, workers) for t in trials if t.state.name != "WAITING"),
                   key=lambda r: (r.state != "complete", -(r.value if r.value is not None
                                                           else -math.inf), r.number))
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]

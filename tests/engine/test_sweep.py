@@ -29,6 +29,7 @@ from mile_engine.sweep import (
     read_tag,
     reap_lost_trials,
     run_worker,
+    sweep_report,
     toml_fragment,
 )
 from tests.helpers.processes import wait_for
@@ -188,6 +189,9 @@ def test_a_killed_workers_trial_is_marked_failed_and_queued_again(tmp_path: Path
         optuna.storages.journal.JournalFileBackend(str(root / "sweeps" / "k.journal"))))
     (running,) = study.trials
     assert running.state == optuna.trial.TrialState.RUNNING  # nothing told the study
+    # The report says so before any worker has noticed.
+    (row,) = sweep_report(root, "k").trials
+    assert row.state == "running" and "worker is gone" in row.note
     # What the next worker does before it draws a trial.
     assert reap_lost_trials(root, "k") == [0]
     study = optuna.load_study(study_name="k", storage=study._storage)
