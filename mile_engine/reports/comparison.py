@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mile_engine import events as ev
@@ -58,6 +58,9 @@ class BestMetrics:
     evaluations: int
     global_step: int
     total_steps: int
+    map: float | None = None
+    """mAP at that generation (None before the first evaluation, or in runs recorded
+    before mAP was computed)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,41 @@ class Comparison:
     best: list[BestMetrics]
     differing: list[tuple[str, list[str]]]
     """Each setting whose value is not the same in every run, with each run's value."""
+    pseudo: list[list[PseudoQuality]] = field(default_factory=list)
+    """Per run, per generation: its training targets against the true sets (empty for
+    runs whose training data has no true sets, or whose schema hands no targets)."""
+
+
+@dataclass(frozen=True)
+class PseudoQuality:
+    """One generation's pseudo-label records, averaged: precision and recall of the
+    targets against the true sets, and (LL) the share of rejected labels that were true."""
+
+    generation: int
+    precision: float | None
+    recall: float | None
+    rejected_true: float | None
+
+
+def pseudo_quality(events: Iterable[ev.Event]) -> list[PseudoQuality]:
+    """Each generation's mean precision, recall and rejected-true share (None where none of
+    its records has one); generations without any of them are left out."""
+    return _pseudo_quality(current_events(events))
+
+
+def _pseudo_quality(history: Iterable[ev.Event]) -> list[PseudoQuality]:
+    fields = ("precision", "recall", "rejected_true")
+    sums: dict[int, dict[str, list[float]]] = {}
+    for event in history:
+        if isinstance(event, ev.PseudoLabelStats):
+            for name in fields:
+                value = _number(getattr(event, name, None))
+                if value is not None:
+                    sums.setdefault(event.generation, {}).setdefault(name, []).append(value)
+    return [
+        PseudoQuality(g, *(sum(v) / len(v) if (v := sums[g].get(n)) else None for n in fields))
+        for g in sorted(sums)
+    ]
 
 
 def _step_of(event: ev.Event) -> int | None:
@@ -188,6 +226,7 @@ def _best_metrics(name: str, history: Sequence[ev.Event],
         evaluations=len(scored),
         global_step=max(steps, default=0),
         total_steps=totals[-1] if totals else 0,
+        map=metric("map"),
     )
 
 
@@ -237,4 +276,5 @@ def compare(runs: Sequence[RunData], loss_points: int = LOSS_POINTS) -> Comparis
         result.coverage.append(_generation_series(name, scored, "coverage"))
         result.loss.append(_loss_series(name, history, loss_points))
         result.best.append(_best_metrics(name, history, scored))
+        result.pseudo.append(_pseudo_quality(history))
     return result

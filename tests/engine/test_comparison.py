@@ -16,6 +16,7 @@ from mile_engine.reports.comparison import (
     current_events,
     differing_settings,
     loss_series,
+    pseudo_quality,
     thin,
     unique_names,
 )
@@ -35,7 +36,7 @@ def evaluated(generation: int, global_step: int, f1: float | None, coverage: flo
               top1: float = 0.5) -> ev.Evaluated:
     metrics: dict[str, float] = {"top1": top1, "real_accuracy": top1 + 0.1,
                                  "real_precision": top1 + 0.2, "real_recall": top1 + 0.3,
-                                 "coverage": coverage}
+                                 "coverage": coverage, "map": top1 - 0.2}
     if f1 is not None:
         metrics["real_f1"] = f1
     return ev.Evaluated(generation, global_step, metrics, False, 100.0)
@@ -68,6 +69,7 @@ def test_finished_run_series_and_best() -> None:
     assert best.real_accuracy == pytest.approx(0.75)
     assert best.precision == pytest.approx(0.85)
     assert best.recall == pytest.approx(0.95)
+    assert best.map == pytest.approx(0.45)  # the best generation's (by F1), not the last
     assert (best.evaluations, best.global_step, best.total_steps) == (2, 20, 20)
 
 
@@ -166,3 +168,33 @@ def test_thin_bounds(ys: list[float], limit: int) -> None:
         assert y == pytest.approx(sum(bucket) / len(bucket), abs=1e-6)
         assert min(bucket) - 1e-6 <= y <= max(bucket) + 1e-6
     assert out_x == sorted(out_x)
+
+
+def pseudo(generation: int, global_step: int, precision: float | None,
+           recall: float | None, rejected_true: float | None = None) -> ev.PseudoLabelStats:
+    return ev.PseudoLabelStats(generation, 1, global_step, 1.0, 1.0, precision, recall,
+                               None if rejected_true is None else 0.5, rejected_true)
+
+
+@given(st.lists(st.tuples(st.integers(1, 4),
+                          st.none() | st.floats(0, 1), st.none() | st.floats(0, 1),
+                          st.none() | st.floats(0, 1)), max_size=12))
+def test_pseudo_quality_is_each_generations_mean(
+        records: list[tuple[int, float | None, float | None, float | None]]) -> None:
+    events: list[ev.Event] = [started()]
+    events += [pseudo(g, i + 1, p, r, t) for i, (g, p, r, t) in enumerate(records)]
+    expected = []
+    for g in sorted({g for g, *_ in records}):
+        columns = list(zip(*[values for h, *values in records if h == g], strict=True))
+        means = [sum(v for v in c if v is not None) / n if (n := sum(v is not None for v in c))
+                 else None for c in columns]
+        if any(m is not None for m in means):
+            expected.append((g, *means))
+    got = [(q.generation, q.precision, q.recall, q.rejected_true)
+           for q in pseudo_quality(events)]
+    assert [row[0] for row in got] == [row[0] for row in expected]
+    for row_got, row_expected in zip(got, expected, strict=True):
+        for a, b in zip(row_got[1:], row_expected[1:], strict=True):
+            assert (a is None and b is None) or (
+                a is not None and b is not None and math.isclose(a, b, abs_tol=1e-12))
+    assert compare([RunData("a", events, {})]).pseudo == [pseudo_quality(events)]
