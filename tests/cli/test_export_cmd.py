@@ -93,3 +93,23 @@ def test_a_live_sink_without_tensorboard_is_refused_before_anything_is_made(
     assert result.exit_code == 2
     assert "pip install 'mile-tui[tensorboard]'" in result.output
     assert not root.exists() or not any(root.iterdir())
+
+
+def test_a_sweeps_trials_by_name(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for name, sweep, trial in (("a", "s", 1), ("b", "s", 0), ("c", "other", 0), ("d", None, 0)):
+        run_dir = _fake_run(root, name)
+        if sweep is not None:
+            (run_dir / "sweep.json").write_text(json.dumps({"sweep": sweep, "trial": trial}))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["export", "--sweep", "s", "-f", "csv", "--out",
+                                      str(out), "--set", f"checkpoint_path={root}"])
+    assert result.exit_code == 0, result.output
+    with (out / "metrics.csv").open(newline="") as fh:
+        runs = list(dict.fromkeys(r["run"] for r in csv.DictReader(fh)))
+    assert runs == ["b", "a"]  # by trial number
+    result = CliRunner().invoke(app, ["export", "--sweep", "nope", "--out", str(out),
+                                      "--set", f"checkpoint_path={root}"])
+    assert result.exit_code == 2 and "no trial of a sweep 'nope'" in result.output
+    result = CliRunner().invoke(app, ["export", "--out", str(out)])
+    assert result.exit_code == 2 and "name a RUN" in result.output
