@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mile_engine import events as ev
 from mile_engine.config import Settings
@@ -225,3 +227,38 @@ def test_every_event_field_of_a_step_record_is_exported() -> None:
     assert got == {"train/loss": 0.5, "train/loss_imitation": 0.5, "train/lr": 0.01,
                    "train/images_per_s": 9.0}
     assert not any(math.isnan(v) for v in got.values())
+
+
+@st.composite
+def _attempts(draw: st.DrawFn) -> list[tuple[int, list[int]]]:
+    """Attempts of one run: each starts from a step the run had reached (a save) and
+    records some steps after it, each with a value that names the attempt."""
+    attempts: list[tuple[int, list[int]]] = []
+    reached = 0
+    for _ in range(draw(st.integers(1, 5))):
+        start = draw(st.integers(0, reached))
+        length = draw(st.integers(0, 6))
+        steps = list(range(start + 1, start + length + 1))
+        attempts.append((start, steps))
+        reached = max(reached, start + length)
+    return attempts
+
+
+@settings(max_examples=200, deadline=None)
+@given(_attempts())
+def test_every_curve_is_what_the_newest_attempt_recorded(
+        attempts: list[tuple[int, list[int]]]) -> None:
+    records: list[dict[str, Any]] = []
+    for number, (start, steps) in enumerate(attempts):
+        records.append(_record("RunStarted", start))
+        records += [_record("StepLogged", s, loss=float(100 * number + s), lr=0.1,
+                            images_per_s=1.0, phase="interactive", generation=1)
+                    for s in steps]
+    # The model: a list that each attempt cuts back to its start, then extends.
+    curve: list[tuple[int, float]] = []
+    for number, (start, steps) in enumerate(attempts):
+        curve = [(s, v) for s, v in curve if s <= start]
+        curve += [(s, float(100 * number + s)) for s in steps]
+    got = [(s.step, s.value) for s in run_scalars(records) if s.tag == "train/loss"]
+    assert got == curve
+    assert all(a < b for (a, _), (b, _) in zip(got, got[1:], strict=False))
