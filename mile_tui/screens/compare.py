@@ -49,8 +49,10 @@ PALETTE: list[tuple[int, int, int]] = [
 ]
 """One colour a run (then again from the first): readable on dark and light themes."""
 
-BEST_COLUMNS = ("run", "F1", "gen", "top-1", "acc", "prec", "recall", "steps")
-"""The best table's columns: F1, acc, prec and recall are ReaL metrics (its title says)."""
+BEST_COLUMNS = ("run", "F1", "gen", "mAP", "top-1", "acc", "prec", "recall", "steps")
+"""The best table's columns: F1, acc, prec and recall are ReaL metrics (its title says);
+mAP is that generation's, threshold-free."""
+PSEUDO_SEP = " · "
 CELL_PADDING = 1  # DataTable's default, on each side of a cell
 SCROLLBAR = 2
 MIN_NAME = 12
@@ -279,6 +281,8 @@ class CompareScreen(Screen[None]):
                 yield Static("Best generation by ReaL F1 (F1, acc, prec, recall: ReaL)",
                              classes="table-title")
                 yield DataTable(id="cmp-best", cursor_type="row", zebra_stripes=True)
+                yield Static(id="cmp-pseudo-title", classes="table-title")
+                yield DataTable(id="cmp-pseudo", cursor_type="row", zebra_stripes=True)
                 yield Static("Settings that differ", classes="table-title",
                              id="cmp-settings-title")
                 yield DataTable(id="cmp-settings", cursor_type="row", zebra_stripes=True)
@@ -407,8 +411,8 @@ class CompareScreen(Screen[None]):
                 # The best run of all gets the star the evaluation table gives its best.
                 (f"{BEST_MARK} " if index == top else "") + metric_text(row.best_f1),
                 str(row.best_generation) if row.best_generation is not None else "–",
-                metric_text(row.top1), metric_text(row.real_accuracy), metric_text(row.precision),
-                metric_text(row.recall),
+                metric_text(row.map), metric_text(row.top1), metric_text(row.real_accuracy),
+                metric_text(row.precision), metric_text(row.recall),
                 f"{row.global_step:,}/{row.total_steps:,}" if row.total_steps else "–"])
         # The name takes what the other columns leave: each of them as wide as its
         # widest cell, and every column has a cell's padding on each side.
@@ -427,6 +431,7 @@ class CompareScreen(Screen[None]):
             name.append(" ")
             name.append(wrap_name(summary.name, width).replace("\n", "\n    "))
             best.add_row(name, *(Text(c, justify="right") for c in cells), height=None)
+        self._fill_pseudo(width)
         settings = self.query_one("#cmp-settings", DataTable)
         settings.clear(columns=True)
         title = self.query_one("#cmp-settings-title", Static)
@@ -441,6 +446,39 @@ class CompareScreen(Screen[None]):
             settings.add_column(swatch(index), key=str(index))
         for key, values in comparison.differing:
             settings.add_row(key, *values)
+
+    def _fill_pseudo(self, name_width: int) -> None:
+        """Pseudo-label precision / recall per generation (LL: and the share of rejected
+        labels that were true), the newest generations that fit; hidden when no run has
+        them (no true sets in the training data, or no targets in the schema)."""
+        assert self.comparison is not None
+        rows = self.comparison.pseudo
+        table = self.query_one("#cmp-pseudo", DataTable)
+        title = self.query_one("#cmp-pseudo-title", Static)
+        table.clear(columns=True)
+        shown_ = any(rows)
+        table.display = title.display = shown_
+        if not shown_:
+            return
+        title.update("Pseudo-labels against the true training sets, per generation: "
+                     "precision/recall (LL: · share of rejected that were true)")
+        generations = sorted({q.generation for run in rows for q in run})
+        cells = [{q.generation: PSEUDO_SEP.join(
+            [f"{metric_text(q.precision)}/{metric_text(q.recall)}"]
+            + ([f"{q.rejected_true:.0%}"] if q.rejected_true is not None else []))
+            for q in run} for run in rows]
+        widest = max(len(c) for run in cells for c in run.values())
+        room = max(1, (self.size.width - name_width - 12) // (widest + 2 * CELL_PADDING))
+        generations = generations[-room:]
+        table.add_column("run", key="run", width=name_width + 4)
+        for g in generations:
+            table.add_column(Text(f"gen {g}", justify="right"), key=str(g))
+        for index, (summary, run) in enumerate(zip(self.comparison.best, cells, strict=True)):
+            name = swatch(index)
+            name.append(" ")
+            name.append(wrap_name(summary.name, name_width).replace("\n", "\n    "))
+            table.add_row(name, *(Text(run.get(g, "–"), justify="right") for g in generations),
+                          height=None)
 
     # ------------------------------------------------------------------ actions
     def action_tab(self, tab: str) -> None:
