@@ -22,7 +22,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from mile_engine.config import FIELDS, Settings, SettingsError
+from mile_engine.config import Settings, SettingsError
 from mile_engine.runstore.catalog import RunSummary, is_run_folder, summarize_run
 from mile_engine.runstore.steering import Request, SteeringError
 from mile_tui.preferences import (
@@ -47,7 +47,6 @@ from mile_tui.sources import (
     RunSource,
     fold_history,
 )
-from mile_tui.widgets.run_view import RunView
 
 # Seconds between two redraws of the run screen, at least: training panels need no
 # more than two redraws a second, and fewer redraws leave the cores to the trainer.
@@ -101,7 +100,6 @@ class MileApp(App[None]):
         self.run_screen = RunScreen()
         self.resumer = Resumer(self, lambda: self.running, self._resume_now)
         self.runs_screen = RunsScreen(self.run_roots, self.open_run, self.resumer.resume)
-        self._history_token = 0  # the newest history read asked for; older ones are dropped
         self.drains = 0
         self._last_drain = 0.0
         self._drain_scheduled = False
@@ -211,31 +209,29 @@ class MileApp(App[None]):
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """The command palette: the run's controls next to Textual's own commands."""
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Start run", "Train with the settings on screen",
-                            self.action_start_run)
-        yield SystemCommand("Pause / resume run", "Pause between steps, or go on",
-                            self.action_toggle_pause)
-        yield SystemCommand("Stop run", "Stop cleanly before the next step",
-                            self.action_stop_run)
-        yield SystemCommand("Save checkpoint now", "Write a checkpoint before the next step",
-                            self.action_save_now)
-        yield SystemCommand("Resume latest run",
-                            "Continue the newest run under checkpoint_path",
-                            self.action_resume_latest)
-        yield SystemCommand("Resume from selected save",
-                            "Continue from the save highlighted in the checkpoint panel",
-                            self.action_resume_selected)
-        yield SystemCommand("Browse checkpoints", "Verify, prune, export the saves (F4)",
-                            self.action_browse_checkpoints)
-        yield SystemCommand("Save settings", "Write the settings file (ctrl+s)",
-                            self.settings_screen.action_save)
-        yield SystemCommand("Reload settings", "Read the settings file again",
-                            self.settings_screen.action_reload)
-        yield SystemCommand("Show settings", "The settings screen (F2)",
-                            self.action_show_settings)
-        yield SystemCommand("Show run", "The run screen (F3)", self.action_show_run)
-        yield SystemCommand("Show runs", "Every run: open, watch, resume, compare (F6)",
-                            self.action_show_runs)
+        for title, text, command in (
+            ("Start run", "Train with the settings on screen", self.action_start_run),
+            ("Pause / resume run", "Pause between steps, or go on", self.action_toggle_pause),
+            ("Stop run", "Stop cleanly before the next step", self.action_stop_run),
+            ("Save checkpoint now", "Write a checkpoint before the next step",
+             self.action_save_now),
+            ("Resume latest run", "Continue the newest run under checkpoint_path",
+             self.action_resume_latest),
+            ("Resume from selected save",
+             "Continue from the save highlighted in the checkpoint panel",
+             self.action_resume_selected),
+            ("Browse checkpoints", "Verify, prune, export the saves (F4)",
+             self.action_browse_checkpoints),
+            ("Save settings", "Write the settings file (ctrl+s)",
+             self.settings_screen.action_save),
+            ("Reload settings", "Read the settings file again",
+             self.settings_screen.action_reload),
+            ("Show settings", "The settings screen (F2)", self.action_show_settings),
+            ("Show run", "The run screen (F3)", self.action_show_run),
+            ("Show runs", "Every run: open, watch, resume, compare (F6)",
+             self.action_show_runs),
+        ):
+            yield SystemCommand(title, text, command)
 
     # ------------------------------------------------------------------ run state
     @property
@@ -277,8 +273,21 @@ class MileApp(App[None]):
 
     # ------------------------------------------------------------------ run control
     def action_start_run(self) -> None:
-        """Start a run with the settings on screen (saved or not)."""
-        self._start(resume=None)
+        """Start a run with the settings on screen (saved or not), unless a run is going;
+        settings that cannot start one are pointed at on the settings screen."""
+        if self.running:
+            self.notify("A run is already in progress.", severity="warning")
+            return
+        try:
+            settings = self.form.settings()
+        except SettingsError as exc:
+            self.notify(str(exc), title="Cannot start", severity="error", timeout=8)
+            self.action_show_settings()
+            bad = self.settings_screen.setting_at_fault(str(exc))
+            if bad is not None:
+                self.call_after_refresh(self.settings_screen.focus_setting, bad)
+            return
+        self._launch(settings, resume=None)
 
     def action_resume_latest(self) -> None:
         """Continue the newest run under `checkpoint_path` from its newest good save
@@ -319,34 +328,12 @@ class MileApp(App[None]):
         target = checkpoint if checkpoint is not None else run.path
         self._launch(settings, resume=str(target), history=run.path, overrides=overrides)
 
-    def _start(self, resume: str | None) -> None:
-        """Launch a new run (`resume` None) or continue one, unless a run is going."""
-        if self.running:
-            self.notify("A run is already in progress.", severity="warning")
-            return
-        try:
-            settings = self.form.settings()
-        except SettingsError as exc:
-            self._refuse_start(str(exc))
-            return
-        self._launch(settings, resume=resume)
-
-    def _refuse_start(self, message: str) -> None:
-        self.notify(message, title="Cannot start", severity="error", timeout=8)
-        self.action_show_settings()
-        bad = next(iter(self.form.errors), None)
-        if bad is None and "model" in message:
-            bad = "model"
-        if bad in FIELDS:
-            self.call_after_refresh(self.settings_screen.focus_setting, bad)
-
     def _launch(self, settings: Settings, resume: str | None,
                 history: Path | None = None, overrides: Sequence[str] = ()) -> None:
         """Start the trainer thread; with `history` (the resumed run's folder) its
         earlier events are read and shown first, before the trainer adds to them.
         `overrides`: `key=value` changes to a resumed run's saved settings."""
         self._stop_following()
-        self._history_token += 1  # a history still being read belongs to another run
         unsaved = self.form.dirty and resume is None
         self.run_screen.begin("starting", warning="the run uses unsaved settings" if unsaved
                               else None)
@@ -385,42 +372,13 @@ class MileApp(App[None]):
             self.action_show_run()
             return
         self._stop_following()
-        self._history_token += 1
-        token = self._history_token
-        self.run_screen.begin("reading", run_dir=str(run.path))
+        self.run_screen.open_history(run, self._follow)
         self.action_show_run()
-        self.run_worker(lambda: self._read_history(run, token), thread=True,
-                        group="history", exit_on_error=False)
 
-    def _read_history(self, run: RunSummary, token: int) -> None:
-        """In a worker thread: every record so far, folded into a fresh view."""
-        source = FollowedRun(run.path)
-        try:
-            folded = source.history()
-        except Exception as exc:  # a damaged folder is a line on screen, not a crash
-            self.call_from_thread(self._history_failed, run, token, exc)
-            return
-        self.call_from_thread(self._history_read, run, source, folded, token)
-
-    def _history_failed(self, run: RunSummary, token: int, exc: Exception) -> None:
-        if token != self._history_token:
-            return
-        self.run_screen.view.status = run.status
-        self.run_screen.note("error", f"cannot read the history of {run.path}: {exc}")
-
-    def _history_read(self, run: RunSummary, source: FollowedRun, folded: RunView,
-                      token: int) -> None:
-        if token != self._history_token or self.running:
-            return  # another run was opened or started meanwhile
-        live = run.status == "running" and source.live
-        if not live:
-            # The folder knows best how it ended (a killed run wrote no end record).
-            folded.status = run.status
-        watching = (f"watching {run.holder}" if run.holder else "watching") if live else ""
-        self.run_screen.show_history(folded, str(run.path), watching)
-        if live:
-            self.source = source
-            self._follow_timer = self.set_interval(DRAIN_INTERVAL, self._drain)
+    def _follow(self, source: FollowedRun) -> None:
+        """Follow a run another process trains: its folder is polled at the redraw rate."""
+        self.source = source
+        self._follow_timer = self.set_interval(DRAIN_INTERVAL, self._drain)
         self._refresh_controls()
 
     def _stop_following(self) -> None:

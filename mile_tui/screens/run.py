@@ -7,7 +7,7 @@ run folder's `metrics.jsonl` replayed and followed from disk (a headless or torc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -18,7 +18,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 
 from mile_engine import events as ev
+from mile_engine.runstore.catalog import RunSummary
 from mile_tui.headless import resume_command
+from mile_tui.sources import FollowedRun
 from mile_tui.widgets import run_view as rv
 from mile_tui.widgets.checkpoints import CheckpointPanel
 from mile_tui.widgets.evaluation import EvalTable
@@ -68,6 +70,7 @@ class RunScreen(Screen[None]):
         self.view = rv.RunView()
         self.source = ""
         """Where the events come from when not from this console ("watching host pid 7")."""
+        self._reading = 0  # counts the runs shown: a history read for an older one is dropped
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -98,12 +101,49 @@ class RunScreen(Screen[None]):
     def begin(self, status: str, run_dir: str = "", warning: str | None = None) -> None:
         """Clear every panel at once for another run (nothing of the previous one stays
         on screen), with a first warning line in the log if given."""
+        self._reading += 1
         self.view.reset(status=status)
         self.view.run_dir = run_dir
         self.source = ""
         if warning:
             self.view.note("warning", warning)
         self.redraw(rv.ALL_PANELS)
+
+    def open_history(self, run: RunSummary, on_live: Callable[[FollowedRun], None]) -> None:
+        """Show `run`'s whole history, read and folded in a thread worker; while another
+        process trains it, `on_live` gets the source that follows it. A reading that
+        another run overtook (`begin`) is dropped."""
+        self.begin("reading", run_dir=str(run.path))
+        token = self._reading
+
+        def read() -> None:
+            source = FollowedRun(run.path)
+            try:
+                folded = source.history()
+            except Exception as exc:  # a damaged folder is a line on screen, not a crash
+                self.app.call_from_thread(self._history_failed, run, token, exc)
+                return
+            self.app.call_from_thread(self._history_read, run, source, folded, token, on_live)
+
+        self.app.run_worker(read, thread=True, group="history", exit_on_error=False)
+
+    def _history_failed(self, run: RunSummary, token: int, exc: Exception) -> None:
+        if token == self._reading:
+            self.view.status = run.status
+            self.note("error", f"cannot read the history of {run.path}: {exc}")
+
+    def _history_read(self, run: RunSummary, source: FollowedRun, folded: rv.RunView,
+                      token: int, on_live: Callable[[FollowedRun], None]) -> None:
+        if token != self._reading:
+            return  # another run was opened or started meanwhile
+        live = run.status == "running" and source.live
+        if not live:
+            # The folder knows best how it ended (a killed run wrote no end record).
+            folded.status = run.status
+        watching = (f"watching {run.holder}" if run.holder else "watching") if live else ""
+        self.show_history(folded, str(run.path), watching)
+        if live:
+            on_live(source)
 
     def show_history(self, folded: rv.RunView, run_dir: str | None = None,
                      source: str = "") -> None:

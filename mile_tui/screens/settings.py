@@ -218,6 +218,13 @@ class SettingsScreen(Screen[None]):
         """Move the focus to a setting's editor (to show where a problem is)."""
         self.query_one(f"#field-{name}").focus()
 
+    def setting_at_fault(self, message: str) -> str | None:
+        """The setting a refused start's `message` is about, whose editor to focus."""
+        bad = next(iter(self.form.errors), None)
+        if bad is None and "model" in message:
+            bad = "model"
+        return bad if bad in FIELDS else None
+
     # ------------------------------------------------------------------ actions
     def action_save(self) -> None:
         """Write the settings to the file, keeping its comments."""
