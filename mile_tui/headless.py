@@ -199,8 +199,11 @@ class RichRenderer:
                 self.console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
             elif kind == "command":
                 command, _, why = line.partition("   # ")
+                # The comment only where it fits: a command wrapped by the terminal
+                # still copies whole, a comment wrapped under it only clutters.
+                fits = why and len(command) + len(why) + 6 <= self.console.width
                 self.console.print(f"  [bold]{escape(command)}[/]"
-                                   + (f"  [dim]# {escape(why)}[/]" if why else ""),
+                                   + (f"  [dim]# {escape(why)}[/]" if fits else ""),
                                    soft_wrap=True, highlight=False)
             else:
                 self.console.print(escape(line), soft_wrap=True, highlight=False)

@@ -89,8 +89,8 @@ def test_the_rich_renderer_ends_the_same_way_in_80_columns() -> None:
     assert f"run folder: {run_dir}" in text
     # A command is never broken over two lines, whatever the width: it is copied whole.
     lines = text.splitlines()
-    assert any(line.strip().startswith(f"mile-tui eval {run_dir} ") for line in lines)
-    assert any(line.strip().startswith(f"mile-tui inspect {run_dir} ") for line in lines)
+    assert any(line.strip().startswith(f"mile-tui eval {run_dir} --rho") for line in lines)
+    assert any(line.strip() == f"mile-tui inspect {run_dir}" for line in lines)
     assert any(line.strip().startswith("mile-tui compare") for line in lines)
 
 
