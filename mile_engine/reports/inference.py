@@ -19,14 +19,15 @@ import torch
 from torch import nn
 
 from mile_engine import placement
-from mile_engine.checkpoints import CheckpointError, load_checkpoint
 from mile_engine.config import FIELDS, Settings, apply_allowed_overrides, build_settings
 from mile_engine.data import DataSource, build_source
 from mile_engine.device import resolve_device, resolve_precision
-from mile_engine.metrics import EvalAccumulator, prediction_sets
+from mile_engine.metrics import EvalAccumulator, ScoreKeeper, prediction_sets
 from mile_engine.model_inputs import GRID_SIDE, input_side
 from mile_engine.models import build_model, find_head, input_spec
 from mile_engine.placement import run_model
+from mile_engine.runstore.files import CheckpointError
+from mile_engine.runstore.manifest import load_checkpoint
 from mile_engine.schemas import pseudo_labels, uses_sigmoid
 from mile_engine.trainer import EVAL_BATCH
 
@@ -229,14 +230,19 @@ def evaluate_model(
     """Every metric at every threshold of `rhos`, in one pass over the validation set.
 
     The same batches, arithmetic and accumulator as `Trainer.evaluate`, so a
-    checkpoint's numbers match what its run recorded.
+    checkpoint's numbers match what its run recorded. mAP (and the count of classes left
+    out of it) reads no threshold: every row carries the same value.
     """
     acc = EvalAccumulator(source.num_classes, rhos, sigmoid, device)
+    scores = ScoreKeeper(sigmoid)
     model.eval()
     for batch in source.val_batches(EVAL_BATCH):
         assert batch.real is not None
-        acc.update(run_model(model, batch.images, device, dtype), batch.labels, batch.real)
-    return acc.compute()
+        logits = run_model(model, batch.images, device, dtype)
+        acc.update(logits, batch.labels, batch.real)
+        scores.update(logits, batch.real)
+    ranking = ScoreKeeper.compute([scores.parts()])
+    return [{**row, **ranking} for row in acc.compute()]
 
 
 def evaluate_checkpoint(

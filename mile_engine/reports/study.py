@@ -5,6 +5,10 @@ evaluation history (every metric at every swept threshold), then summarises:
 mean and standard deviation over seeds, at the end and at each run's best generation,
 at the shared `rho` and at each variant's own best threshold, beside the benchmark's
 reference F1s. It writes `study.json`, `study.md` and `study.svg`.
+
+Each run is a run folder under `OUT/runs` (checkpoints, metrics.jsonl, run.log), and
+`OUT/study-plan.json` names them: the same study started again continues where it
+stopped, finished runs read back from their metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -13,19 +17,23 @@ import dataclasses
 import json
 import math
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mile_engine import events as ev
-from mile_engine.config import Settings, build_settings, parse_override
+from mile_engine.config import Settings, SettingsError, build_settings, parse_override
+from mile_engine.control import Control
 from mile_engine.metrics import METRIC_NAMES
-from mile_engine.runstore.records import MetricsWriter, create_run_dir
+from mile_engine.reports.comparison import current_events, evaluations
+from mile_engine.runstore.files import NoCheckpointError, atomic_write_text
+from mile_engine.runstore.history import load_history
+from mile_engine.session import RESUMABLE, open_run
 from mile_engine.trainer import Trainer
 
 LABELS = {
+    "map": "mAP",
     "top1": "top-1",
     "real_accuracy": "ReaL acc",
     "real_f1": "ReaL F1",
@@ -82,49 +90,195 @@ def make_variants(schemas: Sequence[str], vary: Sequence[str] = ()) -> list[Vari
     return variants
 
 
+PLAN_FILE = "study-plan.json"
+"""In a study's `--out` folder: what it compares (base settings, variants, seeds) and the
+run folder of each (variant, seed), written before the run trains, so that the same
+command continues the study where it stopped."""
+RUNS_FOLDER = "runs"
+
+# Settings that may differ between two sittings of one study: where the data and the
+# runs are and how fast they train, not what they compute (those a resume may change).
+SITTING_KEYS = RESUMABLE - {"epoch_num"}
+
+
+class StudyFailed(RuntimeError):
+    """A run of the study failed; its run.log says why, and the same command retries it
+    from its newest save."""
+
+
+class StudyStopped(Exception):
+    """A run of the study was stopped (Ctrl-C, `mile-tui runs stop`): it saved where it
+    was, and the same command continues the study."""
+
+
+def _plan_of(base: Settings, variants: Sequence[Variant], seeds: Sequence[int]) -> dict[str, Any]:
+    """What a study compares, JSON-normalised (for comparing with a plan on disk)."""
+    plan = {
+        "base": {k: v for k, v in base.to_dict().items() if k not in SITTING_KEYS},
+        "variants": [{"name": v.name, "changes": v.changes} for v in variants],
+        "seeds": list(seeds),
+    }
+    normalised: dict[str, Any] = json.loads(json.dumps(plan))
+    return normalised
+
+
+def _read_plan(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / PLAN_FILE
+    if not path.exists():
+        return None
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"{path}: not a readable study plan ({exc}); use another --out "
+                            "folder.") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("runs"), dict):
+        raise SettingsError(f"{path}: not a study plan; use another --out folder.")
+    return plan
+
+
+def _check_same_study(path: Path, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """Refuse to continue a study with other settings, variants or seeds: its tables
+    would mix runs of two studies."""
+    differ = [k for k in ("variants", "seeds") if saved.get(k) != wanted[k]]
+    base = saved.get("base", {})
+    differ += sorted(k for k in {*base, *wanted["base"]}
+                     if base.get(k) != wanted["base"].get(k))
+    if differ:
+        raise SettingsError(
+            f"{path.parent} holds a study with other {', '.join(differ)}; continue it with "
+            f"the same --schemas, --seeds, --vary and settings, or give another --out."
+        )
+
+
+def _run_key(variant: Variant, seed: int) -> str:
+    return f"{variant.name} | seed {seed}"
+
+
+def _as_float(value: Any) -> Any:
+    """metrics.jsonl writes NaN as null: read it back as NaN (at any depth)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, dict):
+        return {k: _as_float(v) for k, v in value.items()}
+    return value
+
+
+def recorded_run(run_dir: Path) -> tuple[str | None, list[dict[str, Any]], ev.RunStarted | None,
+                                          ev.RunEnded | None]:
+    """A study run as its metrics.jsonl tells it: the status its last session ended with
+    (None: none ended, e.g. killed), its evaluation history (one record per generation, of
+    the state the run has now: a resume rewinds what came after its save), its last
+    `RunStarted` and its last `RunEnded`."""
+    events = current_events(load_history(run_dir))
+    history = [{"generation": e.generation, **_as_float(dict(e.metrics)),
+                "sweep": _as_float(dict(e.sweep))} for e in evaluations(events)]
+    started = next((e for e in reversed(events) if isinstance(e, ev.RunStarted)), None)
+    ended = None
+    for event in events:
+        if isinstance(event, ev.RunStarted):
+            ended = None
+        elif isinstance(event, ev.RunEnded):
+            ended = event
+    return (ended.status if ended else None), history, started, ended
+
+
 def run_study(
     base: Settings,
     variants: Sequence[Variant],
     seeds: Sequence[int],
     out_dir: Path,
     progress: Callable[[str], None] = lambda line: None,
+    control: Control | None = None,
+    sinks: Sequence[ev.Sink] = (),
 ) -> StudyResult:
-    """Train every (variant, seed) run in turn; keep each run's folder under `out_dir`."""
+    """Train every (variant, seed) run in turn, each in its run folder under
+    `out_dir/runs`, with its checkpoints; or continue the study that `out_dir` holds.
+
+    A study continues where it stopped: a run that finished is not trained again (its
+    history is read back from its metrics.jsonl), a run that was stopped or killed
+    resumes from its newest good save (as `run --headless --resume` does), a run killed
+    before its first save starts again in a new folder.
+
+    Args:
+        progress: told one line per run (finished, read back, resumed).
+        control: stops the run in progress between two steps (it saves, then
+            `StudyStopped` is raised); the caller keeps it.
+        sinks: receivers of every run's events (a progress display).
+
+    Raises:
+        SettingsError: `out_dir` holds a study of other settings, variants or seeds, or
+            a run's settings are invalid.
+        StudyStopped: a run was stopped; the same call continues the study.
+        StudyFailed: a run failed.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = _plan_of(base, variants, seeds)
+    saved = _read_plan(out_dir)
+    if saved is not None:
+        _check_same_study(out_dir / PLAN_FILE, saved, plan)
+    runs: dict[str, str] = dict(saved["runs"]) if saved else {}
+
+    def write_plan() -> None:
+        atomic_write_text(out_dir / PLAN_FILE, json.dumps({**plan, "runs": runs}, indent=1)
+                          + "\n")
+
+    write_plan()
     result = StudyResult(base.to_dict(), list(variants), list(seeds))
-    started = time.perf_counter()
     for variant in variants:
         result.histories[variant.name] = []
         for seed in seeds:
             settings = build_settings(
                 {**variant.changes, "seed": seed,
-                 "checkpoint_path": str(out_dir / "runs")},
+                 "checkpoint_path": str(out_dir / RUNS_FOLDER)},
                 f"study variant {variant.name}",
                 base=base,
             )
-            run_dir = create_run_dir(settings)
-            history: list[dict[str, Any]] = []
-
-            def keep(event: ev.Event, history: list[dict[str, Any]] = history) -> None:
-                if isinstance(event, ev.Evaluated):
-                    history.append({"generation": event.generation, **event.metrics,
-                                    "sweep": event.sweep})
-
-            trainer = Trainer(settings, run_dir, sinks=[keep, MetricsWriter(run_dir)])
-            t0 = time.perf_counter()
-            ended = trainer.train()
-            if ended.status != "finished":
-                raise RuntimeError(f"{variant.name} seed {seed} {ended.status}: {ended.error}")
-            result.reference = trainer.reference
+            key = _run_key(variant, seed)
+            run_dir = out_dir / RUNS_FOLDER / runs[key] if key in runs else None
+            label = f"{variant.name} seed {seed}"
+            status = recorded_run(run_dir)[0] if run_dir is not None else None
+            if status == "finished":
+                note = "read back from its metrics.jsonl"
+            else:
+                trainer, note = _open(settings, run_dir, control, sinks)
+                if str(trainer.run_dir.name) != runs.get(key):
+                    runs[key] = trainer.run_dir.name
+                    write_plan()  # before it trains: a later sitting finds its folder
+                ended = trainer.train()
+                if ended.status == "stopped":
+                    raise StudyStopped(f"{label} stopped at step {ended.global_step}, saved "
+                                       f"in {trainer.run_dir}")
+                if ended.status != "finished":
+                    raise StudyFailed(f"{label} {ended.status}: {ended.error}")
+                run_dir = trainer.run_dir
+            assert run_dir is not None
+            _, history, started, ended_record = recorded_run(run_dir)
+            if started is not None and started.reference:
+                result.reference = _as_float(dict(started.reference))
+            if ended_record is not None:
+                result.seconds += ended_record.elapsed_s
             result.histories[variant.name].append(history)
             final = history[-1]
             progress(
-                f"{variant.name} seed {seed}: ReaL F1 {final['real_f1']:.4f}, coverage "
-                f"{final['coverage']:.2f} after {len(history)} generation"
-                f"{'' if len(history) == 1 else 's'} "
-                f"({time.perf_counter() - t0:.0f} s)"
+                f"{label}: mAP {final.get('map', math.nan):.4f}, ReaL F1 "
+                f"{final['real_f1']:.4f}, coverage {final['coverage']:.2f} after "
+                f"{len(history)} generation{'' if len(history) == 1 else 's'} ({note})"
             )
-    result.seconds = time.perf_counter() - started
     return result
+
+
+def _open(settings: Settings, run_dir: Path | None, control: Control | None,
+          sinks: Sequence[ev.Sink]) -> tuple[Trainer, str]:
+    """The trainer of a run to train: resumed from its folder's newest good save, or new
+    (no folder yet, or one without a save)."""
+    if run_dir is not None:
+        try:
+            trainer = open_run(settings, sinks, control, resume=run_dir)
+        except NoCheckpointError:
+            pass  # killed before its first save: nothing to continue
+        else:
+            return trainer, f"resumed from {trainer.resumed_from}"
+    return open_run(settings, sinks, control), "trained"
 
 
 def mean_sd_text(values: Sequence[float]) -> str:
@@ -135,11 +289,18 @@ def mean_sd_text(values: Sequence[float]) -> str:
     return f"{mean:.3f} ± {statistics.stdev(values):.3f}"
 
 
+TABLE_NAMES = ("map", *METRIC_NAMES)
+"""The tables' metric columns: mAP first (it reads no threshold, so every row of a run
+shows the same), then the metrics at the row's threshold."""
+
+
 def _at(record: dict[str, Any], rho: str | None) -> dict[str, float]:
-    """A record's metrics at evaluation threshold `rho` (None: the run's own rho)."""
+    """A record's metrics at evaluation threshold `rho` (None: the run's own rho), with
+    its mAP (NaN in records written before mAP existed)."""
+    ranking = {"map": record.get("map", math.nan)}
     if rho is None or rho not in record["sweep"]:
-        return {k: record[k] for k in METRIC_NAMES}
-    return dict(record["sweep"][rho])
+        return {**ranking, **{k: record[k] for k in METRIC_NAMES}}
+    return {**ranking, **record["sweep"][rho]}
 
 
 def shared_rho(result: StudyResult) -> str:
@@ -173,7 +334,7 @@ def summary_rows(result: StudyResult, when: str) -> list[list[str]]:
                     record = max(history, key=lambda r: _at(r, shared)["real_f1"])
                 picked.append(_at(record, rho))
             rows.append([variant.name, label] + [
-                mean_sd_text([m[name] for m in picked]) for name in METRIC_NAMES
+                mean_sd_text([m[name] for m in picked]) for name in TABLE_NAMES
             ])
     return rows
 
@@ -181,15 +342,16 @@ def summary_rows(result: StudyResult, when: str) -> list[list[str]]:
 def markdown(result: StudyResult) -> str:
     """The study's tables in Markdown, with the reference F1s and the settings."""
     base = result.base
-    header = "| schema | rho | " + " | ".join(LABELS[n] for n in METRIC_NAMES) + " |"
-    rule = "|" + "---|" * (len(METRIC_NAMES) + 2)
+    header = "| schema | rho | " + " | ".join(LABELS[n] for n in TABLE_NAMES) + " |"
+    rule = "|" + "---|" * (len(TABLE_NAMES) + 2)
     steps = base["epoch_num"] * (base["k_t"] + base["k_s"])
     lines = [
         f"Benchmark: `{base['dataset']}` grids with grid_objects = {base['grid_objects']}, "
         f"{base['val_size']} validation grids; {base['model']}, batch {base['batch_size']}, "
         f"lr {base['lr']}, {base['epoch_num']} generations of k_t = {base['k_t']} + "
         f"k_s = {base['k_s']} steps ({steps} optimizer steps per run); seeds "
-        f"{', '.join(map(str, result.seeds))}; {result.seconds / 60:.1f} min in all.",
+        f"{', '.join(map(str, result.seeds))}; {result.seconds / 60:.1f} min of training in "
+        "all.",
         "",
         f"Reference ReaL F1: predict every class {result.reference['ref_f1_all']:.3f}; "
         f"predict the single label {result.reference['ref_f1_label']:.3f}.",
@@ -200,7 +362,10 @@ def markdown(result: StudyResult) -> str:
         "(prediction set: argmax plus the classes whose sigmoid exceeds rho). \"shared\": "
         "the base settings' rho for every schema, whatever rho a MILe variant trained "
         "with; \"best\": the swept threshold with the highest mean final ReaL F1 (chosen "
-        "on the same validation grids, so an optimistic figure for every schema alike).",
+        "on the same validation grids, so an optimistic figure for every schema alike). "
+        "mAP (mean average precision over the classes with a positive in the validation "
+        "label sets) reads the scores without a threshold: the same in every row of a "
+        "schema.",
         "",
     ]
     for when, title in (("final", "After the last generation"),

@@ -1,4 +1,5 @@
-"""The evaluation table: one row per generation, the best by ReaL F1 highlighted."""
+"""The evaluation table: one row per generation, the best (by the run's `monitor`
+metric, ReaL F1 by default) highlighted."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from textual.widgets import DataTable
 
 from mile_tui.widgets.run_view import RunView
 
-COLUMNS = (("gen", None), ("top-1", "top1"), ("ReaL acc", "real_accuracy"),
+COLUMNS = (("gen", None), ("mAP", "map"), ("top-1", "top1"), ("ReaL acc", "real_accuracy"),
            ("ReaL F1", "real_f1"), ("cov", "coverage"))
 
 

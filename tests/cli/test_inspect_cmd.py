@@ -30,6 +30,10 @@ def test_eval_json_reproduces_the_recorded_metrics(run: TrainedRun) -> None:
     for name in METRIC_NAMES:
         assert row[name] == pytest.approx(run.recorded[name], abs=1e-9)
     assert data["recorded"]["real_f1"] == run.recorded["real_f1"]
+    assert data["map"] == pytest.approx(run.recorded["map"], abs=1e-9)
+    assert data["map_classes_left_out"] == run.recorded["map_classes_left_out"]
+    text = runner.invoke(app, ["eval", str(run.checkpoint)]).output
+    assert f"mAP {run.recorded['map']:.4f}" in text
 
 
 def test_eval_by_run_name_sweeps_rho_one_row_each(run: TrainedRun) -> None:

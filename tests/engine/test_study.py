@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
+from mile_engine import events as ev
+from mile_engine.checkpoints import read_records
+from mile_engine.config import SettingsError
+from mile_engine.control import Control
 from mile_engine.data import build_source
-from mile_engine.reports.study import StudyResult, make_variants, run_study, write_study
+from mile_engine.reports.study import (
+    PLAN_FILE,
+    StudyResult,
+    StudyStopped,
+    make_variants,
+    run_study,
+    summary_rows,
+    write_study,
+)
 from tests.helpers.settings import tiny
 
-METRICS = ("top1", "real_accuracy", "real_f1", "real_precision", "real_recall", "coverage")
+# mAP first: it reads no threshold, so a record's own value serves every row.
+METRICS = ("map", "top1", "real_accuracy", "real_f1", "real_precision", "real_recall",
+           "coverage")
 
 
 def mean_and_sd(values: list[float]) -> tuple[float, float]:
@@ -55,8 +71,10 @@ def expected_rows(result: StudyResult, when: str) -> list[Row]:
             finals = [mean_and_sd([h[-1]["sweep"][rho]["real_f1"] for h in runs])[0]
                       for rho in rhos]
             best = rhos[finals.index(max(finals))]
-            choices = [(f"{shared} (shared)", [r["sweep"][shared] for r in picked]),
-                       (f"{best} (best)", [r["sweep"][best] for r in picked])]
+            choices = [(f"{shared} (shared)",
+                        [{**r["sweep"][shared], "map": r["map"]} for r in picked]),
+                       (f"{best} (best)",
+                        [{**r["sweep"][best], "map": r["map"]} for r in picked])]
         for label, metrics in choices:
             rows.append((variant.name, label,
                          [mean_and_sd([m[k] for m in metrics]) for k in METRICS]))
@@ -117,14 +135,13 @@ def test_tiny_study_writes_table_plot_and_json(tmp_path: Path) -> None:
 def test_shared_row_reads_the_base_rho_whatever_the_variant_trained_with(
     tmp_path: Path,
 ) -> None:
-    from mile_engine.reports.study import summary_rows
-
     base = tiny(epoch_num=1, k_t=2, k_s=1, rho=0.25)
     result = run_study(base, make_variants(["MILe"], ["rho=0.1"]), [0], tmp_path)
     final = result.histories["MILe rho=0.1"][0][-1]
     shared, best = summary_rows(result, "final")
     assert shared[1] == "0.25 (shared)"
-    assert shared[4].startswith(f"{final['sweep']['0.25']['real_f1']:.3f}")
+    assert shared[5].startswith(f"{final['sweep']['0.25']['real_f1']:.3f}")
+    assert shared[2] == best[2] == f"{final['map']:.3f}"  # mAP: the same at any rho
     assert final["rho"] == 0.1  # the run's own metrics are at its training rho
 
 
@@ -133,3 +150,75 @@ def test_one_seed_shows_no_spread() -> None:
 
     assert mean_sd_text([0.5]) == "0.500"
     assert mean_sd_text([0.5, 0.7]) == "0.600 ± 0.141"
+
+
+class Interrupted(Exception):
+    """Raised from the progress callback: the study process dies between two runs."""
+
+
+def test_a_stopped_study_continues_where_it_stopped(tmp_path: Path) -> None:
+    """Sitting 1 dies after the first run; sitting 2 stops the second run mid-way (a
+    save, then StudyStopped); sitting 3 finishes. The first run is never trained again
+    (its metrics.jsonl is byte for byte what sitting 1 wrote), the second resumes from its
+    stop save, and the tables are those of the same study run straight through."""
+    base = tiny(epoch_num=2, k_t=2, k_s=1)
+    variants = make_variants(["sigmoid", "MILe"])
+    straight = run_study(base, variants, [0], tmp_path / "straight")
+
+    out = tmp_path / "study"
+
+    def die(line: str) -> None:
+        raise Interrupted(line)
+
+    with pytest.raises(Interrupted):
+        run_study(base, variants, [0], out, die)
+    plan = json.loads((out / PLAN_FILE).read_text())
+    (first,) = plan["runs"].values()
+    first_metrics = out / "runs" / first / "metrics.jsonl"
+    written = first_metrics.read_bytes()
+
+    control = Control()
+
+    def stop_in_generation_two(event: ev.Event) -> None:
+        if isinstance(event, ev.StepLogged) and event.global_step == 4:
+            control.stop()
+
+    lines: list[str] = []
+    with pytest.raises(StudyStopped):
+        run_study(base, variants, [0], out, lines.append, control=control,
+                  sinks=[stop_in_generation_two])
+    assert len(lines) == 1 and "read back" in lines[0]
+    second = json.loads((out / PLAN_FILE).read_text())["runs"]["MILe | seed 0"]
+    saves = read_records(out / "runs" / second)
+    assert saves[-1].reason == "stop" and saves[-1].global_step == 4
+
+    lines = []
+    result = run_study(base, variants, [0], out, lines.append)
+    assert "read back" in lines[0] and "resumed from" in lines[1]
+    assert first_metrics.read_bytes() == written
+    assert json.loads((out / PLAN_FILE).read_text())["runs"]["MILe | seed 0"] == second
+    assert result.histories == straight.histories
+    assert result.reference == straight.reference
+    assert summary_rows(result, "final") == summary_rows(straight, "final")
+
+
+@pytest.mark.parametrize("change", ["seeds", "variants", "settings"])
+def test_a_study_folder_refuses_another_study(change: str, tmp_path: Path) -> None:
+    base = tiny(epoch_num=1, k_t=1, k_s=1)
+    variants = make_variants(["sigmoid"])
+
+    def die(line: str) -> None:
+        raise Interrupted(line)
+
+    with pytest.raises(Interrupted):
+        run_study(base, variants, [0, 1], tmp_path, die)
+    other = {
+        "seeds": (base, variants, [0, 2]),
+        "variants": (base, make_variants(["softmax"]), [0, 1]),
+        "settings": (dataclasses.replace(base, k_t=2), variants, [0, 1]),
+    }[change]
+    with pytest.raises(SettingsError, match=change if change != "settings" else "k_t"):
+        run_study(*other, tmp_path)
+    # What only says where and how fast the runs train may change between sittings.
+    result = run_study(dataclasses.replace(base, log_every=5), variants, [0, 1], tmp_path)
+    assert len(result.histories["sigmoid"]) == 2

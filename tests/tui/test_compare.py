@@ -80,7 +80,8 @@ def evaluated(generation: int, step: int, f1: float, coverage: float,
     return ev.Evaluated(generation, step, {"top1": top1, "real_accuracy": 0.7,
                                            "real_f1": f1, "real_precision": 0.6,
                                            "real_recall": 0.5 + 0.05 * generation,
-                                           "coverage": coverage}, False, 100.0)
+                                           "coverage": coverage,
+                                           "map": round(top1 - 0.1, 6)}, False, 100.0)
 
 
 def demo_runs(root: Path) -> list[Path]:
@@ -156,9 +157,9 @@ async def test_compare_three_runs(tmp_path: Path) -> None:
 
         best = cells(screen.query_one("#cmp-best", DataTable))
         assert [row[1:] for row in best] == [
-            ["★ 0.550", "2", "0.560", "0.700", "0.600", "0.600", "30/30"],
-            ["0.470", "2", "0.540", "0.700", "0.600", "0.600", "20/30"],
-            ["–", "–", "–", "–", "–", "–", "4/30"],
+            ["★ 0.550", "2", "0.460", "0.560", "0.700", "0.600", "0.600", "30/30"],
+            ["0.470", "2", "0.440", "0.540", "0.700", "0.600", "0.600", "20/30"],
+            ["–", "–", "–", "–", "–", "–", "–", "4/30"],
         ]
         assert [row[0].replace("\n    ", "") for row in best] == [
             f"■ {i + 1} {name}" for i, name in enumerate(result.names)]
