@@ -41,6 +41,7 @@ async def test_browser_lists_runs_and_marks_best_and_newest(tmp_path: Path) -> N
     run_dir = make_run(tmp_path, [0.9, 0.1, 0.2, None], name="b-new")
     app = CheckpointsApp(tmp_path, keep_last=1)
     async with app.run_test(size=(140, 40)) as pilot:
+        await app.workers.wait_for_complete()  # the runs are read in a thread
         await pilot.pause()
         browser = app.browser
         assert browser.query_one("#runs", DataTable).row_count == 2
@@ -272,3 +273,37 @@ def test_browser_second_run_with_the_saves_pane_focused_small(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+async def test_the_runs_and_their_saves_are_read_off_the_ui_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from mile_engine.runstore import catalog, manifest
+
+    run_dir = make_run(tmp_path, [0.9, 0.2], name="a")
+    readers: list[str] = []
+    list_runs, listed_saves = catalog.list_runs, manifest.listed_saves
+
+    def spy_runs(roots: Any) -> Any:
+        readers.append(threading.current_thread().name)
+        return list_runs(roots)
+
+    def spy_saves(path: Path) -> Any:
+        readers.append(threading.current_thread().name)
+        return listed_saves(path)
+
+    monkeypatch.setattr("mile_tui.checkpoint_browser.list_runs", spy_runs)
+    monkeypatch.setattr(manifest, "listed_saves", spy_saves)
+    app = CheckpointsApp(tmp_path)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.browser.run is not None and app.browser.run.path == run_dir
+        assert len(app.browser.run.records) == 2
+        await pilot.press("ctrl+r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    # Every scan of the folder and every manifest read happened in a worker thread.
+    assert len(readers) >= 4
+    assert threading.main_thread().name not in readers, readers
