@@ -24,6 +24,8 @@ def main() -> None:
     if ctx.is_main:
         Path(sys.argv[1]).write_text(json.dumps({"metrics": metrics,
                                                  "sweep": trainer.history[-1]["sweep"]}))
+    else:  # what the other ranks computed: the plateau schedule steps on it there too
+        Path(f"{sys.argv[1]}.rank{ctx.rank}").write_text(json.dumps({"metrics": metrics}))
     del trainer
     distributed.teardown(synchronize=True)
     # As `mile-tui run` does under torchrun: skip the interpreter's shutdown, where Gloo

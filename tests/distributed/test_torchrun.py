@@ -17,9 +17,12 @@ from mile_engine.trainer import Trainer
 from tests.helpers.processes import TORCHRUN
 from tests.helpers.settings import TINY, tiny
 
-pytestmark = pytest.mark.skipif(
-    not torch.distributed.is_available(), reason="torch.distributed is not available"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not torch.distributed.is_available(), reason="torch.distributed is not available"
+    ),
+]
 
 
 def torchrun(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -71,6 +74,9 @@ def test_sharded_evaluation_equals_single_process_exactly(tmp_path: Path) -> Non
     metrics = trainer.evaluate()
     assert sharded["metrics"] == json.loads(json.dumps(metrics))
     assert sharded["sweep"] == json.loads(json.dumps(trainer.history[-1]["sweep"]))
+    # mAP needs every score: each rank gathers the others' and gets the same number.
+    other = json.loads(out.with_name(f"{out.name}.rank1").read_text())
+    assert other["metrics"]["map"] == sharded["metrics"]["map"] == metrics["map"]
 
 
 def _rank_pids(parent: int, rank: str) -> list[int]:
