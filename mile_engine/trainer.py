@@ -86,6 +86,10 @@ class StopRun(Exception):
     """Raised between steps when a stop was requested."""
 
 
+class Diverged(Exception):
+    """The training loss became NaN or infinite: the run fails, and saves nothing more."""
+
+
 class _Window:
     """Training statistics accumulated on the device between two progress records."""
 
@@ -320,7 +324,7 @@ class Trainer:
         return ended
 
     def _report(self, exc: Exception) -> str:
-        if isinstance(exc, CheckpointError):  # a known condition: one line; the rest, run.log
+        if isinstance(exc, (CheckpointError, Diverged)):  # known: one line; the rest, run.log
             self._emit(ev.Message(ev.DETAIL, traceback.format_exc()))
             return str(exc)
         self._emit(ev.Message("error", traceback.format_exc()))
@@ -583,6 +587,7 @@ class Trainer:
             return
         self._position_at = time.perf_counter()
         loss = float(w.loss) / w.steps
+        self._check_finite(loss, phase)
         seconds = max(time.perf_counter() - w.started, 1e-9)
         self._emit(
             ev.StepLogged(
@@ -612,6 +617,20 @@ class Trainer:
         if self._system is not None:
             self._emit(self._system.sample(self.global_step))
         w.reset()
+
+    def _check_finite(self, loss: float, phase: Phase) -> None:
+        """Fail a run whose loss is NaN or infinite before it evaluates or saves again:
+        read where the window's loss reaches the host anyway, so no step pays for it."""
+        bad = not math.isfinite(loss)
+        if self.dist.enabled:  # every rank leaves at the same record, none waits alone
+            bad = distributed.any_rank([bad], self.dist, self.device)[0]
+        if bad:
+            raise Diverged(
+                f"training diverged: the loss is {loss} at step {self.global_step} "
+                f"(generation {self.generation + 1}, {phase.name}); the run ends without "
+                "saving these weights, and its earlier saves stay. Resume from the last "
+                "one with a lower lr, or check the weights the run started from."
+            )
 
     def _quality(self) -> dict[str, float | None]:
         """The window's pseudo-label quality fields (None where unknown or not LL)."""

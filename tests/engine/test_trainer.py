@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from mile_engine.config import Settings, SettingsError
 from mile_engine.control import Control
 from mile_engine.data import Batch
 from mile_engine.metrics import METRIC_NAMES
+from mile_engine.runstore.manifest import read_records
 from mile_engine.session import open_run, resume_settings
 from mile_engine.trainer import SWEEP_RHOS, Trainer
 from tests.helpers.metrics import (
@@ -409,3 +411,41 @@ def test_the_trainer_announces_where_its_source_takes_the_sets(tmp_path: Path) -
     assert trainer._run_started().label_sets == SINGLE
     del source.sets_from  # type: ignore[attr-defined]
     assert trainer._run_started().label_sets == ""  # the grids and ImageNet say nothing
+
+
+# ------------------------------------------------------------------ divergence
+@pytest.mark.parametrize(("poison", "log_every"), [
+    (math.nan, 1), (math.inf, 1), (math.nan, 2),
+])
+def test_a_non_finite_loss_fails_the_run_and_keeps_the_saves_before(
+    tmp_path: Path, poison: float, log_every: int
+) -> None:
+    """Weights turned NaN (or infinite) during generation 2: the next progress record
+    ends the run "failed", with a one-line reason; generation 1's save is the newest and
+    still finite, and nothing trained on the poisoned weights is saved or evaluated."""
+    settings = tiny(checkpoint_path=str(tmp_path / "runs"), epoch_num=3, log_every=log_every)
+    events: list[ev.Event] = []
+    trainer: Trainer | None = None
+
+    def sink(event: ev.Event) -> None:
+        events.append(event)
+        # Right after generation 1's save, before generation 2's first step.
+        if isinstance(event, ev.CheckpointSaved) and trainer is not None:
+            with torch.no_grad():
+                for p in trainer.student.parameters():
+                    p.fill_(poison)
+
+    trainer = open_run(settings, [sink])
+    ended = trainer.train()
+
+    assert ended.status == "failed"
+    assert ended.error is not None and ended.error.startswith("training diverged: the loss")
+    assert "\n" not in ended.error
+    records = read_records(trainer.run_dir)
+    assert [r.global_step for r in records] == [settings.k_t + settings.k_s]
+    state = torch.load(trainer.run_dir / records[-1].file, weights_only=True)
+    assert all(bool(torch.isfinite(t).all()) for t in state["student"].values()
+               if t.is_floating_point())
+    assert [e.generation for e in events if isinstance(e, ev.Evaluated)] == [1]
+    # Every progress record before the end is finite: the bad one ended the run instead.
+    assert all(math.isfinite(e.loss) for e in events if isinstance(e, ev.StepLogged))
