@@ -254,6 +254,11 @@ class Settings:
         "", "data", "folder: optional full label sets of the validation images, CSV "
         "(file,label;label) or JSON; empty uses each image's single label as its set.",
     )
+    train_labels_path: str = _setting(
+        "", "data", "folder: optional full label sets of the training images, in "
+        "val_labels_path's formats (names relative to data_path); used only to measure how "
+        "right MILe's pseudo-labels and LL's rejections are, never to train.",
+    )
     real_path: str = _setting("", "data", "imagenet: ReaL's real.json.")
     num_workers: int = _setting(
         2, "data", "imagenet: data-loading worker processes (0 loads in the main process).",

@@ -98,8 +98,9 @@ class IndexedFiles:
         root: the folder the paths are relative to ("" when they are absolute).
         paths: one per file.
         labels: int64 [N], the single label; -1 where unknown.
-        sets: int64 [N, K], validation only: each file's label set padded with -1 (an
-            all -1 row: no class fits, left out of the ReaL metrics).
+        sets: int64 [N, K], each file's label set padded with -1 (an all -1 row: no
+            class fits, left out of the ReaL metrics); validation, and training where a
+            folder has `train_labels_path`.
     """
 
     root: str
@@ -188,6 +189,7 @@ class FileSource:
         self.class_names = class_names
         self.train_size, self.val_size = len(train.paths), len(val.paths)
         self._train_labels = train.labels
+        self._train_real = train.sets  # the training images' true sets, where known
         self._val_labels = val.labels
         self._val_real = val.sets
         self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255
@@ -275,7 +277,8 @@ class FileSource:
         return 3, self.size, self.size
 
     def train_batch(self) -> Batch:
-        """The next training batch (real=None: training images have no label sets)."""
+        """The next training batch, with the images' label sets where the training split
+        has them (a folder's `train_labels_path`), else real=None."""
         while True:
             if self._train_iter is None:
                 self._sampler.epoch = self.epoch
@@ -297,7 +300,10 @@ class FileSource:
                 take = torch.where(ok, rows, fill[rows % len(fill)])
                 images, index = images[take.to(images.device)], index[take]
             labels = self._train_labels[index].to(self.device, non_blocking=True)
-            return Batch(self._normalise(images), labels, None)
+            real = None
+            if self._train_real is not None:  # only measured, never trained on
+                real = multi_hot(self._train_real[index].to(self.device), self.num_classes)
+            return Batch(self._normalise(images), labels, real)
 
     def val_batches(
         self, batch_size: int, rank: int = 0, world_size: int = 1

@@ -265,6 +265,34 @@ def probe_decoding(key: str, root: Path, paths: Sequence[str], tries: int = PROB
     )
 
 
+def training_sets(path: Path, survey: FolderSurvey, notes: list[str]) -> torch.Tensor:
+    """The training images' label sets from `train_labels_path`, as int64 [N, K] padded
+    with -1; an image without an entry has its single label as its set (said in `notes`).
+
+    Raises:
+        SettingsError: the file cannot be read or parsed (`label_sets`' messages, which
+            name val_labels_path, renamed to train_labels_path).
+    """
+    paths = survey.train_paths
+    try:
+        sets = read_label_sets(path, paths, survey.classes)
+    except SettingsError as exc:
+        raise SettingsError(str(exc).replace("val_labels_path", "train_labels_path")
+                            .replace("validation image", "training image")
+                            .replace("val_path", "data_path")) from None
+    singles = survey.labels(survey.train_files).tolist()
+    rows = [s if s is not None else [label]
+            for s, label in zip(sets.sets, singles, strict=True)]
+    missing = len(rows) - sets.covered
+    if missing:
+        notes.append(f"train_labels_path: {missing} of {_count(len(rows), 'training image')} "
+                     "have no entry; their single label is their set.")
+    if sets.unknown_files:
+        named = _count(len(sets.unknown_files), "entry names", "entries name")
+        notes.append(f"train_labels_path: {named} no image of data_path; ignored.")
+    return real_table(rows, torch.arange(len(rows)), "train_labels_path")
+
+
 class FolderSource(FileSource):
     """The user's class-per-sub-folder images: training from `data_path`, validation
     from `val_path` with the label sets of `val_labels_path`.
@@ -293,6 +321,7 @@ class FolderSource(FileSource):
         world_size: int = 1,
         decode: Decode = "workers",
         crop: Crop = "random-resized",
+        train_labels_path: Path | None = None,
     ) -> None:
         survey = survey_folders(data_path, val_path, val_labels_path, cache, progress)
         if survey.errors:
@@ -306,9 +335,12 @@ class FolderSource(FileSource):
                 f"data_path '{shown_path(data_path)}' holds {len(train_paths)} images, fewer "
                 f"than batch_size = {batch_size}" + (
                     f" x {world_size} processes." if world_size > 1 else "."))
+        train_notes: list[str] = []
+        train_sets = (None if train_labels_path is None else
+                      training_sets(train_labels_path, survey, train_notes))
         probe_decoding("data_path", data_path, train_paths)
         probe_decoding("val_path", val_path, survey.val_paths)
-        notes = list(survey.warnings)
+        notes = list(survey.warnings) + train_notes
         resolved, fallback_note = resolve_decode(decode, device)
         if fallback_note:
             notes.append(fallback_note)
@@ -320,7 +352,8 @@ class FolderSource(FileSource):
         sets = survey.val_sets()
         val_root = str(val_path)
         super().__init__(
-            IndexedFiles(str(data_path), train_paths, survey.labels(survey.train_files)),
+            IndexedFiles(str(data_path), train_paths, survey.labels(survey.train_files),
+                         train_sets),
             IndexedFiles(val_root, survey.val_paths, survey.labels(survey.val_files),
                          real_table(sets, torch.arange(len(sets)), "val_labels_path")),
             num_classes=len(survey.classes),
@@ -355,6 +388,7 @@ class FolderSource(FileSource):
         ImageNet's usual one at `image_size` (224 when 0).
         """
         labels = settings.val_labels_path
+        train_labels = settings.train_labels_path
         return cls(
             Path(settings.data_path).expanduser(),
             Path(settings.val_path).expanduser(),
@@ -370,4 +404,5 @@ class FolderSource(FileSource):
             world_size=world_size,
             decode=settings.decode,
             crop=settings.crop,
+            train_labels_path=Path(train_labels).expanduser() if train_labels else None,
         )
