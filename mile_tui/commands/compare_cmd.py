@@ -1,4 +1,5 @@
-"""`mile-tui compare`: softmax, sigmoid and MILe on one benchmark, several seeds."""
+"""`mile-tui compare`: schemas (softmax, sigmoid, MILe, EM, LL-R, LL-Ct) on one benchmark,
+several seeds."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def compare(
     config: ConfigOption = None,
     overrides: SetOption = None,
     schemas: Annotated[
-        str, typer.Option(metavar="NAMES", help="Comma-separated schemas to compare.")
+        str, typer.Option(metavar="NAMES", help="Comma-separated schemas to compare: MILe, "
+                          "sigmoid, softmax, EM, LL-R, LL-Ct (docs/schemas.md).")
     ] = "softmax,sigmoid,MILe",
     seeds: Annotated[str, typer.Option(metavar="SEEDS", help="Comma-separated seeds.")] = "0,1,2",
     vary: Annotated[
