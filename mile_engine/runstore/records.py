@@ -279,9 +279,13 @@ def describe(event: ev.Event) -> str | None:
     if isinstance(event, ev.Message):
         return f"{event.level}: {event.text.rstrip()}"
     if isinstance(event, ev.RunEnded):
+        # The best generation by the run's `monitor`; its mAP where it has one.
         best = (
             f"; best ReaL F1 {event.best['real_f1']:.4f} (generation "
-            f"{int(event.best['generation'])})" if event.best else ""
+            f"{int(event.best['generation'])}"
+            + (f", mAP {event.best['map']:.4f}"
+               if isinstance(event.best.get("map"), (int, float)) else "") + ")"
+            if event.best else ""
         )
         error = f": {event.error}" if event.error else ""
         return (

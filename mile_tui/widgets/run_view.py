@@ -81,6 +81,8 @@ class RunView:
     reference: dict[str, float] = field(default_factory=dict)
     label_sets: str = ""
     """Where the ReaL sets come from when the data says (folder data), else ""."""
+    monitor: str = "real_f1"
+    """The metric that marks the run's best evaluation (its `monitor` setting)."""
     losses: deque[LossPoint] = field(default_factory=lambda: deque(maxlen=HISTORY))
     pseudo: deque[ev.PseudoLabelStats] = field(default_factory=lambda: deque(maxlen=HISTORY))
     evals: list[EvalRow] = field(default_factory=list)
@@ -163,6 +165,7 @@ class RunView:
         self.generations = int(e.settings.get("epoch_num", 0))
         self.reference = dict(e.reference)
         self.label_sets = e.label_sets
+        self.monitor = str(e.settings.get("monitor", "real_f1"))
         self._rate_origin = None
         if e.resumed_from:
             self._rewind(e.global_step)
@@ -175,7 +178,8 @@ class RunView:
         self.evals = [row for row in self.evals if row.global_step <= global_step]
         if self.evals and not any(row.best for row in self.evals):
             # The best was among the records undone: the best of those left is.
-            top = max(self.evals, key=lambda row: row.metrics.get("real_f1", float("-inf")))
+            key = self.monitor
+            top = max(self.evals, key=lambda row: row.metrics.get(key, float("-inf")))
             top.best = True
         kept_losses = [p for p in self.losses if p.global_step <= global_step]
         self.losses.clear()

@@ -3,6 +3,8 @@ between records, the evaluation panel's title when the sets are the single label
 
 from __future__ import annotations
 
+import dataclasses
+
 from textual.app import App, ComposeResult
 
 from mile_engine import events as ev
@@ -58,3 +60,24 @@ def test_the_phase_panel_follows_positions_between_records() -> None:
     assert (view.generation, view.phase, view.step, view.global_step) == (2, "imitation",
                                                                           7, 157)
     assert not view.losses  # a position carries no loss
+
+
+def test_a_rewound_best_goes_to_the_best_left_by_the_runs_monitor() -> None:
+    """Generation 3 was the best and a resume from step 20 undoes it: the star goes to
+    the best of generations 1 and 2 by the run's `monitor` (there, mAP and F1 disagree)."""
+    for monitor, starred in (("map", 1), ("real_f1", 2)):
+        settings = tiny(monitor=monitor).to_dict()
+        first = ev.RunStarted(run_dir="runs/r", settings=settings, device="cpu",
+                              precision="fp32", parameters=1, total_steps=30, global_step=0,
+                              reference={"ref_f1_all": 0.4, "ref_f1_label": 0.5})
+        view = RunView()
+        view.apply(first)
+        for generation, f1, ap, best in ((1, 0.4, 0.7, True), (2, 0.5, 0.6, monitor != "map"),
+                                         (3, 0.6, 0.8, True)):
+            metrics = {"top1": 0.5, "real_accuracy": 0.5, "real_f1": f1, "real_precision": 0.5,
+                       "real_recall": 0.5, "coverage": 1.0, "map": ap}
+            view.apply(ev.Evaluated(generation, 10 * generation, metrics, best, 1.0))
+        for row in view.evals:
+            row.best = row.generation == 3  # the one best mark the panel keeps
+        view.apply(dataclasses.replace(first, global_step=20, resumed_from="runs/r/s.pt"))
+        assert [row.generation for row in view.evals if row.best] == [starred]
