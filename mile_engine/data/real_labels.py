@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from mile_engine.config import SettingsError
+from mile_engine.oserrors import open_regular
 
 NUM_CLASSES = 1000
 
@@ -48,7 +49,8 @@ def validate_real(document: Any, source: str) -> list[list[int]]:
 def load_real(path: Path) -> list[list[int]]:
     """Load and validate ReaL's `real.json`; entry i belongs to ILSVRC2012_val_{i+1}."""
     try:
-        with path.open(encoding="utf-8") as f:
+        # A regular file only: a named pipe would block the run, a device never end.
+        with open_regular(path) as f:
             document = json.load(f)
     except FileNotFoundError:
         raise SettingsError(
@@ -62,6 +64,9 @@ def load_real(path: Path) -> list[list[int]]:
             f"real_path '{path}': not valid JSON (line {exc.lineno}, column {exc.colno}: "
             f"{exc.msg})."
         ) from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, a number of 5,000 digits
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SettingsError(f"real_path '{path}': not readable JSON ({first[:120]}).") from None
     return validate_real(document, f"real_path '{path}'")
 
 

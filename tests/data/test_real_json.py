@@ -10,6 +10,7 @@ import torch
 
 from mile_engine.config import SettingsError
 from mile_engine.data.imagenet import load_real, multi_hot, real_table, validate_real
+from tests.helpers.hostile import call_unblocked, make_fifo
 
 REAL_JSON = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real.json"
 
@@ -78,3 +79,23 @@ def test_table_and_multi_hot_keep_empty_sets_empty() -> None:
     ]
     with pytest.raises(SettingsError, match="has 4 entries but .*00000005 needs entry 4"):
         real_table(real, torch.tensor([4]), "x")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "long number", "not utf-8"])
+def test_a_real_path_that_cannot_be_json_is_one_line_and_never_blocks(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "real.json"
+    fifos = []
+    if kind == "fifo":
+        fifos.append(make_fifo(path))
+    elif kind == "device":
+        path = Path("/dev/zero")
+    elif kind == "long number":
+        path.write_text("[[" + "7" * 5000 + "]]")
+    else:
+        path.write_bytes(b"[[1], [\xff\xfe]]")
+    with pytest.raises(SettingsError) as error:
+        call_unblocked(lambda: load_real(path), fifos)
+    message = str(error.value)
+    assert message.startswith(f"real_path '{path}'") and "\n" not in message
