@@ -353,8 +353,9 @@ class Settings:
         "EM: weight alpha of the entropy -alpha*H(p) that each unobserved class maximises "
         "(Zhou et al., ECCV 2022, 'Acknowledging the Unknown for Multi-label Learning with "
         "Single Positive Labels'; the authors' defaults: 0.2 on VOC, 0.1 on COCO and "
-        "NUS-WIDE, 0.01 on CUB).",
+        "NUS-WIDE, 0.01 on CUB). At most 100.",
         minimum=0.0,
+        maximum=100.0,
     )
     ll_delta: float = _setting(
         0.002,
