@@ -80,8 +80,8 @@ NAME_MIN = 16
 
 
 def _row(run: RunSummary) -> dict[str, str]:
-    best = (f"{run.best_f1:.4f} (gen {run.best_generation})"
-            if run.best_f1 is not None else "-")
+    best = "-" if run.best_f1 is None else f"{run.best_f1:.4f}" + (
+        f" (gen {run.best_generation})" if run.best_generation is not None else "")
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.last_activity))
     return {"name": run.name, "what": f"{run.schema} {run.dataset} {run.model}",
             "status": status_text(run),

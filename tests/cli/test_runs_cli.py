@@ -144,3 +144,20 @@ def test_a_request_nobody_takes_fails_after_the_timeout(tmp_path: Path,
     finally:
         assert lock is not None
         lock.close()
+
+
+def test_a_run_with_non_finite_records_is_listed_in_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    run_dir = root / "odd"
+    run_dir.mkdir(parents=True)
+    (run_dir / "settings.toml").write_text(tiny().to_toml())
+    (run_dir / "metrics.jsonl").write_text(
+        '{"event": "RunEnded", "status": "finished", "global_step": 1e999, '
+        '"best": {"real_f1": 0.5, "generation": NaN}}\n')
+    result = runs(root, "list")
+    assert result.exit_code == 0, result.output
+    (row,) = [line for line in result.output.splitlines() if line.startswith("odd")]
+    assert "finished" in row and "0.5000" in row and "None" not in row
+    listed = runs(root, "list", "--json")
+    (data,) = json.loads(listed.output)
+    assert data["best_f1"] == 0.5 and data["best_generation"] is None
