@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny CPU settings that train in a second."""
+"""Shared fixtures: tiny CPU settings that train in a second, and console preferences kept
+apart from the user's and from other tests'."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mile_engine.config import Settings
+from mile_tui.preferences import CONFIG_DIR_ENV
 from tests.helpers.settings import tiny
 
 
@@ -14,3 +16,15 @@ from tests.helpers.settings import tiny
 def tiny_settings(tmp_path: Path) -> Settings:
     """Tiny settings whose runs land in a temporary folder."""
     return tiny(checkpoint_path=str(tmp_path / "runs"))
+
+
+@pytest.fixture(autouse=True)
+def private_preferences(tmp_path_factory: pytest.TempPathFactory,
+                        monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every console a test opens (in this process or a child) remembers its theme and
+    settings file in a folder of its own: one test's last settings file is never
+    another's, whichever worker process ran it first, and the user's own preferences
+    are left alone."""
+    folder = tmp_path_factory.mktemp("preferences")
+    monkeypatch.setenv(CONFIG_DIR_ENV, str(folder))
+    return folder

@@ -16,9 +16,12 @@ from mile_engine.runstore.steering import send_request
 from tests.helpers.processes import TORCHRUN, only_run, records_of, wait_for
 from tests.helpers.settings import TINY
 
-pytestmark = pytest.mark.skipif(
-    not torch.distributed.is_available(), reason="torch.distributed is not available"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not torch.distributed.is_available(), reason="torch.distributed is not available"
+    ),
+]
 
 
 def _newest(records: list[dict[str, Any]], kind: str, **match: Any) -> dict[str, Any] | None:

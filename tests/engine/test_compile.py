@@ -33,6 +33,7 @@ from tests.helpers.settings import tiny
 _CXX = os.environ.get("CXX", "g++")
 _PYTHON_H = Path(sysconfig.get_path("include")) / "Python.h"
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(
         shutil.which(_CXX) is None,
         reason=f"torch.compile on the CPU needs a C++ compiler ({_CXX} not found; "

@@ -153,6 +153,7 @@ async def test_model_dataset_mismatch_is_shown_and_blocks_start(settings_file: P
         assert app.worker is None
 
 
+@pytest.mark.slow
 async def test_run_shows_phase_change_and_finishes(settings_file: Path) -> None:
     app = create_app(settings_file)
 
@@ -183,6 +184,7 @@ async def test_run_shows_phase_change_and_finishes(settings_file: Path) -> None:
         assert view.checkpoints, "the run's saves reach the checkpoint panel"
 
 
+@pytest.mark.slow
 async def test_pause_stops_the_step_counter_and_stop_ends_the_worker(
     settings_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -247,6 +249,7 @@ async def test_engine_error_is_shown_and_app_stays_usable(
         assert isinstance(app.screen, SettingsScreen)
 
 
+@pytest.mark.slow
 async def test_quit_during_a_run_asks_then_stops_cleanly(
     settings_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -355,6 +358,7 @@ async def test_redraws_are_bounded_however_fast_events_come(
         assert timers == []
 
 
+@pytest.mark.slow
 async def test_resume_from_the_selected_save(
     settings_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -477,6 +481,7 @@ async def test_pause_from_the_palette_with_no_run_says_so(settings_file: Path) -
             assert any(f"No run to {what}" in n for n in notices(app)), notices(app)
 
 
+@pytest.mark.slow
 async def test_quitting_mid_run_says_where_the_save_is_and_how_to_resume(
     settings_file: Path,
 ) -> None:

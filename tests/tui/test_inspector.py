@@ -52,6 +52,7 @@ def test_half_blocks_draw_two_pixel_rows_per_cell() -> None:
     assert "38;2;0;0;0" in lines[0] and "48;2;255;255;255" in lines[0]  # fg top, bg bottom
 
 
+@pytest.mark.slow
 async def test_inspector_navigates_and_shows_the_label_columns(run: TrainedRun) -> None:
     app = InspectorApp(run.checkpoint)
     async with app.run_test(size=SIZE) as pilot:
@@ -110,6 +111,7 @@ def test_inspector_snapshot(snap_compare: Any, tmp_path: Path) -> None:
     assert snap_compare(InspectorApp(checkpoint), terminal_size=SIZE, run_before=settle)
 
 
+@pytest.mark.slow
 async def test_checkpoint_browser_opens_the_inspector_on_the_selected_save(
     run: TrainedRun,
 ) -> None:
@@ -128,6 +130,7 @@ async def test_checkpoint_browser_opens_the_inspector_on_the_selected_save(
         assert app.screen is app.browser
 
 
+@pytest.mark.slow
 async def test_run_screen_i_opens_the_inspector_on_the_live_trainer(
     settings_file: Path,
 ) -> None:

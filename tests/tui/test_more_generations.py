@@ -90,6 +90,7 @@ def error_line(screen: MoreGenerationsScreen) -> str:
 
 
 # ---------------------------------------------------------------------------- the answer
+@pytest.mark.slow
 async def test_a_finished_run_trains_on_to_the_generation_typed(settings_file: Path) -> None:
     run_dir = tiny_checkpoint_run(Path("runs"), epochs=1)
     before = (run_dir / METRICS_FILE).read_bytes()
@@ -126,6 +127,7 @@ async def test_a_finished_run_trains_on_to_the_generation_typed(settings_file: P
     assert steps == list(range(STEPS_PER_GENERATION + 1, 2 * STEPS_PER_GENERATION + 1))
 
 
+@pytest.mark.slow
 async def test_escape_leaves_the_finished_run_untouched(settings_file: Path) -> None:
     run_dir = tiny_checkpoint_run(Path("runs"), epochs=1)
     files = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
@@ -142,6 +144,7 @@ async def test_escape_leaves_the_finished_run_untouched(settings_file: Path) -> 
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == files
 
 
+@pytest.mark.slow
 async def test_a_bad_number_is_one_line_and_the_question_stays(settings_file: Path) -> None:
     run_dir = tiny_checkpoint_run(Path("runs"), epochs=1)
     before = (run_dir / METRICS_FILE).read_bytes()
@@ -164,6 +167,7 @@ async def test_a_bad_number_is_one_line_and_the_question_stays(settings_file: Pa
     assert (run_dir / METRICS_FILE).read_bytes() == before
 
 
+@pytest.mark.slow
 async def test_a_stopped_run_resumes_without_the_question(settings_file: Path) -> None:
     run_dir = stopped_run(Path("runs"))
     app = create_app(settings_file)
@@ -186,6 +190,7 @@ async def test_a_stopped_run_resumes_without_the_question(settings_file: Path) -
     assert (run.status, run.generation, run.generations) == ("finished", 2, 2)
 
 
+@pytest.mark.slow
 async def test_the_checkpoint_browser_asks_for_the_last_save_of_a_finished_run(
         settings_file: Path) -> None:
     run_dir = tiny_checkpoint_run(Path("runs"), epochs=1)

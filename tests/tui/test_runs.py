@@ -409,6 +409,7 @@ def test_a_busy_run_met_by_the_trainer_is_one_line_without_traceback(
     assert f"pid {holder.pid}" in ended.error and "\n" not in ended.error
 
 
+@pytest.mark.slow
 async def test_starting_clears_the_previous_run_at_once(
         settings_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gate = threading.Event()
@@ -456,6 +457,7 @@ def record_run_starts(app: MileApp) -> list[ev.RunStarted]:
     return started
 
 
+@pytest.mark.slow
 async def test_run_screen_key_r_resumes_an_earlier_run_after_a_restart(
         settings_file: Path) -> None:
     from tests.helpers.trained import tiny_checkpoint_run
@@ -483,6 +485,7 @@ async def test_run_screen_key_r_resumes_an_earlier_run_after_a_restart(
         assert [r.generation for r in view.evals] == [1, 2]
 
 
+@pytest.mark.slow
 async def test_checkpoint_browser_resumes_the_highlighted_save(settings_file: Path) -> None:
     from mile_tui.checkpoint_browser import CheckpointBrowser
     from tests.helpers.trained import tiny_checkpoint_run

@@ -39,6 +39,7 @@ def headless_run(settings_file: Path) -> Iterator[subprocess.Popen[str]]:
         proc.wait(timeout=60)
 
 
+@pytest.mark.slow
 async def test_watch_steer_stop_and_resume_a_headless_run(
         settings_file: Path, headless_run: subprocess.Popen[str]) -> None:
     import time

@@ -13,9 +13,12 @@ import pytest
 from tests.helpers.processes import MILE_TUI, Terminal
 from tests.helpers.settings import SETTINGS_TEXT
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)"
+    ),
+]
 
 @pytest.fixture
 def terminal(tmp_path: Path) -> Iterator[Terminal]:

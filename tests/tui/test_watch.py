@@ -37,6 +37,7 @@ def test_watch_of_a_folder_that_is_no_run_is_refused(settings_file: Path) -> Non
     assert "empty: not a run folder" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_watch_pauses_and_stops_a_headless_run_in_a_terminal(tmp_path: Path) -> None:
     if not MILE_TUI.exists():
