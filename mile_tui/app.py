@@ -23,7 +23,7 @@ from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from mile_engine.config import Settings, SettingsError
-from mile_engine.runstore.catalog import RunSummary, is_run_folder, summarize_run
+from mile_engine.runstore.catalog import RunSummary, summarize_run
 from mile_engine.runstore.steering import Request, SteeringError
 from mile_tui.preferences import (
     Preferences,
@@ -36,7 +36,7 @@ from mile_tui.resume import Resumer
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.help import HELP_BINDING, open_help
 from mile_tui.screens.run import RunScreen, resume_hint
-from mile_tui.screens.runs import RunsScreen
+from mile_tui.screens.runs import RunsScreen, any_runs
 from mile_tui.screens.settings import SettingsScreen
 from mile_tui.screens.settings_form import SettingsForm
 from mile_tui.sources import (
@@ -120,17 +120,14 @@ class MileApp(App[None]):
         self.install_screen(self.run_screen, "run")
         self.install_screen(self.runs_screen, "runs")
         # The Runs screen is home once there are runs; a first launch opens the settings.
-        self.push_screen("runs" if self.watch_dir is not None or self._any_runs() else "settings")
+        self.push_screen("runs" if self.watch_dir is not None or any_runs(self.run_roots())
+                         else "settings")
         if self.autostart:
             self.action_start_run()
         elif self.watch_dir is not None:
             self.open_run(summarize_run(self.watch_dir))
         elif self.form.missing:
-            self.push_screen(
-                ConfirmScreen(f"{self.form.path} does not exist. Create it with the default "
-                              "settings, every key commented?", yes="Create", no="Not now"),
-                self._create_missing,
-            )
+            self.settings_screen.offer_to_create()
 
     def remember_settings_file(self) -> None:
         """Remember the settings file on screen for the next launch (when it exists)."""
@@ -146,10 +143,6 @@ class MileApp(App[None]):
     def action_help(self) -> None:
         """List every key of the current screen and what it does (F1 or ?)."""
         open_help(self)
-
-    def _create_missing(self, create: bool | None) -> None:
-        if create:
-            self.settings_screen.action_save()
 
     def action_show_settings(self) -> None:
         """Show the settings screen."""
@@ -171,17 +164,6 @@ class MileApp(App[None]):
         settings screen now) and the `--runs` folders."""
         roots = [Path(str(self.form.values.get("checkpoint_path") or "runs"))]
         return roots + [r for r in self.extra_roots if r not in roots]
-
-    def _any_runs(self) -> bool:
-        """Whether any run folder is there to list (a quick look, no summaries)."""
-        for root in self.run_roots():
-            try:
-                if is_run_folder(root) or any(
-                        is_run_folder(p) for p in root.iterdir() if p.is_dir()):
-                    return True
-            except OSError:
-                continue
-        return False
 
     def action_inspect_run(self) -> None:
         """Open the sample inspector on the live run's networks (i on the run screen)."""

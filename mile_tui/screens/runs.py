@@ -21,7 +21,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from mile_engine.runstore.catalog import RunSummary, list_runs
+from mile_engine.runstore.catalog import RunSummary, is_run_folder, list_runs
 from mile_engine.sweep import read_tag
 from mile_tui.marks import cut_left, cut_name, file_size, plural, shared_date
 from mile_tui.widgets.columns import CELL_PADDING, Column, visible_columns
@@ -70,6 +70,18 @@ def status_text(run: RunSummary) -> str:
     if run.holder is not None and run.holder.is_this_process():
         return "running here"
     return "elsewhere"
+
+
+def any_runs(roots: Sequence[Path]) -> bool:
+    """Whether any run folder is there to list (a quick look, no summaries)."""
+    for root in roots:
+        try:
+            if is_run_folder(root) or any(
+                    is_run_folder(p) for p in root.iterdir() if p.is_dir()):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def status_sentence(run: RunSummary) -> str:

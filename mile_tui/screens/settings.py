@@ -218,6 +218,14 @@ class SettingsScreen(Screen[None]):
         """Move the focus to a setting's editor (to show where a problem is)."""
         self.query_one(f"#field-{name}").focus()
 
+    def offer_to_create(self) -> None:
+        """Ask whether to write the missing settings file with the defaults."""
+        self.app.push_screen(
+            ConfirmScreen(f"{self.form.path} does not exist. Create it with the default "
+                          "settings, every key commented?", yes="Create", no="Not now"),
+            lambda create: self.action_save() if create else None,
+        )
+
     def setting_at_fault(self, message: str) -> str | None:
         """The setting a refused start's `message` is about, whose editor to focus."""
         bad = next(iter(self.form.errors), None)

@@ -411,6 +411,7 @@ async def test_data_preparation_shows_its_progress_before_the_run(settings_file:
         def panel(part: str) -> str:
             return str(app.run_screen.query_one(f"#phase-{part}", Static).render())
 
+        app.source = LocalRun(app.buffer)  # a run of its own, whose trainer reports here
         app.buffer.put(ev.DataProgress("scanning /data/train", 340, 1000))
         await wait_for(pilot, lambda: "Preparing data" in panel("head"))
         assert "scanning /data/train" in panel("head") and panel("stats") == "340/1,000"
