@@ -13,6 +13,7 @@ import torchvision
 
 from mile_engine.checkpoints import RunCheckpointer, find_resume, newest_run
 from mile_engine.runstore import files as ckf
+from mile_engine.runstore.catalog import summarize_run
 from mile_engine.runstore.files import (
     CheckpointError,
     CheckpointWriteError,
@@ -20,8 +21,10 @@ from mile_engine.runstore.files import (
     NoCheckpointError,
     RunBusyError,
     UnsafeCheckpointError,
+    atomic_save,
     atomic_write_text,
     file_sha256,
+    read_checkpoint_file,
 )
 from mile_engine.runstore.layout import MANIFEST_FILE
 from mile_engine.runstore.lock import run_is_active
@@ -34,7 +37,8 @@ from mile_engine.runstore.manifest import (
     read_records,
     retained,
 )
-from mile_engine.runstore.saves import export_weights, verify_checkpoint
+from mile_engine.runstore.saves import export_weights, verify_checkpoint, verify_run
+from tests.helpers.faults import FullAfter, flip_tensor_byte
 from tests.helpers.runs import FakeTrainer, make_run
 
 
@@ -249,3 +253,68 @@ def test_atomic_write_text_replaces_whole_file(tmp_path: Path) -> None:
     atomic_write_text(path, "two")
     assert path.read_text() == "two"
     assert sorted(os.listdir(tmp_path)) == ["m.json"]
+
+
+# -------------------------------------------------------------------- full disks and damaged saves
+def test_a_save_on_a_full_disk_leads_with_the_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = make_run(tmp_path, [0.3])
+    real = ckf._write_payload
+    # torch.save itself meets the full disk: it reports `enforce fail at inline_container`.
+    # FullAfter is a RawIOBase standing in for the IO[bytes] torch.save writes to.
+    monkeypatch.setattr(ckf, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 300)))  # type: ignore[arg-type]
+    saver = RunCheckpointer(run_dir, 3)
+    trainer = FakeTrainer()
+    trainer.advance(4, 0.5)
+    with pytest.raises(CheckpointWriteError) as caught:
+        saver.save(trainer, "generation")  # type: ignore[arg-type]
+    saver.close()
+    message = str(caught.value)
+    assert message.startswith(f"no space left on device: {run_dir}/step-00000004")
+    assert "inline_container" not in message and "earlier checkpoints are intact" in message
+    assert not list(run_dir.glob(".tmp-*"))
+    assert all(result.ok for _, result in verify_run(run_dir))
+
+
+def test_a_real_full_tmpfs_save_and_export_say_no_space(
+    tiny_tmpfs: Path, tmp_path: Path
+) -> None:
+    big = {"w": torch.zeros(100_000)}  # 400 KB into 64 KiB
+    with pytest.raises(CheckpointWriteError, match="^no space left on device: "):
+        atomic_save(big, tiny_tmpfs / "big.pt")
+    assert list(tiny_tmpfs.iterdir()) == []  # no temporary file left behind
+    run_dir = make_run(tmp_path, [0.4], real_model=True)
+    (record,) = read_records(run_dir)
+    out = tiny_tmpfs / "weights.pt"
+    with pytest.raises(CheckpointWriteError) as caught:
+        export_weights(run_dir / record.file, out)
+    assert str(caught.value) == f"no space left on device: {out}"
+
+
+def test_a_damaged_save_named_directly_is_refused(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, [0.3, 0.4])
+    older, newest = read_records(run_dir)
+    path = run_dir / newest.file
+    weight = load_checkpoint(path)["student"]["fc.weight"]
+    flip_tensor_byte(path, weight)
+    read_checkpoint_file(path)  # the premise: torch alone loads it without a word
+    with pytest.raises(CorruptCheckpointError, match="damaged checkpoint") as caught:
+        load_checkpoint(path)
+    assert str(path) in str(caught.value) and "checkpoints verify" in str(caught.value)
+    with pytest.raises(CorruptCheckpointError, match="damaged"):
+        find_resume(path, tmp_path)  # `--resume RUN/step-....pt`
+    point = find_resume(run_dir, tmp_path)  # the run: falls back, with a warning
+    assert point.path == run_dir / older.file and len(point.warnings) == 1
+    # A file no manifest lists has nothing to compare with: it loads as before.
+    loose = tmp_path / "loose.pt"
+    loose.write_bytes(path.read_bytes())
+    load_checkpoint(loose)
+
+
+def test_list_shows_a_checkpoint_it_cannot_read(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, [0.3])
+    (run_dir / "step-00000099-stop.pt").write_bytes(b"not a checkpoint")
+    (run_dir / ".tmp-step-00000100-stop.pt.1").write_bytes(b"half")
+    info = summarize_run(run_dir)
+    assert len(info.records) == 1 and info.unreadable == ["step-00000099-stop.pt"]

@@ -1,56 +1,27 @@
-"""Faults: full disks (injected and on a real tiny tmpfs), torn records, damaged saves,
-racing run folders. Each test names the guarantee it checks."""
+"""A run's records (mile_engine/runstore/records.py) under faults: full disks (injected
+and on a real tiny tmpfs), torn lines, racing run folders, a run whose record the disk
+refuses. Each test names the guarantee it checks; saves under the same faults are in
+test_checkpoints.py."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mile_engine import events as ev
-from mile_engine.checkpoints import RunCheckpointer, find_resume
 from mile_engine.config import Settings
-from mile_engine.runstore import files as ckf
 from mile_engine.runstore import layout
 from mile_engine.runstore import records as runs
-from mile_engine.runstore.catalog import summarize_run
-from mile_engine.runstore.files import (
-    CheckpointWriteError,
-    CorruptCheckpointError,
-    atomic_save,
-    read_checkpoint_file,
-)
-from mile_engine.runstore.manifest import load_checkpoint, read_records
-from mile_engine.runstore.saves import export_weights, verify_run
+from mile_engine.runstore.manifest import read_records
 from mile_engine.session import open_run
-from tests.helpers.faults import DiskBudget, FullAfter, flip_tensor_byte
-from tests.helpers.runs import FakeTrainer, make_run
+from tests.helpers.faults import DiskBudget
 from tests.helpers.settings import tiny
-
-
-# ------------------------------------------------------------------ helpers
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A real 64 KiB tmpfs (needs root and a kernel that lets this process mount)."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not permitted'}); "
-                    "the injected-fault tests cover the same code")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 # ------------------------------------------------------------------ whole lines only
@@ -108,72 +79,6 @@ def test_a_real_full_tmpfs_keeps_whole_lines_and_says_so(tiny_tmpfs: Path) -> No
     assert told == [f"no space left on device: {path}"]
     text = path.read_text()
     assert text and len(text) % len(line) == 0 and set(text.split("\n")[:-1]) == {line[:-1]}
-
-
-# ------------------------------------------------------------------ failed saves
-def test_a_save_on_a_full_disk_leads_with_the_cause(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    run_dir = make_run(tmp_path, [0.3])
-    real = ckf._write_payload
-    # torch.save itself meets the full disk: it reports `enforce fail at inline_container`.
-    # FullAfter is a RawIOBase standing in for the IO[bytes] torch.save writes to.
-    monkeypatch.setattr(ckf, "_write_payload", lambda obj, fh: real(obj, FullAfter(fh, 300)))  # type: ignore[arg-type]
-    saver = RunCheckpointer(run_dir, 3)
-    trainer = FakeTrainer()
-    trainer.advance(4, 0.5)
-    with pytest.raises(CheckpointWriteError) as caught:
-        saver.save(trainer, "generation")  # type: ignore[arg-type]
-    saver.close()
-    message = str(caught.value)
-    assert message.startswith(f"no space left on device: {run_dir}/step-00000004")
-    assert "inline_container" not in message and "earlier checkpoints are intact" in message
-    assert not list(run_dir.glob(".tmp-*"))
-    assert all(result.ok for _, result in verify_run(run_dir))
-
-
-def test_a_real_full_tmpfs_save_and_export_say_no_space(
-    tiny_tmpfs: Path, tmp_path: Path
-) -> None:
-    big = {"w": torch.zeros(100_000)}  # 400 KB into 64 KiB
-    with pytest.raises(CheckpointWriteError, match="^no space left on device: "):
-        atomic_save(big, tiny_tmpfs / "big.pt")
-    assert list(tiny_tmpfs.iterdir()) == []  # no temporary file left behind
-    run_dir = make_run(tmp_path, [0.4], real_model=True)
-    (record,) = read_records(run_dir)
-    out = tiny_tmpfs / "weights.pt"
-    with pytest.raises(CheckpointWriteError) as caught:
-        export_weights(run_dir / record.file, out)
-    assert str(caught.value) == f"no space left on device: {out}"
-
-
-# ------------------------------------------------------------------ damaged saves
-def test_a_damaged_save_named_directly_is_refused(tmp_path: Path) -> None:
-    run_dir = make_run(tmp_path, [0.3, 0.4])
-    older, newest = read_records(run_dir)
-    path = run_dir / newest.file
-    weight = load_checkpoint(path)["student"]["fc.weight"]
-    flip_tensor_byte(path, weight)
-    read_checkpoint_file(path)  # the premise: torch alone loads it without a word
-    with pytest.raises(CorruptCheckpointError, match="damaged checkpoint") as caught:
-        load_checkpoint(path)
-    assert str(path) in str(caught.value) and "checkpoints verify" in str(caught.value)
-    with pytest.raises(CorruptCheckpointError, match="damaged"):
-        find_resume(path, tmp_path)  # `--resume RUN/step-....pt`
-    point = find_resume(run_dir, tmp_path)  # the run: falls back, with a warning
-    assert point.path == run_dir / older.file and len(point.warnings) == 1
-    # A file no manifest lists has nothing to compare with: it loads as before.
-    loose = tmp_path / "loose.pt"
-    loose.write_bytes(path.read_bytes())
-    load_checkpoint(loose)
-
-
-def test_list_shows_a_checkpoint_it_cannot_read(tmp_path: Path) -> None:
-    run_dir = make_run(tmp_path, [0.3])
-    (run_dir / "step-00000099-stop.pt").write_bytes(b"not a checkpoint")
-    (run_dir / ".tmp-step-00000100-stop.pt.1").write_bytes(b"half")
-    info = summarize_run(run_dir)
-    assert len(info.records) == 1 and info.unreadable == ["step-00000099-stop.pt"]
 
 
 # ------------------------------------------------------------------ racing run folders
