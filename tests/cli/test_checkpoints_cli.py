@@ -79,7 +79,7 @@ def test_show_prints_position_metrics_and_settings(tmp_path: Path) -> None:
     # One name, one meaning: `inspect` is the image inspector, not an alias of show.
     assert cli(tmp_path, "inspect", "run-a").exit_code == 2
     missing = cli(tmp_path, "show", "nope")
-    assert missing.exit_code == 2 and "no such checkpoint" in missing.output  # see test_fault_cli
+    assert missing.exit_code == 2 and "no such checkpoint" in missing.output  # see test_headless.py
 
 
 def test_verify_fails_on_a_damaged_file(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
-"""Faults through the command line: Ctrl-C inside a save, a full disk, and one exit-code
-rule for every refusal (2: what was asked for cannot be used; 1: it failed while being
-done)."""
+"""What mile_tui/headless.py does when things go wrong: Ctrl-C inside a save, a full
+disk, and one exit-code rule for every command's refusals (2: what was asked for cannot
+be used; 1: it failed while being done)."""
 
 from __future__ import annotations
 
