@@ -29,18 +29,13 @@ from mile_engine import events as ev
 from mile_engine.config import Schema, Settings
 from mile_engine.data import Batch
 from mile_engine.trainer import Trainer
+from tests.helpers.reference import LOSS_RTOL, State, assert_same_state, snapshot
 from tests.helpers.sources import FixedSource, random_batches, val_set
 
-State = dict[str, torch.Tensor]
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 GENERATIONS = 3
 K_T, K_S = 3, 2  # unequal, so that swapped phase lengths show
 LR = 0.001  # larger rates make the float noise between two correct loops grow chaotically
-PARAMETERS = {n for n, _ in torchvision.models.resnet18(num_classes=10).named_parameters()}
-# Two correct loops differ by about 2e-7 (relative) here; the mistakes tried differ by
-# 1e-3 (weight decay left out) and far more.
-STATE_RTOL = 1e-5
-LOSS_RTOL = 2e-6
 
 
 @pytest.fixture(autouse=True)
@@ -64,11 +59,6 @@ class Trace:
     teacher_logits: list[torch.Tensor] = field(default_factory=list)  # per imitation step
     teacher_frozen: list[bool] = field(default_factory=list)  # per imitation step
     final: State = field(default_factory=dict)
-
-
-def snapshot(model: torch.nn.Module) -> State:
-    """A detached copy of a model's parameters and buffers."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 # ---------------------------------------------------------------- the reference
@@ -180,22 +170,6 @@ def engine_run(schema: Schema, rho: float, gt_or: bool, batches: Batches,
 
 
 # ---------------------------------------------------------------- the comparison
-def assert_same_state(engine: State, reference: State, initial: State, what: str) -> None:
-    """Integer buffers equal; the change from `initial` of the parameters (and, apart,
-    of the float buffers) equal within `STATE_RTOL` of its norm."""
-    assert engine.keys() == reference.keys(), what
-    floats = [k for k in reference if reference[k].is_floating_point()]
-    for name, keys in (("parameters", [k for k in floats if k in PARAMETERS]),
-                       ("buffers", [k for k in floats if k not in PARAMETERS])):
-        moved_e = torch.cat([(engine[k] - initial[k]).flatten() for k in keys])
-        moved_r = torch.cat([(reference[k] - initial[k]).flatten() for k in keys])
-        error = float((moved_e - moved_r).norm() / moved_r.norm())
-        assert error < STATE_RTOL, f"{what}: {name} differ by {error:.1e} (relative)"
-    for k in reference:
-        if not reference[k].is_floating_point():
-            assert torch.equal(engine[k], reference[k]), f"{what}: {k}"
-
-
 def assert_not_vacuous(ref: Trace, rho: float, gt_or: bool) -> None:
     """The setup can tell the mistakes apart: targets near rho but not on it, targets
     that thresholding raw logits would change, and targets that gt_or changes."""
