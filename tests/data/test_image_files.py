@@ -241,7 +241,8 @@ def test_the_pixel_limit_is_width_times_height(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(image_files, "MAX_PIXELS", 40 * 30)
-    for width, height in [(40, 30), (30, 40), (1200, 1), (41, 30), (40, 31), (1201, 1)]:
+    # Long thin shapes stay within MAX_ASPECT, which has its own test below.
+    for width, height in [(40, 30), (30, 40), (100, 12), (41, 30), (40, 31), (101, 12)]:
         path = tmp_path / f"{width}x{height}.png"
         Image.new("L", (width, height), 7).save(path)
         if width * height <= 40 * 30:
