@@ -45,7 +45,6 @@ from mile_tui.sources import (
     FollowedRun,
     LocalRun,
     RunSource,
-    fold_history,
 )
 
 # Seconds between two redraws of the run screen, at least: training panels need no
@@ -320,23 +319,11 @@ class MileApp(App[None]):
         self.run_screen.begin("starting", warning="the run uses unsaved settings" if unsaved
                               else None)
         self.action_show_run()
-        before = None if history is None else (lambda: self._replay_before_resume(history))
+        before = None if history is None else (lambda: self.run_screen.replay(history))
         local = LocalRun(self.buffer)
         self.source = local
         local.start(self, settings, resume, before=before, overrides=overrides)
         self._refresh_controls()
-
-    def _replay_before_resume(self, run_dir: Path) -> None:
-        """In the trainer thread, before the run is opened: fold the run's history and
-        show it, so the resumed run's panels hold every earlier evaluation and loss."""
-        try:
-            folded = fold_history(run_dir)
-        except Exception as exc:  # the run can go on without its history on screen
-            self.call_from_thread(self.run_screen.note, "warning",
-                                  f"cannot read the history of {run_dir}: {exc}")
-            return
-        folded.status = "starting"
-        self.call_from_thread(self.run_screen.show_history, folded)
 
     # ------------------------------------------------------------------ open / follow
     def open_run(self, run: RunSummary) -> None:

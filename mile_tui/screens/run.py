@@ -20,7 +20,7 @@ from textual.widgets import Footer, Header
 from mile_engine import events as ev
 from mile_engine.runstore.catalog import RunSummary
 from mile_tui.headless import resume_command
-from mile_tui.sources import FollowedRun
+from mile_tui.sources import FollowedRun, fold_history
 from mile_tui.widgets import run_view as rv
 from mile_tui.widgets.checkpoints import CheckpointPanel
 from mile_tui.widgets.evaluation import EvalTable
@@ -126,6 +126,18 @@ class RunScreen(Screen[None]):
             self.app.call_from_thread(self._history_read, run, source, folded, token, on_live)
 
         self.app.run_worker(read, thread=True, group="history", exit_on_error=False)
+
+    def replay(self, run_dir: Path) -> None:
+        """In the thread of a resumed run's trainer, before the run is opened: fold the
+        run's history and show it, so its panels hold every earlier evaluation and loss."""
+        try:
+            folded = fold_history(run_dir)
+        except Exception as exc:  # the run can go on without its history on screen
+            self.app.call_from_thread(self.note, "warning",
+                                      f"cannot read the history of {run_dir}: {exc}")
+            return
+        folded.status = "starting"
+        self.app.call_from_thread(self.show_history, folded)
 
     def _history_failed(self, run: RunSummary, token: int, exc: Exception) -> None:
         if token == self._reading:

@@ -16,11 +16,12 @@ from textual.widgets import DataTable
 from mile_engine import events as ev
 from mile_engine.data import Batch
 from mile_engine.data.tiles import GridSource
-from mile_engine.runstore.layout import METRICS_FILE
+from mile_engine.runstore.layout import METRICS_FILE, REQUEST_FILE
 from mile_engine.runstore.lock import hold_active
 from mile_engine.runstore.records import event_record
-from mile_engine.runstore.steering import REQUEST_FILE, SteeringError
+from mile_engine.runstore.steering import SteeringError
 from mile_tui.app import MileApp, create_app
+from mile_tui.screens.help import HelpScreen
 from mile_tui.sources import FollowedRun
 from mile_tui.widgets.log import LogPanel
 from tests.helpers.pilot import wait_for
@@ -108,6 +109,13 @@ async def test_a_paused_followed_run_offers_p_not_r_and_is_listed_paused(
             assert app.screen is app.run_screen and app.run_screen.view.status == "paused"
             keys = footer_keys(app)
             assert keys.get("p") == "Unpause" and "r" not in keys
+            await pilot.press("f1")  # the help says the same
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            described = {key: e.description for e in app.screen.entries for key in e.keys}
+            assert described["p"].startswith("Unpause") and "r" not in described
+            await pilot.press("escape")
+            await pilot.pause()
             await pilot.press("p")
             assert (run_dir / REQUEST_FILE).read_text() == "resume\n"
             await pilot.press("f6")
