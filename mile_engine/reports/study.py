@@ -191,7 +191,7 @@ def run_study(
     control: Control | None = None,
     sinks: Sequence[ev.Sink] = (),
 ) -> StudyResult:
-    """Train every (variant, seed) run in turn, each in its run folder under
+    """Train every (variant, seed) run in turn, seed by seed, each in its run folder under
     `out_dir/runs`, with its checkpoints; or continue the study that `out_dir` holds.
 
     A study continues where it stopped: a run that finished is not trained again (its
@@ -224,9 +224,11 @@ def run_study(
 
     write_plan()
     result = StudyResult(base.to_dict(), list(variants), list(seeds))
-    for variant in variants:
-        result.histories[variant.name] = []
-        for seed in seeds:
+    result.histories = {variant.name: [] for variant in variants}
+    # Seed by seed, every variant within a seed: a study stopped part-way has compared
+    # every variant on the seeds it finished, rather than some variants on all seeds.
+    for seed in seeds:
+        for variant in variants:
             settings = build_settings(
                 {**variant.changes, "seed": seed,
                  "checkpoint_path": str(out_dir / RUNS_FOLDER)},
