@@ -28,3 +28,12 @@ def private_preferences(tmp_path_factory: pytest.TempPathFactory,
     folder = tmp_path_factory.mktemp("preferences")
     monkeypatch.setenv(CONFIG_DIR_ENV, str(folder))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def no_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No inherited COLUMNS or LINES: pytest-xdist's workers get COLUMNS=80, which would
+    make the command-line tables fit 80 columns there and print every column whole in a
+    plain `pytest`. A test that wants a width sets it."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
