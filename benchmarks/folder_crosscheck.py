@@ -31,7 +31,8 @@ import torch
 from PIL import Image
 
 from mile_engine import events as ev
-from mile_engine.config import CROPS, Settings, build_settings
+from mile_engine.config.schema import CROPS, Settings
+from mile_engine.config.validation import build_settings
 from mile_engine.data import load_tiles
 from mile_engine.data.grids import compose_grids
 from mile_engine.data.tiles import GridSource

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from mile_engine import events as ev
-from mile_engine.config import load_settings
+from mile_engine.config.loader import load_settings
 from mile_engine.trainer import Trainer
 
 

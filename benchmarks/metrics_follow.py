@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mile_engine import events as ev
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 from mile_engine.runstore import catalog as run_catalog
 from mile_engine.runstore.catalog import list_runs, summarize_run
 from mile_engine.runstore.history import MetricsFollower, load_history

@@ -38,7 +38,8 @@ from typing import Any
 
 import torch
 
-from mile_engine.config import Settings, load_settings
+from mile_engine.config.loader import load_settings
+from mile_engine.config.schema import Settings
 from mile_engine.data import Batch
 from mile_engine.metrics import evaluate_logits
 from mile_engine.schemas import multi_label_bce

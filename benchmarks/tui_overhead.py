@@ -33,7 +33,8 @@ if __name__ == "__main__":
 
 import torch  # noqa: E402
 
-from mile_engine.config import load_settings, render_toml  # noqa: E402
+from mile_engine.config.loader import load_settings
+from mile_engine.config.render import render_toml  # noqa: E402
 from mile_engine.control import Control  # noqa: E402
 from mile_engine.runstore.layout import METRICS_FILE  # noqa: E402
 from mile_engine.session import open_run  # noqa: E402

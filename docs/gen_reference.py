@@ -4,7 +4,7 @@
     python docs/gen_reference.py --check   # exit 1, naming the stale files, write nothing
 
 It writes `docs/reference/settings.md` (from the settings definitions in
-`mile_engine.config`), `docs/reference/cli.md` (from the Typer app's command tree) and
+`mile_engine.config.schema`), `docs/reference/cli.md` (from the Typer app's command tree) and
 `docs/images/*.svg` (copies of the console's snapshot tests and of the studies' plots).
 `tests/test_docs.py` regenerates all of them in memory and fails when a committed file
 differs, so the docs cannot drift from the code.
@@ -57,13 +57,14 @@ def _cell(text: str) -> str:
 
 
 def settings_reference() -> str:
-    """The settings reference page: every setting by TOML table, from `mile_engine.config`."""
+    """The settings reference page: every setting by TOML table, from `config/schema.py`."""
     import tomlkit
 
-    from mile_engine.config import FIELDS, GROUPS, allowed_text
+    from mile_engine.config.schema import FIELDS, GROUPS
+    from mile_engine.config.validation import allowed_text
 
     lines = [
-        GENERATED_NOTE.format(source="`mile_engine/config.py`"),
+        GENERATED_NOTE.format(source="`mile_engine/config/schema.py`"),
         "",
         "# Settings reference",
         "",

@@ -31,16 +31,17 @@ __all__ = [
 _HOMES = {
     "CheckpointError": "mile_engine.runstore.files",
     "Control": "mile_engine.control",
-    "Settings": "mile_engine.config",
-    "SettingsError": "mile_engine.config",
+    "Settings": "mile_engine.config.schema",
+    "SettingsError": "mile_engine.config.schema",
     "Trainer": "mile_engine.trainer",
-    "load_settings": "mile_engine.config",
+    "load_settings": "mile_engine.config.loader",
     "open_run": "mile_engine.session",
 }
 
 if TYPE_CHECKING:
     from mile_engine import events
-    from mile_engine.config import Settings, SettingsError, load_settings
+    from mile_engine.config.loader import load_settings
+    from mile_engine.config.schema import Settings, SettingsError
     from mile_engine.control import Control
     from mile_engine.runstore.files import CheckpointError
     from mile_engine.session import open_run

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from mile_engine.config import Precision, SettingsError, allowed_text, shown, valid_device
+from mile_engine.config.schema import Precision, SettingsError
+from mile_engine.config.validation import allowed_text, shown, valid_device
 
 DTYPES: dict[Precision, torch.dtype] = {
     "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,

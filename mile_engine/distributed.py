@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 
 # A rank that waits longer than this in a collective gives up instead of hanging.
 DEFAULT_TIMEOUT_S = 300

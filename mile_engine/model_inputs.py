@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from mile_engine.config import MODELS, Settings, SettingsError
+from mile_engine.config.schema import MODELS, Settings, SettingsError
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum

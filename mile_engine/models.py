@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from mile_engine.config import Settings, SettingsError, shown_path
+from mile_engine.config.schema import Settings, SettingsError
+from mile_engine.config.validation import shown_path
 from mile_engine.model_inputs import (
     DEFAULT_CROP,
     MEAN,

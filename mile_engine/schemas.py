@@ -9,7 +9,7 @@ from typing import Final, Literal
 import torch
 import torch.nn.functional as F
 
-from mile_engine.config import Schema
+from mile_engine.config.schema import Schema
 
 PhaseName = Literal["interactive", "imitation"]
 INTERACTIVE: Final = "interactive"

@@ -17,14 +17,9 @@ from torch import nn
 from mile_engine import distributed
 from mile_engine import events as ev
 from mile_engine.checkpoints import RunCheckpointer, find_resume
-from mile_engine.config import (
-    FIELDS,
-    Settings,
-    SettingsError,
-    apply_allowed_overrides,
-    build_settings,
-    check_checkpoint_path,
-)
+from mile_engine.config.loader import apply_allowed_overrides
+from mile_engine.config.schema import FIELDS, Settings, SettingsError
+from mile_engine.config.validation import build_settings, check_checkpoint_path
 from mile_engine.control import Control
 from mile_engine.data.batch import DataSource
 from mile_engine.reports.export import TensorBoardSink, require_tensorboard

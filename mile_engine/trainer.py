@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mile_engine import distributed, placement
 from mile_engine import events as ev
-from mile_engine.config import Settings, SettingsError
+from mile_engine.config.schema import Settings, SettingsError
 from mile_engine.control import Control, Snapshot
 from mile_engine.data import Batch, DataSource, build_source
 from mile_engine.device import (

@@ -22,7 +22,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from mile_engine.config import Settings, SettingsError
+from mile_engine.config.schema import Settings, SettingsError
 from mile_engine.runstore.catalog import RunSummary, summarize_run
 from mile_engine.runstore.steering import Request, SteeringError
 from mile_tui.preferences import (

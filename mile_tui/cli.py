@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from mile_engine import events as ev
-from mile_engine.config import Settings, SettingsError
+from mile_engine.config.schema import Settings, SettingsError
 from mile_engine.control import Control
 from mile_engine.device import resolve_device
 from mile_tui.commands.watch_cmd import RunsOption

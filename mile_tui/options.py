@@ -14,7 +14,9 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from mile_engine.config import Settings, SettingsError, check_checkpoint_path, load_settings
+from mile_engine.config.loader import load_settings
+from mile_engine.config.schema import Settings, SettingsError
+from mile_engine.config.validation import check_checkpoint_path
 from mile_tui.headless import EXIT_USAGE
 
 DEFAULT_CONFIG = Path("mile.toml")

@@ -28,7 +28,7 @@ from textual.message import Message
 from textual.worker import Worker, WorkerState
 
 from mile_engine import events as ev
-from mile_engine.config import Settings, SettingsError
+from mile_engine.config.schema import Settings, SettingsError
 from mile_engine.control import Control
 from mile_engine.runstore.history import MetricsFollower
 from mile_engine.runstore.lock import run_is_active

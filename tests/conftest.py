@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 from mile_tui.preferences import CONFIG_DIR_ENV
 from tests.helpers.settings import tiny
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mile_engine.config import Settings, SettingsError
+from mile_engine.config.schema import Settings, SettingsError
 from mile_engine.data.batch import Batch, DataSource
 from mile_engine.data.idx import IDX_DATASETS, IdxError, Progress, load_idx_tiles
 from mile_engine.data.tiles import GridSource, TileBank

@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from mile_engine.config import Crop
+from mile_engine.config.schema import Crop
 from mile_engine.data.batch import Batch, ValSample
 from mile_engine.data.image_files import (
     ImageFiles,

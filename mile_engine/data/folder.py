@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from mile_engine.config import Crop, Decode, Settings, SettingsError, shown_path
+from mile_engine.config.schema import Crop, Decode, Settings, SettingsError
+from mile_engine.config.validation import shown_path
 from mile_engine.data.file_source import (
     FileSource,
     ImageNetInput,

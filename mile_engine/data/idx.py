@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.data.tiles import TileBank
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
-from mile_engine.config import Crop
+from mile_engine.config.schema import Crop
 from mile_engine.data.jpeg import Box, random_resized_box, whole_box
 from mile_engine.model_inputs import VAL_RESIZE
 

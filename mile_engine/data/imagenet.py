@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from mile_engine.config import Crop, Decode, Settings, SettingsError
+from mile_engine.config.schema import Crop, Decode, Settings, SettingsError
 from mile_engine.data.file_source import (
     DEFAULT_SIZE,
     EpochSampler,

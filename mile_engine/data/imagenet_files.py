@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.data.idx import Progress, cache_dir
 from mile_engine.data.real_labels import NUM_CLASSES
 

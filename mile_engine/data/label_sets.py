@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mile_engine.config import SettingsError, shown, shown_path
+from mile_engine.config.schema import SettingsError
+from mile_engine.config.validation import shown, shown_path
 from mile_engine.oserrors import FileTooLargeError, NotRegularFileError, read_regular
 
 HEADER_CELLS = frozenset({"file", "filename", "file_name", "path", "image", "image_id"})

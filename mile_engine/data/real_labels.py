@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.oserrors import open_regular
 
 NUM_CLASSES = 1000

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mile_engine import events as ev
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.runstore.history import read_run_settings
 from mile_engine.runstore.records import event_record, read_metrics
 

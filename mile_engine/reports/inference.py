@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from mile_engine import placement
-from mile_engine.config import FIELDS, Settings, apply_allowed_overrides, build_settings
+from mile_engine.config.loader import apply_allowed_overrides
+from mile_engine.config.schema import FIELDS, Settings
+from mile_engine.config.validation import build_settings
 from mile_engine.data import DataSource, build_source
 from mile_engine.device import resolve_device, resolve_precision
 from mile_engine.metrics import EvalAccumulator, ScoreKeeper, prediction_sets

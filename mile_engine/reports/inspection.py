@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 from mile_engine.control import Snapshot
 from mile_engine.data import DataSource, build_source
 from mile_engine.data.batch import SampleSource, ValSample

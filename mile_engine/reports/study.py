@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from mile_engine import events as ev
-from mile_engine.config import Settings, SettingsError, build_settings, parse_override
+from mile_engine.config.loader import parse_override
+from mile_engine.config.schema import Settings, SettingsError
+from mile_engine.config.validation import build_settings
 from mile_engine.control import Control
 from mile_engine.metrics import METRIC_NAMES
 from mile_engine.reports.comparison import current_events, evaluations

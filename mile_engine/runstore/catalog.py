@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mile_engine.config import SettingsError, read_toml
+from mile_engine.config.loader import read_toml
+from mile_engine.config.schema import SettingsError
 from mile_engine.oserrors import open_regular
 from mile_engine.runstore.layout import MANIFEST_FILE, METRICS_FILE, SETTINGS_FILE, SUFFIX
 from mile_engine.runstore.lock import active_holder

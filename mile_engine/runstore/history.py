@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mile_engine import events as ev
-from mile_engine.config import SettingsError, read_toml
+from mile_engine.config.loader import read_toml
+from mile_engine.config.schema import SettingsError
 from mile_engine.oserrors import open_regular_fd
 from mile_engine.runstore.layout import METRICS_FILE, SETTINGS_FILE
 

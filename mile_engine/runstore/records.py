@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mile_engine import events as ev
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 from mile_engine.oserrors import describe_os_error, open_regular, open_regular_fd
 from mile_engine.runstore.layout import LOG_FILE, METRICS_FILE, SETTINGS_FILE
 

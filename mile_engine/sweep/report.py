@@ -9,10 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mile_engine.config import (
-    FIELDS,
-    GROUPS,
-)
+from mile_engine.config.schema import FIELDS, GROUPS
 from mile_engine.sweep.study import SweepSpec, journal_path, load_spec, study_of, worker_alive
 
 

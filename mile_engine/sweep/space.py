@@ -8,13 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mile_engine.config import (
-    FIELDS,
-    SettingsError,
-    parse_override,
-    shown,
-    validate_value,
-)
+from mile_engine.config.loader import parse_override
+from mile_engine.config.schema import FIELDS, SettingsError
+from mile_engine.config.validation import shown, validate_value
 
 
 class SweepError(ValueError):

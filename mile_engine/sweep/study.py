@@ -13,13 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from mile_engine.config import (
-    FIELDS,
-    Settings,
-    build_settings,
-    parse_override,
-    shown,
-)
+from mile_engine.config.loader import parse_override
+from mile_engine.config.schema import FIELDS, Settings
+from mile_engine.config.validation import build_settings, shown
 from mile_engine.sweep.space import Dimension, SweepError, parse_space, suggest
 
 SWEEP_HINT = "pip install 'mile-tui[sweep]'"

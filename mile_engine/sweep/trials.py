@@ -13,12 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mile_engine import events as ev
-from mile_engine.config import (
-    Settings,
-    SettingsError,
-    build_settings,
-    check_checkpoint_path,
-)
+from mile_engine.config.schema import Settings, SettingsError
+from mile_engine.config.validation import build_settings, check_checkpoint_path
 from mile_engine.control import Control
 from mile_engine.sweep.study import SweepSpec, WorkerLock, draw_trial
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 from mile_engine.runstore.catalog import RunSummary, is_run_folder, list_runs, summarize_run
 from mile_engine.runstore.files import CheckpointError
 from mile_engine.runstore.layout import SUFFIX

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mile_engine.config import SCHEMAS, SettingsError
+from mile_engine.config.schema import SCHEMAS, SettingsError
 from mile_tui.options import ConfigOption, SetOption, fail, settings_from_cli
 
 

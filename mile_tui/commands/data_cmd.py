@@ -15,7 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
-from mile_engine.config import Settings, shown_path
+from mile_engine.config.schema import Settings
+from mile_engine.config.validation import shown_path
 from mile_tui.options import FLAG, ConfigOption, Group, SetOption, command, fail, settings_from_cli
 
 data_app = typer.Typer(

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_tui.commands.runs_cmd import resolve_run
 from mile_tui.options import ConfigOption, SetOption, fail, settings_from_cli
 

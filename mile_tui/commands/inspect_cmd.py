@@ -17,7 +17,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mile_engine.config import SettingsError, parse_ascii_float, read_toml
+from mile_engine.config.loader import read_toml
+from mile_engine.config.schema import SettingsError
+from mile_engine.config.validation import parse_ascii_float
 from mile_engine.runstore.files import CheckpointError
 from mile_engine.runstore.manifest import check_against_manifest, load_checkpoint
 from mile_engine.runstore.records import json_clean

@@ -41,7 +41,7 @@ def models(
     """List the names the `model` setting accepts: resnet18-10 and every torchvision
     classification model. Weights are never downloaded by a run: `--weights` says which
     files are already in torch's cache ($TORCH_HOME/hub/checkpoints)."""
-    from mile_engine.config import MODELS
+    from mile_engine.config.schema import MODELS
 
     names = [n for n in MODELS if pattern.lower() in n.lower()]
     if not names:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.control import Control
 from mile_tui.headless import EXIT_INTERRUPTED, StopSignals, console_sink
 from mile_tui.options import ConfigOption, Group, SetOption, command, fail, settings_from_cli

@@ -17,7 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
-from mile_engine.config import parse_ascii_int
+from mile_engine.config.validation import parse_ascii_int
 from mile_engine.runstore.layout import MANIFEST_FILE
 
 

@@ -17,7 +17,8 @@ from textual.suggester import Suggester
 from textual.widget import Widget
 from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
 
-from mile_engine.config import FIELDS, GROUPS, LEGACY_MODELS, MODELS, SettingsError, allowed_text
+from mile_engine.config.schema import FIELDS, GROUPS, LEGACY_MODELS, MODELS, SettingsError
+from mile_engine.config.validation import allowed_text
 from mile_tui.screens.dialogs import ConfirmScreen
 from mile_tui.screens.settings_form import SettingsForm, format_value, weights_names
 

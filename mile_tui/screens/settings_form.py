@@ -16,17 +16,14 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
-from mile_engine.config import (
-    FIELDS,
-    Settings,
-    SettingsError,
+from mile_engine.config.loader import parse_override, read_toml
+from mile_engine.config.render import render_toml
+from mile_engine.config.schema import FIELDS, Settings, SettingsError
+from mile_engine.config.validation import (
     build_settings,
     check_consistency,
     parse_ascii_float,
     parse_ascii_int,
-    parse_override,
-    read_toml,
-    render_toml,
     validate_value,
 )
 

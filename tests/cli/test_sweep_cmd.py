@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mile_engine.config import load_settings
+from mile_engine.config.loader import load_settings
 from mile_engine.runstore.catalog import list_runs
 from mile_engine.runstore.manifest import read_records
 from mile_engine.sweep import read_tag

@@ -16,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mile_engine.config import SettingsError, build_settings
+from mile_engine.config.schema import SettingsError
+from mile_engine.config.validation import build_settings
 from mile_engine.data.folder import FolderSource
 
 CPU = torch.device("cpu")

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.data import imagenet_files
 from mile_engine.data.folder import FolderSource, check_images, survey_folders
 from mile_engine.model_inputs import MEAN, STD

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.data.folder import FolderSource
 from mile_engine.model_inputs import MEAN, STD
 from tests.helpers.images import CLASSES, TRAIN, Tree, make_tree

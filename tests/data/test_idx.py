@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from mile_engine import events as ev
-from mile_engine.config import SettingsError, build_settings
+from mile_engine.config.schema import SettingsError
+from mile_engine.config.validation import build_settings
 from mile_engine.data import build_source, idx
 from mile_engine.data.idx import IMAGE_MAGIC, LABEL_MAGIC, IdxError, load_idx_tiles
 from mile_engine.trainer import Trainer

@@ -20,7 +20,8 @@ from PIL import Image
 from torch import nn
 
 from mile_engine import events as ev
-from mile_engine.config import SettingsError, build_settings
+from mile_engine.config.schema import SettingsError
+from mile_engine.config.validation import build_settings
 from mile_engine.data import imagenet_files
 from mile_engine.data.image_files import decode_rgb
 from mile_engine.data.imagenet import (

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.data import imagenet, jpeg
 from mile_engine.data.image_files import (
     ImageFiles,

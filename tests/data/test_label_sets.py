@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.data.label_sets import read_label_sets, sorted_by_name
 from tests.helpers.hostile import call_unblocked, make_fifo
 

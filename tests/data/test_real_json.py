@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.data.imagenet import load_real, multi_hot, real_table, validate_real
 from tests.helpers.hostile import call_unblocked, make_fifo
 

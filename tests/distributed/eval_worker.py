@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from mile_engine import distributed
-from mile_engine.config import load_settings
+from mile_engine.config.loader import load_settings
 from mile_engine.trainer import Trainer
 
 

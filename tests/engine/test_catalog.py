@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mile_engine import events as ev
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 from mile_engine.control import Control
 from mile_engine.runstore import catalog as run_catalog
 from mile_engine.runstore.catalog import list_runs, newest_live_run, summarize_run

@@ -19,17 +19,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from mile_engine.config import (
-    FIELDS,
-    GROUPS,
-    Settings,
-    SettingsError,
-    load_settings,
-    parse_ascii_float,
-    parse_ascii_int,
-    parse_override,
-    render_toml,
-)
+from mile_engine.config.loader import load_settings, parse_override
+from mile_engine.config.render import render_toml
+from mile_engine.config.schema import FIELDS, GROUPS, Settings, SettingsError
+from mile_engine.config.validation import parse_ascii_float, parse_ascii_int
 from mile_engine.device import resolve_device
 from mile_engine.runstore.layout import SETTINGS_FILE
 from mile_engine.runstore.records import create_run_dir

@@ -44,13 +44,14 @@ def test_the_page_example_trains_an_own_model_on_own_data(tmp_path: Path) -> Non
 
 
 def test_the_public_names_come_from_their_modules() -> None:
-    from mile_engine import config, control, session, trainer
+    from mile_engine import control, session, trainer
     from mile_engine import events as events_module
+    from mile_engine.config import loader, schema
     from mile_engine.runstore import files
 
     assert sorted(mile_engine.__all__) == sorted([*PUBLIC, "__version__"])
-    homes = {"CheckpointError": files, "Control": control, "Settings": config,
-             "SettingsError": config, "Trainer": trainer, "load_settings": config,
+    homes = {"CheckpointError": files, "Control": control, "Settings": schema,
+             "SettingsError": schema, "Trainer": trainer, "load_settings": loader,
              "open_run": session}
     for name, module in homes.items():
         assert getattr(mile_engine, name) is getattr(module, name)

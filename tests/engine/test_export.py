@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mile_engine import events as ev
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 from mile_engine.control import Control
 from mile_engine.reports.export import (
     TENSORBOARD_DIR,

@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from mile_engine.checkpoints import RunCheckpointer
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.data.tiles import to_model_input
 from mile_engine.metrics import METRIC_NAMES
 from mile_engine.reports import inference as inf

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mile_engine import events as ev
 from mile_engine import session
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.trainer import Trainer
 from mile_tui.cli import app
 from tests.helpers.settings import tiny

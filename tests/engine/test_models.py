@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 from typer.testing import CliRunner
 
-from mile_engine.config import MODELS, SettingsError
+from mile_engine.config.schema import MODELS, SettingsError
 from mile_engine.model_inputs import MIN_SIDE
 from mile_engine.models import (
     build_model,

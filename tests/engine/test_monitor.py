@@ -19,7 +19,7 @@ from sklearn.metrics import average_precision_score
 
 from mile_engine import events as ev
 from mile_engine.checkpoints import RunCheckpointer
-from mile_engine.config import MONITORS, Monitor, Settings
+from mile_engine.config.schema import MONITORS, Monitor, Settings
 from mile_engine.data import Batch
 from mile_engine.runstore.manifest import read_records
 from mile_engine.session import open_run

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mile_engine import session
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.session import open_run
 from tests.helpers.settings import tiny
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mile_engine import events as ev
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 from mile_engine.data import Batch
 from mile_engine.trainer import Trainer
 from tests.helpers.sources import NUM_CLASSES, FixedSource, random_batches, val_set

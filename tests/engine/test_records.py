@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mile_engine import events as ev
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 from mile_engine.runstore import layout
 from mile_engine.runstore import records as runs
 from mile_engine.runstore.manifest import read_records

@@ -26,7 +26,7 @@ import torch
 import torchvision
 
 from mile_engine import events as ev
-from mile_engine.config import Schema, Settings
+from mile_engine.config.schema import Schema, Settings
 from mile_engine.data import Batch
 from mile_engine.trainer import Trainer
 from tests.helpers.reference import LOSS_RTOL, State, assert_same_state, snapshot

@@ -11,7 +11,7 @@ import torch
 
 from mile_engine import events as ev
 from mile_engine.checkpoints import RunCheckpointer
-from mile_engine.config import Settings, SettingsError
+from mile_engine.config.schema import Settings, SettingsError
 from mile_engine.control import Control
 from mile_engine.data import build_source
 from mile_engine.data.batch import Batch

@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from typer.testing import CliRunner
 
 from mile_engine.checkpoints import RunCheckpointer
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 from mile_engine.runstore import files as ckf
 from mile_engine.runstore.files import CheckpointError, CheckpointWriteError
 from mile_engine.runstore.layout import MANIFEST_FILE, SUFFIX, TMP_PREFIX

@@ -13,7 +13,7 @@ import torch
 
 from mile_engine import events as ev
 from mile_engine.checkpoints import read_records
-from mile_engine.config import SettingsError
+from mile_engine.config.schema import SettingsError
 from mile_engine.control import Control
 from mile_engine.data import build_source
 from mile_engine.reports.study import (

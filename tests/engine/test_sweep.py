@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mile_engine.config import load_settings
+from mile_engine.config.loader import load_settings
 from mile_engine.runstore.catalog import summarize_run
 from mile_engine.runstore.manifest import read_records
 from mile_engine.runstore.records import read_metrics

@@ -13,7 +13,7 @@ import torch
 
 from mile_engine import events as ev
 from mile_engine import schemas
-from mile_engine.config import Settings, SettingsError
+from mile_engine.config.schema import Settings, SettingsError
 from mile_engine.control import Control
 from mile_engine.data import Batch
 from mile_engine.metrics import METRIC_NAMES

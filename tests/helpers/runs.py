@@ -13,7 +13,7 @@ import torchvision
 
 from mile_engine import events as ev
 from mile_engine.checkpoints import RunCheckpointer
-from mile_engine.config import Dataset, Schema, Settings
+from mile_engine.config.schema import Dataset, Schema, Settings
 from mile_engine.runstore.layout import METRICS_FILE, SETTINGS_FILE
 from mile_engine.runstore.records import event_record
 from mile_engine.schemas import phases_of

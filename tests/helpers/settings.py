@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 
 # The repository root, for a child process's PYTHONPATH.
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mile_engine.checkpoints import RunCheckpointer
-from mile_engine.config import load_settings
+from mile_engine.config.loader import load_settings
 from mile_engine.control import Control
 from mile_engine.runstore.manifest import read_records
 from mile_engine.session import open_run

@@ -26,7 +26,7 @@ from textual.widgets import DataTable, Static, TabbedContent
 from textual_plotext import PlotextPlot
 
 from mile_engine import events as ev
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 from mile_engine.runstore.layout import METRICS_FILE, SETTINGS_FILE
 from mile_engine.runstore.lock import hold_active
 from mile_engine.runstore.records import event_record

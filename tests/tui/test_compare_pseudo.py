@@ -13,7 +13,7 @@ from textual.app import App
 from textual.widgets import DataTable, Static
 
 from mile_engine import events as ev
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 from mile_engine.runstore.records import event_record
 from mile_tui.screens.compare import CompareScreen
 from tests.helpers.pilot import wait_for

@@ -20,7 +20,8 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from mile_engine import events as ev
-from mile_engine.config import Settings, load_settings, read_toml
+from mile_engine.config.loader import load_settings, read_toml
+from mile_engine.config.schema import Settings
 from mile_engine.control import Control
 from mile_engine.runstore.catalog import summarize_run
 from mile_engine.runstore.layout import METRICS_FILE, SETTINGS_FILE

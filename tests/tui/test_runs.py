@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Input, Static
 from textual.widgets._footer import FooterKey
 
 from mile_engine import events as ev
-from mile_engine.config import Settings
+from mile_engine.config.schema import Settings
 from mile_engine.control import Control
 from mile_engine.runstore.catalog import LockHolder, RunSummary
 from mile_engine.runstore.layout import METRICS_FILE
