@@ -135,6 +135,9 @@ def test_settings_screen_with_errors_small(snap_compare: Any, settings_file: Pat
 
     async def edit(pilot: Pilot[None]) -> None:
         app.settings_screen.query_one("#field-model").focus()
+        # Focus scrolls the form; a snapshot taken mid-scroll catches the scrollbar
+        # anywhere along its way (it differed with the machine's load).
+        await pilot.wait_for_scheduled_animations()
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SMALL, run_before=edit)
