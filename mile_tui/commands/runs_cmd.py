@@ -44,11 +44,16 @@ RunArgument = Annotated[
 ]
 
 
+def shown_status(run: RunSummary) -> str:
+    """The status a person reads: a live run that is paused says so."""
+    return "paused" if run.paused else run.status
+
+
 def status_text(run: RunSummary) -> str:
-    """The status as the list prints it; a running run names its host and pid."""
+    """The status as the list prints it; a live run names its host and pid."""
     if run.status == "running" and run.holder is not None and run.holder.pid:
-        return f"running ({run.holder})"
-    return run.status
+        return f"{shown_status(run)} ({run.holder})"
+    return shown_status(run)
 
 
 def summary_json(run: RunSummary) -> dict[str, Any]:
@@ -57,6 +62,7 @@ def summary_json(run: RunSummary) -> dict[str, Any]:
     return {
         "path": str(run.path), "name": run.name, "schema": run.schema,
         "dataset": run.dataset, "model": run.model, "status": run.status,
+        "paused": run.paused,
         "holder": None if holder is None else {"host": holder.host, "pid": holder.pid},
         "generation": run.generation, "generations": run.generations,
         "global_step": run.global_step, "total_steps": run.total_steps,
@@ -94,7 +100,7 @@ def _narrow_row(run: RunSummary) -> dict[str, str]:
     best = "-" if run.best_f1 is None else f"{run.best_f1:.3f}" + (
         f" g{run.best_generation}" if run.best_generation is not None else "")
     return {"name": run.name, "what": f"{run.schema} {run.dataset} {run.model}",
-            "status": run.status, "holder": str(run.holder or "") if run.status == "running"
+            "status": shown_status(run), "holder": str(run.holder or "") if run.status == "running"
             else "", "progress": f"{run.generation}/{run.generations or '?'} · "
                                  f"{run.global_step}",
             "best": best, "when": time.strftime("%m-%d %H:%M",

@@ -61,6 +61,10 @@ def test_pause_save_resume_stop_a_headless_run(tmp_path: Path) -> None:
         wait_for(lambda: _newest(records_of(run_dir), "Paused") is not None, proc)
         at = _newest(records_of(run_dir), "Paused")
         assert at is not None
+        # Listed as paused while it waits (its lock is still held: it is live).
+        assert f"paused ({socket.gethostname()} pid {proc.pid})" in runs(root, "list").output
+        (row,) = json.loads(runs(root, "list", "--json").output)
+        assert row["status"] == "running" and row["paused"] is True
         # A save while paused proves the paused trainer is alive and listening, and that
         # it took no step meanwhile: the save is at the step it paused at.
         assert runs(root, "save", str(run_dir)).exit_code == 0
