@@ -27,6 +27,7 @@ from mile_engine.runstore.files import atomic_write_text
 from mile_engine.runstore.layout import SETTINGS_FILE
 from mile_engine.runstore.records import (
     MetricsWriter,
+    WriteFailed,
     check_record_files,
     create_run_dir,
     log_file,
@@ -55,6 +56,61 @@ def resume_settings(saved: dict[str, object], overrides: Iterable[str] = ()) -> 
     return apply_allowed_overrides(
         base, overrides, RESUMABLE, "the resumed run (start a new run to change it)"
     )
+
+
+class RunFiles:
+    """A run's folder as the trainer receives it at construction: its path, its records
+    (metrics.jsonl, run.log, TensorBoard) and its checkpoint saver, in one object.
+
+    Nothing on disk is touched until `open()`, which `open_run` calls once the trainer
+    is built and every check has passed, so a refused run leaves no folder behind (a new
+    run) or its folder as it was (a resume). Events before then are kept, and written
+    first.
+    """
+
+    def __init__(self, fail: WriteFailed) -> None:
+        """`fail` hears of a record the disk refused (the run then stops, "failed")."""
+        self._fail = fail
+        self._path = Path()
+        self._early: list[ev.Event] = []
+        self._sinks: list[ev.Sink] | None = None  # None until opened
+        self._saver: RunCheckpointer | None = None
+
+    @property
+    def path(self) -> Path:
+        """The run folder; `Path()` until opened."""
+        return self._path
+
+    def open(self, run_dir: Path, settings: Settings, saver: RunCheckpointer) -> None:
+        """Record into `run_dir` from now on, the events kept so far first; `saver` holds
+        the folder's lock and saves the checkpoints."""
+        files: list[ev.Sink] = [MetricsWriter(run_dir, self._fail),
+                                log_file(run_dir, self._fail), saver]
+        if settings.tensorboard:
+            files.insert(2, TensorBoardSink(run_dir, self._fail))
+        self._path, self._saver, self._sinks = run_dir, saver, files
+        for event in self._early:
+            self(event)
+        self._early.clear()
+
+    def __call__(self, event: ev.Event) -> None:
+        """As a sink: keep the event until the folder is open, then write it."""
+        if self._sinks is None:
+            self._early.append(event)
+            return
+        for sink in self._sinks:
+            sink(event)
+
+    def save(self, trainer: Trainer, reason: str) -> ev.CheckpointSaved:
+        """As the trainer's checkpointer: save through the folder's saver."""
+        if self._saver is None:
+            raise RuntimeError("the run folder is not open yet: nothing can be saved")
+        return self._saver.save(trainer, reason)
+
+    def close(self) -> None:
+        """Release the run folder's lock (the run is over); nothing if never opened."""
+        if self._saver is not None:
+            self._saver.close()
 
 
 def probe_memory(device: torch.device) -> bool:
@@ -100,8 +156,7 @@ def open_run(
     checkpoint errors (SettingsError, CheckpointError) leave nothing behind. The sinks
     see what happens while it is built (download and scan progress, data notes) as it
     happens, and run.log receives it once the folder exists. A resume that fell back
-    past a corrupt checkpoint reports it as a warning `Message` to the sinks, and lists
-    it in `trainer.resume_warnings`.
+    past a corrupt checkpoint reports it as a warning `Message` to the sinks.
     """
     dist = dist or distributed.DistContext()
     if settings.tensorboard:
@@ -109,9 +164,9 @@ def open_run(
     if not dist.is_main:
         return _open_follower(settings, sinks, control, resume, overrides, dist, source,
                               model)
-    warnings: list[str] = []
-    early: list[ev.Event] = []  # said before the run folder exists, for its log
-    live = [*sinks, early.append]
+    control = control or Control()
+    files = RunFiles(control.fail)
+    live: list[ev.Sink] = [*sinks, files]
     if resume is None:
         # Every caller (console, headless, study) gets a bad folder refused before the
         # trainer is built: nothing made, nothing spent.
@@ -119,54 +174,41 @@ def open_run(
         # Rank 0 tells the others what to load before any other collective (DDP's own
         # start-up broadcast happens inside Trainer), so the ranks stay in step.
         distributed.broadcast_object(None, dist)
-        trainer = Trainer(settings, Path(), sinks=live, control=control, dist=dist,
-                          source=source, model=model)
+        trainer = Trainer(settings, files, sinks=live, control=control, checkpointer=files,
+                          dist=dist, source=source, model=model)
         if probe_memory(trainer.device):
             trainer.check_memory()  # a batch too large fails here, before any folder
-        trainer.run_dir = create_run_dir(settings)
-        checkpointer = RunCheckpointer(trainer.run_dir, settings.max_checkpoint_num)
-    else:
-        point = find_resume(resume, Path(settings.checkpoint_path))
-        distributed.broadcast_object(str(point.path), dist)
-        run_settings = resume_settings(point.settings, overrides)
-        trainer = Trainer(run_settings, point.run_dir, sinks=live, control=control, dist=dist,
-                          load_weights=False, source=source, model=model)
-        trainer.load_state_dict(point.state)
-        if run_settings.epoch_num < trainer.generation:
-            # Checked before the folder is touched: settings.toml would otherwise say
-            # fewer generations than the run's own history holds.
-            raise SettingsError(
-                f"epoch_num = {run_settings.epoch_num} is fewer than the "
-                f"{trainer.generation} generations this run has done; give "
-                f"{trainer.generation} or more."
-            )
-        trainer.resumed_from = str(point.path)
-        warnings = point.warnings
-        # Taken before touching the folder: refuses a run that another process trains.
-        checkpointer = RunCheckpointer(point.run_dir, run_settings.max_checkpoint_num)
-        try:
-            check_record_files(point.run_dir)  # before settings.toml changes
-        except OSError:
-            checkpointer.close()  # lets the folder's lock go
-            raise
-        saved = point.run_dir / SETTINGS_FILE
-        if dataclasses.asdict(run_settings) != point.settings or not saved.exists():
-            atomic_write_text(saved, run_settings.to_toml())
-    trainer.checkpointer = checkpointer
-    # A record the disk refuses stops the run (saved, then "failed" with the cause); the
-    # writers themselves never raise into the training loop.
-    fail = trainer.control.fail
-    files: list[ev.Sink] = [MetricsWriter(trainer.run_dir, fail),
-                            log_file(trainer.run_dir, fail), checkpointer]
-    if trainer.settings.tensorboard:
-        files.insert(2, TensorBoardSink(trainer.run_dir, fail))
-    trainer.sinks = [*sinks, *files]
-    for event in early:
-        for sink in files:
-            sink(event)
-    trainer.resume_warnings = warnings  # type: ignore[attr-defined]
-    for text in warnings:
-        for sink in trainer.sinks:
+        run_dir = create_run_dir(settings)
+        files.open(run_dir, settings, RunCheckpointer(run_dir, settings.max_checkpoint_num))
+        return trainer
+    point = find_resume(resume, Path(settings.checkpoint_path))
+    distributed.broadcast_object(str(point.path), dist)
+    run_settings = resume_settings(point.settings, overrides)
+    trainer = Trainer(run_settings, files, sinks=live, control=control, checkpointer=files,
+                      dist=dist, load_weights=False, source=source, model=model,
+                      resumed_from=str(point.path))
+    trainer.load_state_dict(point.state)
+    if run_settings.epoch_num < trainer.generation:
+        # Checked before the folder is touched: settings.toml would otherwise say
+        # fewer generations than the run's own history holds.
+        raise SettingsError(
+            f"epoch_num = {run_settings.epoch_num} is fewer than the "
+            f"{trainer.generation} generations this run has done; give "
+            f"{trainer.generation} or more."
+        )
+    # Taken before touching the folder: refuses a run that another process trains.
+    checkpointer = RunCheckpointer(point.run_dir, run_settings.max_checkpoint_num)
+    try:
+        check_record_files(point.run_dir)  # before settings.toml changes
+    except OSError:
+        checkpointer.close()  # lets the folder's lock go
+        raise
+    saved = point.run_dir / SETTINGS_FILE
+    if dataclasses.asdict(run_settings) != point.settings or not saved.exists():
+        atomic_write_text(saved, run_settings.to_toml())
+    files.open(point.run_dir, run_settings, checkpointer)
+    for text in point.warnings:
+        for sink in live:
             sink(ev.Message("warning", text))
     return trainer
 
@@ -189,7 +231,6 @@ def _open_follower(
     point = find_resume(Path(chosen), Path(settings.checkpoint_path))
     trainer = Trainer(resume_settings(point.settings, overrides), point.run_dir,
                       sinks=sinks, control=control, dist=dist, load_weights=False,
-                      source=source, model=model)
+                      source=source, model=model, resumed_from=str(point.path))
     trainer.load_state_dict(point.state)
-    trainer.resumed_from = str(point.path)
     return trainer

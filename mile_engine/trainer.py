@@ -82,6 +82,17 @@ class Checkpointer(Protocol):
         ...
 
 
+class RunFolder(Protocol):
+    """A run folder made only once the trainer is built and checked (the session's
+    `RunFiles`), so that a refused run leaves nothing behind: the trainer reads its
+    path when it needs one, at the start of training."""
+
+    @property
+    def path(self) -> Path:
+        """The folder; `Path()` until it is made."""
+        ...
+
+
 class StopRun(Exception):
     """Raised between steps when a stop was requested."""
 
@@ -125,8 +136,12 @@ class Trainer:
     device: torch.device
     dtype: torch.dtype
     precision_reason: str  # why `dtype`: "set", or the rule `auto` followed
-    run_dir: Path
     dist: DistContext
+    # -- records: the run folder (`run_dir`), the event sinks and the saver
+    sinks: list[ev.Sink]
+    control: Control
+    checkpointer: Checkpointer | None
+    resumed_from: str | None  # the checkpoint this run continues from
     # -- networks and optimisation (one optimizer for the one trainable network)
     student: nn.Module
     teacher: nn.Module
@@ -150,7 +165,7 @@ class Trainer:
     def __init__(
         self,
         settings: Settings,
-        run_dir: Path,
+        run_dir: Path | RunFolder,
         sinks: Sequence[ev.Sink] = (),
         control: Control | None = None,
         checkpointer: Checkpointer | None = None,
@@ -158,8 +173,12 @@ class Trainer:
         dist: DistContext | None = None,
         load_weights: bool = True,
         model: nn.Module | None = None,
+        resumed_from: str | None = None,
     ) -> None:
-        """`load_weights=False` skips `settings.weights`: a resume overwrites them with
+        """`run_dir` is the run's folder, or a `RunFolder` made once the trainer is
+        built; `sinks` receive every event, from the data set's download onwards.
+
+        `load_weights=False` skips `settings.weights`: a resume overwrites them with
         the checkpoint anyway, and the file may have moved since the run began.
 
         `model` is the caller's own network, trained as the student in place of the one
@@ -167,7 +186,7 @@ class Trainer:
         batches and give one logit a class. `source` is the caller's own `DataSource`."""
         self.settings = settings
         self.dist = dist or DistContext()
-        self.run_dir = run_dir
+        self._folder = run_dir
         self.sinks = list(sinks)
         self.control = control or Control()
         self.checkpointer = checkpointer
@@ -246,13 +265,18 @@ class Trainer:
         self.best_metrics = None
         self.history = []
         self.reference: dict[str, float] = {}
-        self.resumed_from: str | None = None
+        self.resumed_from = resumed_from
         self._window = _Window(self.device)
         self._requests: RequestPoller | None = None  # the run folder's steering requests
         self._system: SystemSampler | None = None
         self._position_at = time.perf_counter()
         self._elapsed_before = 0.0
         self._started = time.perf_counter()
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's folder (`Path()` for a run without one)."""
+        return self._folder if isinstance(self._folder, Path) else self._folder.path
 
     # ------------------------------------------------------------------ helpers
     def _parallel(self, student: nn.Module) -> nn.Module:

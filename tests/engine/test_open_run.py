@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+import torchvision
 
+from mile_engine import events as ev
 from mile_engine import session
 from mile_engine.config.schema import SettingsError
+from mile_engine.runstore.layout import LOG_FILE
 from mile_engine.session import open_run
 from tests.helpers.settings import tiny
 
@@ -69,3 +73,26 @@ def test_a_resume_with_fewer_generations_than_done_is_refused_and_changes_nothin
     again = open_run(settings, resume=run_dir, overrides=["epoch_num=2"])
     ended = again.train()
     assert ended.status == "finished" and ended.global_step == trainer.global_step
+
+
+def test_what_is_said_while_the_trainer_is_built_is_logged_once_the_folder_exists(
+    tmp_path: Path,
+) -> None:
+    weights = tmp_path / "start.pt"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)
+    runs = tmp_path / "runs"
+    said: list[tuple[str, bool]] = []  # each message, and whether a run folder existed
+
+    def sink(event: ev.Event) -> None:
+        if isinstance(event, ev.Message):
+            said.append((event.text, runs.exists() and any(runs.iterdir())))
+
+    trainer = open_run(tiny(checkpoint_path=str(runs), weights=str(weights)), sinks=[sink])
+    trainer.checkpointer.close()  # type: ignore[union-attr]
+    # The weights notes came while the trainer was built, before the folder was made ...
+    assert [made for _, made in said] == [False, False]
+    assert "120 tensors loaded" in said[0][0]
+    # ... and run.log holds them all the same, in the order they were said.
+    logged = [line.split(" info: ", 1)[1]
+              for line in (trainer.run_dir / LOG_FILE).read_text().splitlines()]
+    assert logged == [text for text, _ in said]
