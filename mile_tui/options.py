@@ -14,7 +14,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from mile_engine.config.loader import load_settings
+from mile_engine.config.loader import load_settings, read_toml
 from mile_engine.config.schema import Settings, SettingsError
 from mile_engine.config.validation import check_checkpoint_path
 from mile_tui.headless import EXIT_USAGE
@@ -87,3 +87,16 @@ def settings_from_cli(
     except SettingsError as exc:
         fail(str(exc))
     return settings
+
+
+def file_values_from_cli(config: Path | None) -> dict[str, Any] | None:
+    """The values of the file `--config` names, as bare setting names (None without
+    one), for a command that lays them over a saved run's own settings rather than the
+    defaults; ./mile.toml is read only when named. A refusal is one line, exit 2, as
+    `settings_from_cli`'s."""
+    if config is None:
+        return None
+    try:
+        return read_toml(config)
+    except SettingsError as exc:
+        fail(str(exc))

@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mile_engine.config.loader import read_toml
 from mile_engine.config.schema import SettingsError
 from mile_engine.config.validation import parse_ascii_float
 from mile_engine.runstore.files import CheckpointError
@@ -25,7 +24,7 @@ from mile_engine.runstore.manifest import check_against_manifest, load_checkpoin
 from mile_engine.runstore.records import json_clean
 from mile_engine.runstore.saves import resolve_checkpoint
 from mile_tui.headless import exit_code_for
-from mile_tui.options import FLAG, fail, settings_from_cli
+from mile_tui.options import FLAG, fail, file_values_from_cli, settings_from_cli
 
 ConfigOption = Annotated[
     Path | None,
@@ -53,15 +52,6 @@ METRIC_COLUMNS = (("top1", "top-1"), ("real_accuracy", "ReaL acc"), ("real_f1", 
                   ("coverage", "coverage"))
 
 
-def _file_values(config: Path | None) -> dict[str, Any] | None:
-    if config is None:
-        return None
-    try:
-        return read_toml(config)
-    except SettingsError as exc:
-        fail(str(exc))
-
-
 def _root(config: Path | None, overrides: list[str]) -> Path:
     """checkpoint_path for relative names: the settings the user named, read as every
     command reads them (--config, else ./mile.toml if present, then --set)."""
@@ -72,7 +62,7 @@ def _load(checkpoint: str, config: Path | None, overrides: list[str] | None) -> 
     """Resolve and load the checkpoint; every failure exits 2 with one line."""
     from mile_engine.reports.inference import load_model
 
-    values = _file_values(config)
+    values = file_values_from_cli(config)
     overrides = overrides or []
     try:
         path, _ = resolve_checkpoint(checkpoint, _root(config, overrides))

@@ -64,6 +64,22 @@ def test_eval_bad_input_exits_2(run: TrainedRun, args: list[str], message: str) 
     assert result.exit_code == 2 and message in result.output
 
 
+def test_eval_takes_the_named_files_evaluation_keys_and_leaves_training_keys(
+    run: TrainedRun, tmp_path: Path
+) -> None:
+    saved = json.loads(runner.invoke(app, ["eval", str(run.checkpoint), "--json"]).output)
+    assert saved["rows"][0]["rho"] != 0.3
+    config = tmp_path / "eval.toml"
+    config.write_text("rho = 0.3\nk_t = 99\n", encoding="utf-8")
+    result = runner.invoke(app, ["eval", str(run.checkpoint), "--json", "--config",
+                                 str(config)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["rows"][0]["rho"] == 0.3  # k_t = 99 is not refused
+    result = runner.invoke(app, ["eval", str(run.checkpoint), "--config",
+                                 str(tmp_path / "missing.toml")])
+    assert result.exit_code == 2 and "missing.toml: no such settings file" in result.output
+
+
 def test_eval_missing_or_corrupt_checkpoint_exits_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval", str(tmp_path / "nope.pt")])
     assert result.exit_code == 2 and "no such checkpoint" in result.output
