@@ -25,7 +25,6 @@ from mile_tui.headless import (
     exit_code_for,
 )
 from mile_tui.options import (
-    DEFAULT_CONFIG,
     FLAG,
     ConfigOption,
     Group,
@@ -35,8 +34,7 @@ from mile_tui.options import (
     settings_from_cli,
 )
 
-__all__ = ["DEFAULT_CONFIG", "app", "expand_resume_flag", "fail", "main", "run_headless",
-           "settings_from_cli"]
+__all__ = ["app", "expand_resume_flag", "main", "run_headless"]
 
 app = typer.Typer(
     name="mile-tui",
