@@ -228,6 +228,15 @@ def build_settings(
     return settings
 
 
+# The paths a data set cannot do without, and what they hold (for the message).
+DATASET_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "folder": (("data_path", "val_path"),
+               "the training and validation folders, one sub-folder per class"),
+    "imagenet": (("data_path", "val_path", "real_path"),
+                 "the train folder, the validation images and ReaL's real.json"),
+}
+
+
 def check_consistency(settings: Settings, source: str = "settings") -> None:
     """Reject combinations of values that cannot work together."""
     model_classes = MODEL_CLASSES.get(settings.model)
@@ -238,20 +247,12 @@ def check_consistency(settings: Settings, source: str = "settings") -> None:
             f"'{settings.dataset}' has {known}; use model = \"resnet18\" or \"resnet50\" (or "
             "any torchvision classifier: its head is sized to the dataset's classes)."
         )
-    if settings.dataset == "folder":
-        missing = [k for k in ("data_path", "val_path") if not getattr(settings, k)]
-        if missing:
-            raise SettingsError(
-                f"{source}: dataset 'folder' needs {', '.join(missing)} (the training and "
-                "validation folders, one sub-folder per class)."
-            )
-    if settings.dataset == "imagenet":
-        missing = [k for k in ("data_path", "val_path", "real_path") if not getattr(settings, k)]
-        if missing:
-            raise SettingsError(
-                f"{source}: dataset 'imagenet' needs {', '.join(missing)} "
-                "(the train folder, the validation images and ReaL's real.json)."
-            )
+    needs, what = DATASET_NEEDS.get(settings.dataset, ((), ""))
+    missing = [k for k in needs if not getattr(settings, k)]
+    if missing:
+        raise SettingsError(
+            f"{source}: dataset '{settings.dataset}' needs {', '.join(missing)} ({what})."
+        )
 
 
 def check_checkpoint_path(settings: Settings) -> None:
