@@ -1,17 +1,14 @@
 """The training console: a Textual app with a Runs screen, a settings screen and a run
 screen.
 
-The run screen renders the events of one `RunSource` (`mile_tui.sources`; DESIGN.md,
-"Runs as event streams"): the console's own trainer in a thread worker, or a run folder
-that another process trains, replayed from its `metrics.jsonl` in a thread worker and
-then followed. The app polls the source at most twice a second, so the redraw rate does
-not follow the step rate and the trainer never waits for the UI, and steers either
-source the same way.
+The run screen renders and polls the events of one `RunSource` (`mile_tui.sources`;
+DESIGN.md, "Runs as event streams"): the console's own trainer in a thread worker, or a
+run folder that another process trains. The app launches runs and steers either source
+the same way.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +16,12 @@ from typing import Any
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from mile_engine.config.schema import Settings, SettingsError
 from mile_engine.runstore.catalog import RunSummary, summarize_run
 from mile_engine.runstore.steering import Request, SteeringError
+from mile_tui.palette import console_commands
 from mile_tui.preferences import (
     Preferences,
     load_preferences,
@@ -39,18 +36,8 @@ from mile_tui.screens.run import RunScreen, resume_hint
 from mile_tui.screens.runs import RunsScreen, any_runs
 from mile_tui.screens.settings import SettingsScreen
 from mile_tui.screens.settings_form import SettingsForm
-from mile_tui.sources import (
-    EventBuffer,
-    EventsReady,
-    FollowedRun,
-    LocalRun,
-    RunSource,
-)
+from mile_tui.sources import EventBuffer, EventsReady, FollowedRun, LocalRun, RunSource
 
-# Seconds between two redraws of the run screen, at least: training panels need no
-# more than two redraws a second, and fewer redraws leave the cores to the trainer.
-# benchmarks/tui_overhead.py measures what the console costs (docs/speed.md).
-DRAIN_INTERVAL = 0.5
 DEFAULT_SETTINGS = Path("mile.toml")
 
 
@@ -90,18 +77,11 @@ class MileApp(App[None]):
         self.autostart = autostart
         self.buffer = EventBuffer(lambda: self.post_message(EventsReady()))
         """Where the console's own trainer thread puts its events."""
-        self.source: RunSource | None = None
-        """The run on the run screen that the run controls steer (None: none yet)."""
-        self._follow_timer: Timer | None = None
-        self._shown_status = ""  # the source's status when the footer was last refreshed
         # The screen calls back after a save: it never needs to know the app's class.
         self.settings_screen = SettingsScreen(self.form, self.remember_settings_file)
         self.run_screen = RunScreen()
         self.resumer = Resumer(self, lambda: self.running, self._resume_now)
         self.runs_screen = RunsScreen(self.run_roots, self.open_run, self.resumer.resume)
-        self.drains = 0
-        self._last_drain = 0.0
-        self._drain_scheduled = False
         self._quit_after_run = False
         self.exit_note: str | None = None
         """Printed on the terminal once the app has closed (where a stopped run's save is)."""
@@ -190,31 +170,18 @@ class MileApp(App[None]):
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """The command palette: the run's controls next to Textual's own commands."""
         yield from super().get_system_commands(screen)
-        for title, text, command in (
-            ("Start run", "Train with the settings on screen", self.action_start_run),
-            ("Pause / resume run", "Pause between steps, or go on", self.action_toggle_pause),
-            ("Stop run", "Stop cleanly before the next step", self.action_stop_run),
-            ("Save checkpoint now", "Write a checkpoint before the next step",
-             self.action_save_now),
-            ("Resume latest run", "Continue the newest run under checkpoint_path",
-             self.action_resume_latest),
-            ("Resume from selected save",
-             "Continue from the save highlighted in the checkpoint panel",
-             self.action_resume_selected),
-            ("Browse checkpoints", "Verify, prune, export the saves (F4)",
-             self.action_browse_checkpoints),
-            ("Save settings", "Write the settings file (ctrl+s)",
-             self.settings_screen.action_save),
-            ("Reload settings", "Read the settings file again",
-             self.settings_screen.action_reload),
-            ("Show settings", "The settings screen (F2)", self.action_show_settings),
-            ("Show run", "The run screen (F3)", self.action_show_run),
-            ("Show runs", "Every run: open, watch, resume, compare (F6)",
-             self.action_show_runs),
-        ):
-            yield SystemCommand(title, text, command)
+        yield from console_commands(self)
 
     # ------------------------------------------------------------------ run state
+    @property
+    def source(self) -> RunSource | None:
+        """The run on the run screen, which the run controls steer (None: none yet)."""
+        return self.run_screen.run_source
+
+    @source.setter
+    def source(self, source: RunSource | None) -> None:
+        self.run_screen.run_source = source
+
     @property
     def running(self) -> bool:
         """Whether this console's own trainer thread is alive."""
@@ -233,7 +200,7 @@ class MileApp(App[None]):
     @property
     def followed(self) -> FollowedRun | None:
         """The run folder the run screen follows as another process trains it."""
-        return self.source if isinstance(self.source, FollowedRun) else None
+        return self.run_screen.followed
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Grey out run controls that do nothing in the current state; while the run
@@ -314,7 +281,7 @@ class MileApp(App[None]):
         """Start the trainer thread; with `history` (the resumed run's folder) its
         earlier events are read and shown first, before the trainer adds to them.
         `overrides`: `key=value` changes to a resumed run's saved settings."""
-        self._stop_following()
+        self.run_screen.stop_following()
         unsaved = self.form.dirty and resume is None
         self.run_screen.begin("starting", warning="the run uses unsaved settings" if unsaved
                               else None)
@@ -323,7 +290,7 @@ class MileApp(App[None]):
         local = LocalRun(self.buffer)
         self.source = local
         local.start(self, settings, resume, before=before, overrides=overrides)
-        self._refresh_controls()
+        self.run_screen.refresh_controls()
 
     # ------------------------------------------------------------------ open / follow
     def open_run(self, run: RunSummary) -> None:
@@ -340,30 +307,9 @@ class MileApp(App[None]):
         if self.followed is not None and self.followed.run_dir == run.path:
             self.action_show_run()
             return
-        self._stop_following()
-        self.run_screen.open_history(run, self._follow)
+        self.run_screen.stop_following()
+        self.run_screen.open_history(run, self.run_screen.follow)
         self.action_show_run()
-
-    def _follow(self, source: FollowedRun) -> None:
-        """Follow a run another process trains: its folder is polled at the redraw rate."""
-        self.source = source
-        self._follow_timer = self.set_interval(DRAIN_INTERVAL, self._drain)
-        self._refresh_controls()
-
-    def _stop_following(self) -> None:
-        if self._follow_timer is not None:
-            self._follow_timer.stop()
-            self._follow_timer = None
-        if self.followed is not None:
-            self.source = None
-            self.run_screen.source = ""
-            self.run_screen.redraw(())  # the title no longer says "watching"
-            self._refresh_controls()
-
-    def _refresh_controls(self) -> None:
-        """Refresh the footer's run controls: they follow the run's status."""
-        self._shown_status = self.source.status if self.source is not None else ""
-        self.refresh_bindings()
 
     def _request(self, request: Request, what: str) -> None:
         """Send `request` to the run on screen, wherever it trains; say so when there is
@@ -385,7 +331,7 @@ class MileApp(App[None]):
         status = {"pause": "pausing", "stop": "stopping"}.get(request)
         if status:
             self.run_screen.set_status(status)
-        self._refresh_controls()
+        self.run_screen.refresh_controls()
 
     def action_toggle_pause(self) -> None:
         """Pause between two steps, or let a paused run go on."""
@@ -432,36 +378,8 @@ class MileApp(App[None]):
 
     # ------------------------------------------------------------------ events
     def on_events_ready(self, _: EventsReady) -> None:
-        """Drain now, or once the redraw interval has passed since the last drain."""
-        if self._drain_scheduled:
-            return
-        wait = self._last_drain + DRAIN_INTERVAL - time.monotonic()
-        if wait > 0:
-            self._drain_scheduled = True
-            self.set_timer(wait, self._drain)
-        else:
-            self._drain()
-
-    def _drain(self) -> None:
-        """Fold in what the run's source has sent since the last look; notice the end
-        of a followed run."""
-        self._drain_scheduled = False
-        self._last_drain = time.monotonic()
-        source = self.source
-        if source is None:
-            return
-        events = source.poll()
-        if events:
-            self.drains += 1
-            self.run_screen.show_live(events)
-        if self._follow_timer is not None and not source.live:
-            if source.status == "interrupted":
-                self.run_screen.set_status("interrupted")
-                self.run_screen.note("error", "the run's process is gone without an end "
-                                     "record (killed?): resume it from its newest save (r)")
-            self._stop_following()
-        elif source.status != self._shown_status:
-            self._refresh_controls()
+        """The console's own trainer sent events: the run screen draws them in time."""
+        self.run_screen.events_ready()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Refresh the footer's controls; leave once a stop asked by quitting is done."""
@@ -473,7 +391,7 @@ class MileApp(App[None]):
             self.run_screen.note("error", f"trainer thread crashed: {event.worker.error}")
             self.run_screen.set_status("failed")
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
-            self._drain()
+            self.run_screen.drain()
             if self._quit_after_run:
                 self.exit_note = resume_hint(self.run_screen.view)
                 self.exit()

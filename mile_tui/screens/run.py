@@ -1,12 +1,15 @@
 """The run screen: live panels for the phase, loss, pseudo-labels, metrics, saves, log and
 the training process's load.
 
-It has one input, events, whatever their source: the console's own trainer thread, or a
-run folder's `metrics.jsonl` replayed and followed from disk (a headless or torchrun run).
+It has one input, events, whatever their source (a `RunSource`): the console's own
+trainer thread, or a run folder's `metrics.jsonl` replayed and followed from disk (a
+headless or torchrun run). The screen polls its source at most twice a second, so the
+redraw rate does not follow the step rate and the trainer never waits for the UI.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
@@ -15,12 +18,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Header
 
 from mile_engine import events as ev
 from mile_engine.runstore.catalog import RunSummary
 from mile_tui.headless import resume_command
-from mile_tui.sources import FollowedRun, fold_history
+from mile_tui.sources import FollowedRun, RunSource, fold_history
 from mile_tui.widgets import run_view as rv
 from mile_tui.widgets.checkpoints import CheckpointPanel
 from mile_tui.widgets.evaluation import EvalTable
@@ -30,6 +34,10 @@ from mile_tui.widgets.phase import PhasePanel
 from mile_tui.widgets.pseudo import PseudoPanel
 from mile_tui.widgets.system import SystemPanel
 
+# Seconds between two redraws of the run screen, at least: training panels need no
+# more than two redraws a second, and fewer redraws leave the cores to the trainer.
+# benchmarks/tui_overhead.py measures what the console costs (docs/speed.md).
+DRAIN_INTERVAL = 0.5
 
 class Panel(Protocol):
     """What every run panel offers: redraw from the run's state."""
@@ -71,6 +79,13 @@ class RunScreen(Screen[None]):
         self.source = ""
         """Where the events come from when not from this console ("watching host pid 7")."""
         self._reading = 0  # counts the runs shown: a history read for an older one is dropped
+        self.run_source: RunSource | None = None
+        """The run whose events this screen shows and the run controls steer."""
+        self.drains = 0
+        self._last_drain = 0.0
+        self._drain_scheduled = False
+        self._follow_timer: Timer | None = None
+        self._shown_status = ""  # the source's status when the footer was last refreshed
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -176,6 +191,66 @@ class RunScreen(Screen[None]):
                 self._show_earlier_saves(Path(event.run_dir))
             if isinstance(event, ev.RunEnded):
                 self._announce_end(event)
+
+    # ------------------------------------------------------------------ polling
+    @property
+    def followed(self) -> FollowedRun | None:
+        """The run folder this screen follows as another process trains it."""
+        return self.run_source if isinstance(self.run_source, FollowedRun) else None
+
+    def follow(self, source: FollowedRun) -> None:
+        """Follow a run another process trains: its folder is polled at the redraw rate."""
+        self.run_source = source
+        self._follow_timer = self.app.set_interval(DRAIN_INTERVAL, self.drain)
+        self.refresh_controls()
+
+    def stop_following(self) -> None:
+        """Stop polling a followed run's folder (the console's own run is left alone)."""
+        if self._follow_timer is not None:
+            self._follow_timer.stop()
+            self._follow_timer = None
+        if self.followed is not None:
+            self.run_source = None
+            self.source = ""
+            self.redraw(())  # the title no longer says "watching"
+            self.refresh_controls()
+
+    def refresh_controls(self) -> None:
+        """Refresh the footer's run controls: they follow the run's status."""
+        self._shown_status = self.run_source.status if self.run_source is not None else ""
+        self.app.refresh_bindings()
+
+    def events_ready(self) -> None:
+        """Drain now, or once the redraw interval has passed since the last drain."""
+        if self._drain_scheduled:
+            return
+        wait = self._last_drain + DRAIN_INTERVAL - time.monotonic()
+        if wait > 0:
+            self._drain_scheduled = True
+            self.app.set_timer(wait, self.drain)
+        else:
+            self.drain()
+
+    def drain(self) -> None:
+        """Fold in what the run's source has sent since the last look; notice the end
+        of a followed run."""
+        self._drain_scheduled = False
+        self._last_drain = time.monotonic()
+        source = self.run_source
+        if source is None:
+            return
+        events = source.poll()
+        if events:
+            self.drains += 1
+            self.show_live(events)
+        if self._follow_timer is not None and not source.live:
+            if source.status == "interrupted":
+                self.set_status("interrupted")
+                self.note("error", "the run's process is gone without an end "
+                          "record (killed?): resume it from its newest save (r)")
+            self.stop_following()
+        elif source.status != self._shown_status:
+            self.refresh_controls()
 
     def _show_earlier_saves(self, run_dir: Path) -> None:
         try:

@@ -16,8 +16,9 @@ from mile_engine import events as ev
 from mile_engine.control import Control
 from mile_engine.data import Batch
 from mile_engine.data.tiles import GridSource
-from mile_tui.app import DRAIN_INTERVAL, MileApp, create_app
+from mile_tui.app import MileApp, create_app
 from mile_tui.screens.dialogs import ConfirmScreen
+from mile_tui.screens.run import DRAIN_INTERVAL
 from mile_tui.screens.settings import SettingsScreen
 from mile_tui.sources import EventsReady, LocalRun
 from mile_tui.widgets.log import LogPanel
@@ -302,7 +303,7 @@ async def test_redraws_are_bounded_however_fast_events_come(
     settings_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = FakeClock()
-    monkeypatch.setattr("mile_tui.app.time", clock)
+    monkeypatch.setattr("mile_tui.screens.run.time", clock)
     app = create_app(settings_file)
     step = ev.StepLogged(1, "interactive", 1, 3, 1, 6, 0.5, 0.05, 100.0, 0.1)
     async with app.run_test(size=SIZE) as pilot:
@@ -312,7 +313,7 @@ async def test_redraws_are_bounded_however_fast_events_come(
         set_timer = app.set_timer
 
         def catch_drains(delay: float, callback: Any = None, **kw: Any) -> Any:
-            if callback == app._drain:
+            if callback == app.run_screen.drain:
                 timers.append((delay, callback))
                 return None
             return set_timer(delay, callback, **kw)
@@ -331,30 +332,30 @@ async def test_redraws_are_bounded_however_fast_events_come(
             thread.join()
 
         flood(1)  # the first batch of events is drawn at once
-        await wait_for(pilot, lambda: app.drains == 1)
+        await wait_for(pilot, lambda: app.run_screen.drains == 1)
         flood(2000)  # within the same instant: the next drawing waits a whole interval
-        await wait_for(pilot, lambda: bool(timers) or app.drains > 1)
+        await wait_for(pilot, lambda: bool(timers) or app.run_screen.drains > 1)
         for _ in range(5):
             app.on_events_ready(EventsReady())  # more wake-ups change nothing
-        assert app.drains == 1 and len(timers) == 1
+        assert app.run_screen.drains == 1 and len(timers) == 1
         assert timers[0][0] == pytest.approx(DRAIN_INTERVAL)
 
         clock.now += DRAIN_INTERVAL
         timers.pop()[1]()
-        assert app.drains == 2 and len(app.run_screen.view.losses) > 0
+        assert app.run_screen.drains == 2 and len(app.run_screen.view.losses) > 0
         assert app.buffer.drain() == []  # all 2,000 went into that one drawing
 
         clock.now += 0.2  # events 0.2 s after a drawing wait out the rest of the interval
         flood(10)
-        await wait_for(pilot, lambda: bool(timers) or app.drains > 2)
-        assert timers[0][0] == pytest.approx(DRAIN_INTERVAL - 0.2) and app.drains == 2
+        await wait_for(pilot, lambda: bool(timers) or app.run_screen.drains > 2)
+        assert timers[0][0] == pytest.approx(DRAIN_INTERVAL - 0.2) and app.run_screen.drains == 2
         clock.now += DRAIN_INTERVAL - 0.2
         timers.pop()[1]()
-        assert app.drains == 3
+        assert app.run_screen.drains == 3
 
         clock.now += 3 * DRAIN_INTERVAL  # after a quiet spell, drawn at once
         flood(10)
-        await wait_for(pilot, lambda: app.drains == 4)
+        await wait_for(pilot, lambda: app.run_screen.drains == 4)
         assert timers == []
 
 
