@@ -1,4 +1,5 @@
-"""open_run refuses a checkpoint_path where no run folder can be made, before building."""
+"""open_run: a run folder is made only once the trainer is built and checked, and what
+was said before it existed reaches its run.log."""
 
 from __future__ import annotations
 
