@@ -24,6 +24,7 @@ from textual.widgets import Footer, Header
 from mile_engine import events as ev
 from mile_engine.runstore.catalog import RunSummary
 from mile_tui.headless import resume_command
+from mile_tui.marks import cut_name
 from mile_tui.sources import FollowedRun, RunSource, fold_history
 from mile_tui.widgets import run_view as rv
 from mile_tui.widgets.checkpoints import CheckpointPanel
@@ -294,11 +295,10 @@ class RunScreen(Screen[None]):
                 continue
             widget: Panel = self.query_one(f"#{panel}")  # type: ignore[assignment]
             widget.show(self.view)
-        # The folder's name, not its path: an 80-column header cuts the end, and the
-        # name's end is what tells one day's runs apart (the log has the whole path).
-        name = f"run {Path(self.view.run_dir).name}" if self.view.run_dir else "run"
-        self.sub_title = " · ".join(part for part in (
-            name, self.view.status, self.source) if part)
+        self.sub_title = header_text(
+            Path(self.view.run_dir).name if self.view.run_dir else "",
+            [self.view.status, self.source],
+            self.app.size.width - len(self.app.title) - HEADER_CHROME)
 
     def _show_system(self) -> None:
         panel = self.query_one(SystemPanel)
@@ -322,3 +322,23 @@ def resume_hint(view: rv.RunView) -> str:
         return f"{where}; no checkpoint was written in {view.run_dir}."
     return (f"{where}. Newest save: {view.checkpoints[-1].path}\n"
             f"Resume with:\n  {resume_command(view.run_dir)}")
+
+
+# The header's own cells around "title — sub_title": its icon, padding and the dash.
+HEADER_CHROME = 14
+
+
+def header_text(run_name: str, states: list[str], width: int) -> str:
+    """The run screen's header: the run folder's name, then its status and where its
+    events come from, in at most `width` cells where it can.
+
+    The folder's name, not its path (the log has the whole path); when all of it does
+    not fit, the name gives way first, keeping its time stamp and end (what tells one
+    day's runs apart), so the status and "watching" stay readable at 80 columns.
+    """
+    rest = " · ".join(state for state in states if state)
+    if not run_name:
+        return " · ".join(part for part in ("run", rest) if part)
+    room = width - len("run ") - (len(rest) + 3 if rest else 0)
+    name = run_name if len(run_name) <= room else cut_name(run_name, max(room, 12))
+    return " · ".join(part for part in (f"run {name}", rest) if part)

@@ -8,6 +8,7 @@ pytest tests/tui/test_run_screen_small.py --snapshot-update
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from textual.widgets import RichLog
 
 from mile_engine import events as ev
 from mile_tui.app import MileApp, create_app
+from mile_tui.screens.run import header_text
 from mile_tui.widgets.log import BREAK_AFTER, LogPanel, break_offsets
 
 SMALL = (80, 24)
@@ -129,3 +131,28 @@ def test_run_screen_with_system_panel_small(snap_compare: Any, settings_file: Pa
         await show(app, pilot, run_events(True))
 
     assert snap_compare(app, terminal_size=SMALL, run_before=feed)
+
+
+@given(
+    stamp=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31)),
+    tail=st.sampled_from(["digits-mile", "fashion-mnist-LL-Ct", "folder-sigmoid-2"]),
+    status=st.sampled_from(["running", "paused", "finished", ""]),
+    source=st.sampled_from(["", "watching", "watching gpu-node-17 pid 123456"]),
+    width=st.integers(min_value=40, max_value=200),
+)
+def test_header_keeps_status_and_source_whole_and_the_name_s_end(
+    stamp: datetime, tail: str, status: str, source: str, width: int
+) -> None:
+    name = f"{stamp:%Y%m%d-%H%M%S}-{tail}"
+    text = header_text(name, [status, source], width)
+    states = " · ".join(s for s in (status, source) if s)
+    # Whatever the width, the status and where the events come from are whole, after
+    # the name; the name keeps its end (dataset and schema).
+    assert text.endswith(states)
+    shown = text.removeprefix("run ").removesuffix(states).removesuffix(" · ")
+    assert shown.endswith(tail[-4:])
+    # It fits whenever a 12-cell name can; the whole name whenever it fits.
+    if width >= len("run ") + 12 + (len(states) + 3 if states else 0):
+        assert len(text) <= width
+    if len("run ") + len(name) + (len(states) + 3 if states else 0) <= width:
+        assert shown == name
