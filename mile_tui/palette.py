@@ -4,15 +4,32 @@ settings file and the screens, next to Textual's own commands."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from textual.app import SystemCommand
 
-if TYPE_CHECKING:
-    from mile_tui.app import MileApp
+
+class Console(Protocol):
+    """What the palette calls on the console (the app), named here rather than imported
+    from `mile_tui.app`, which imports this module."""
+
+    @property
+    def settings_screen(self) -> Any:
+        """The settings screen (its `action_save`, `action_reload`)."""
+
+    def action_start_run(self) -> Any: ...
+    def action_toggle_pause(self) -> Any: ...
+    def action_stop_run(self) -> Any: ...
+    def action_save_now(self) -> Any: ...
+    def action_resume_latest(self) -> Any: ...
+    def action_resume_selected(self) -> Any: ...
+    def action_browse_checkpoints(self) -> Any: ...
+    def action_show_settings(self) -> Any: ...
+    def action_show_run(self) -> Any: ...
+    def action_show_runs(self) -> Any: ...
 
 
-def console_commands(app: MileApp) -> Iterator[SystemCommand]:
+def console_commands(app: Console) -> Iterator[SystemCommand]:
     """The palette's commands of the console `app`, in the order they are listed."""
     for title, text, command in (
         ("Start run", "Train with the settings on screen", app.action_start_run),
