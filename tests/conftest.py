@@ -3,9 +3,11 @@ apart from the user's and from other tests'."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from mile_engine.config.schema import Settings
 from mile_tui.preferences import CONFIG_DIR_ENV
@@ -37,3 +39,11 @@ def no_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
     plain `pytest`. A test that wants a width sets it."""
     monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.delenv("LINES", raising=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`pytest -n 2`) each worker trains on one thread: two workers
+    of two threads each on two cores wait on one another in OpenMP and run several times
+    slower than one thread each (child processes get OMP_NUM_THREADS=1 the same way)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)

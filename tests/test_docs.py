@@ -32,7 +32,7 @@ INSTALL_COMMAND = (
 )
 TEST_COMMAND = (
     "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && "
-    "ruff check . && mypy && mkdocs build --strict && pytest"
+    "ruff check . && mypy && mkdocs build --strict && pytest -n 2"
 )
 
 
