@@ -1,9 +1,10 @@
-"""The run screen at 80x24: the run's name in the header, the loss chart keeping its rows
-once the system panel appears, and log lines broken between words or after a `/`, never
-inside a name. Snapshots with fixed events; the log's line breaking against a model.
+"""The run screen (screens/run.py) at 80x24: the run's name in the header, the loss
+chart keeping its rows once the system panel appears, and log lines broken between words
+or after a `/`, never inside a name. Snapshots with fixed events; the log's line
+breaking against a model.
 
 Update after an intended change with:
-pytest tests/tui/test_run_screen_small.py --snapshot-update
+pytest tests/tui/test_run_screen.py --snapshot-update
 """
 
 from __future__ import annotations
