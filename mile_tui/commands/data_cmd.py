@@ -1,9 +1,9 @@
 """`mile-tui data check`: what a folder data set holds, before a run.
 
-Reads `data_path`, `val_path` and `val_labels_path` from the settings (`--config`,
-`--set`) as `dataset = "folder"` would, decodes every image as training would, and
-reports the classes, images per class, formats, unreadable files, the label file's
-coverage and every problem. Exit 0 when a run could train on it, 2 with the reasons
+Reads `data_path`, `val_path`, `val_labels_path` and `train_labels_path` from the
+settings (`--config`, `--set`) as `dataset = "folder"` would, decodes every image as
+training would, and reports the classes, images per class, formats, unreadable files,
+the label files' coverage and every problem. Exit 0 when a run could train on it, 2 with the reasons
 otherwise.
 """
 
@@ -42,11 +42,12 @@ def check(
         bool, typer.Option("--json", metavar=FLAG, help="One JSON document on stdout.")
     ] = False,
 ) -> None:
-    """Report what data_path, val_path and val_labels_path hold (dataset = "folder").
+    """Report what data_path, val_path and the label files hold (dataset = "folder").
 
     Classes, images per class (training and validation), image formats, unreadable
-    files, how many validation images have a label set and how many labels they hold,
-    and every problem. Exit codes: 0 a run can train on it, 2 it cannot (the reasons
+    files, how many validation images (val_labels_path) and training images
+    (train_labels_path) have a label set and how many labels they hold, and every
+    problem. Exit codes: 0 a run can train on it, 2 it cannot (the reasons
     are listed).
     """
     settings = settings_from_cli(config, overrides)
@@ -93,6 +94,9 @@ def build_report(settings: Settings, decode: bool = True) -> dict[str, Any]:
             "empty": sum(1 for s in sets.sets if s == []),
             "unknown_files": len(sets.unknown_files),
         }
+    if settings.train_labels_path:
+        report.update(_training_sets(Path(settings.train_labels_path).expanduser(), survey,
+                                     errors, warnings))
     if decode and survey.classes:
         train = check_images(data_path, survey.train_paths)
         val = check_images(val_path, survey.val_paths)
@@ -116,6 +120,30 @@ def build_report(settings: Settings, decode: bool = True) -> dict[str, Any]:
     report["problems"] = errors
     report["trainable"] = not errors
     return report
+
+
+def _training_sets(path: Path, survey: Any, errors: list[str],
+                   warnings: list[str]) -> dict[str, Any]:
+    """The training label file read as a run reads it (`folder.training_sets`): its
+    report entries; its refusal goes to `errors`, its notes to `warnings`."""
+    from mile_engine.config.schema import SettingsError
+    from mile_engine.data.folder import training_sets
+
+    entry: dict[str, Any] = {"train_labels_path": str(path)}
+    if not survey.train_files or survey.errors:
+        return entry  # the folders' own problems come first; the file names their images
+    notes: list[str] = []
+    try:
+        table = training_sets(path, survey, notes)
+    except SettingsError as exc:
+        errors.append(str(exc))
+        return entry
+    warnings.extend(notes)
+    sizes = (table >= 0).sum(dim=1)
+    entry["train_label_sets"] = {"images": int(table.shape[0]),
+                                 "mean_labels": round(float(sizes.float().mean()), 4),
+                                 "multi": int((sizes > 1).sum())}
+    return entry
 
 
 def render(report: dict[str, Any]) -> str:
@@ -147,6 +175,12 @@ def render(report: dict[str, Any]) -> str:
             f"label sets {shown_path(report['val_labels_path'])} ({s['form']}): "
             f"{s['covered']:,} of {s['images']:,} validation images have a set, "
             f"{s['mean_labels']:.2f} labels on average ({s['empty']:,} empty)")
+    if "train_label_sets" in report:
+        t = report["train_label_sets"]
+        lines.append(
+            f"training   {shown_path(report['train_labels_path'])}: {t['images']:,} training "
+            f"images, {t['mean_labels']:.2f} labels on average ({t['multi']:,} with more "
+            "than one)")
     for title, key in (("warnings", "warnings"), ("problems", "problems")):
         if report[key]:
             lines += ["", f"{title}:"] + [f"  - {text}" for text in report[key]]

@@ -78,3 +78,29 @@ def test_paths_are_required() -> None:
     result = runner.invoke(app, ["data", "check", "--set", "val_path=somewhere"])
     assert result.exit_code == 2
     assert "data check needs data_path" in result.output
+
+
+def test_a_training_label_file_is_read_as_a_run_reads_it(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "d")
+    path = tmp_path / "train.json"
+    # Every ant image also shows a cow; bee images are bee alone; cow images have no entry.
+    path.write_text(json.dumps({f"{c}/{name}": sets for c, sets in
+                                (("ant", ["ant", "cow"]), ("bee", [1])) for name in TRAIN[c]}))
+    code, text = check("--no-decode", "--set", f"data_path={tree.train}",
+                       "--set", f"val_path={tree.val}", "--set", f"train_labels_path={path}")
+    assert code == 0, text
+    # By hand: 3 ant images x 2 labels + 4 bee x 1 + 2 cow x 1 (their single label) = 12 / 9.
+    assert "9 training images, 1.33 labels on average (3 with more than one)" in text
+    assert "2 of 9 training images have no entry" in text
+
+
+def test_a_bad_training_label_file_exits_2_naming_it(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "d")
+    path = tmp_path / "train.csv"
+    path.write_text("ant/a.png,giraffe\n")
+    code, text = check("--no-decode", "--json", "--set", f"data_path={tree.train}",
+                       "--set", f"val_path={tree.val}", "--set", f"train_labels_path={path}")
+    report = json.loads(text)
+    assert code == 2 and report["trainable"] is False
+    assert any("train_labels_path" in p and "giraffe" in p for p in report["problems"])
+    assert "train_label_sets" not in report
