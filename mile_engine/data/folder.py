@@ -36,7 +36,12 @@ from mile_engine.data.file_source import (
     Warn,
 )
 from mile_engine.data.idx import Progress
-from mile_engine.data.image_files import DECODE_ERRORS, decode_rgb, open_image, pil_rgb
+from mile_engine.data.image_files import (
+    DECODE_ERRORS,
+    open_image,
+    pil_rgb,
+    probe_decoding,
+)
 from mile_engine.data.imagenet import resolve_decode
 from mile_engine.data.imagenet_files import (
     entry_is_file,
@@ -49,9 +54,8 @@ from mile_engine.data.real_labels import real_table
 
 # Problems listed in one message before "and N more".
 SHOWN = 3
-# Files decoded before a run starts, spread over each folder: enough to tell a folder of
-# images from one of something else, a fraction of a second.
-PROBE = 16
+# What a refused folder's message suggests next.
+DATA_CHECK = "`mile-tui data check` decodes them all"
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
@@ -237,35 +241,6 @@ def check_images(
     return check
 
 
-def probe_decoding(key: str, root: Path, paths: Sequence[str], tries: int = PROBE) -> None:
-    """Decode up to `tries` files spread over `paths`; refuse a folder where none of
-    them decodes, before a run folder is made (training would die at its first batch,
-    an evaluation at its first image). Some files that do not decode are fine: a run
-    skips and counts them.
-
-    Raises:
-        SettingsError: not one file tried decodes; the message names one and why.
-    """
-    if not paths:
-        return
-    n = min(tries, len(paths))
-    picks = sorted({round(i * (len(paths) - 1) / max(n - 1, 1)) for i in range(n)})
-    failures: list[tuple[str, str]] = []
-    for index in picks:
-        rel = paths[index]
-        try:
-            decode_rgb(os.path.join(root, rel))
-        except DECODE_ERRORS as exc:
-            failures.append((rel, f"{type(exc).__name__}: {exc}"))
-        else:
-            return
-    rel, reason = failures[0]
-    raise SettingsError(
-        f"{key} '{shown_path(root)}': none of the {_count(len(picks), 'image')} tried "
-        f"can be decoded ({rel}: {reason}); `mile-tui data check` decodes them all."
-    )
-
-
 def training_sets(path: Path, survey: FolderSurvey, notes: list[str]) -> torch.Tensor:
     """The training images' label sets from `train_labels_path`, as int64 [N, K] padded
     with -1; an image without an entry has its single label as its set (said in `notes`).
@@ -339,8 +314,8 @@ class FolderSource(FileSource):
         train_notes: list[str] = []
         train_sets = (None if train_labels_path is None else
                       training_sets(train_labels_path, survey, train_notes))
-        probe_decoding("data_path", data_path, train_paths)
-        probe_decoding("val_path", val_path, survey.val_paths)
+        probe_decoding("data_path", data_path, train_paths, DATA_CHECK)
+        probe_decoding("val_path", val_path, survey.val_paths, DATA_CHECK)
         notes = list(survey.warnings) + train_notes
         resolved, fallback_note = resolve_decode(decode, device)
         if fallback_note:

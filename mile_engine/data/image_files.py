@@ -37,6 +37,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import IO, Generic, TypeVar
 
 import torch
@@ -44,13 +45,17 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
-from mile_engine.config.schema import Crop
+from mile_engine.config.schema import Crop, SettingsError
+from mile_engine.config.validation import shown_path
 from mile_engine.data.jpeg import Box, random_resized_box, whole_box
 from mile_engine.model_inputs import VAL_RESIZE
 
 # A training sample that cannot be decoded is replaced by the next decodable file; this
 # many failures in a row mean the data set itself is broken.
 MAX_SUBSTITUTES = 64
+# Files decoded before a run starts, spread over each folder: enough to tell a folder of
+# images from one of something else, a fraction of a second.
+PROBE = 16
 # Python exceptions PIL raises on files it cannot decode (UnidentifiedImageError and
 # "image file is truncated" are OSErrors; DecompressionBombError is an Exception;
 # ImageRefused is a ValueError).
@@ -380,4 +385,35 @@ def collate_jpeg(samples: list[tuple[Encoded, int, Skipped]]) -> JpegBatch:
         torch.tensor([s[0][2] for s in samples], dtype=torch.bool),
         torch.tensor([s[1] for s in samples], dtype=torch.int64),
         [skip for s in samples for skip in s[2]],
+    )
+
+
+def probe_decoding(key: str, root: Path, paths: Sequence[str], hint: str = "",
+                   tries: int = PROBE) -> None:
+    """Decode up to `tries` files spread over `paths`; refuse a folder where none of
+    them decodes, before a run folder is made (training would die at its first batch,
+    an evaluation at its first image). Some files that do not decode are fine: a run
+    skips and counts them. `hint`, if any, ends the message: what to do next.
+
+    Raises:
+        SettingsError: not one file tried decodes; the message names one and why.
+    """
+    if not paths:
+        return
+    n = min(tries, len(paths))
+    picks = sorted({round(i * (len(paths) - 1) / max(n - 1, 1)) for i in range(n)})
+    failures: list[tuple[str, str]] = []
+    for index in picks:
+        rel = paths[index]
+        try:
+            decode_rgb(os.path.join(root, rel))
+        except DECODE_ERRORS as exc:
+            failures.append((rel, f"{type(exc).__name__}: {exc}"))
+        else:
+            return
+    rel, reason = failures[0]
+    images = "image" if len(picks) == 1 else "images"
+    raise SettingsError(
+        f"{key} '{shown_path(root)}': none of the {len(picks)} {images} tried can be "
+        f"decoded ({rel}: {reason})" + (f"; {hint}." if hint else ".")
     )

@@ -31,6 +31,7 @@ from mile_engine.data.file_source import (
     Warn,
 )
 from mile_engine.data.idx import Progress
+from mile_engine.data.image_files import probe_decoding
 from mile_engine.data.imagenet_files import (
     IMAGE_EXTENSIONS,
     LABEL_FILES,
@@ -130,6 +131,11 @@ class ImageNetSource(FileSource):
                 f"data_path '{data_path}' holds {len(train.paths)} images, fewer than "
                 f"batch_size = {batch_size}."
             )
+        probe_decoding("data_path", data_path, train.paths)
+        # The validation index holds paths under val_path; the probe wants them relative.
+        prefix = os.path.join(str(val_path), "")
+        probe_decoding("val_path", val_path,
+                       [p[len(prefix):] if p.startswith(prefix) else p for p in val.paths])
         notes = []
         if len(train.classes) != NUM_CLASSES:
             notes.append(

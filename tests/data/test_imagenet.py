@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -234,6 +235,36 @@ def test_real_json_too_short_for_the_validation_files(mini: Mini, tmp_path: Path
     short.write_text(json.dumps(REAL[:5]))
     with pytest.raises(SettingsError, match="5 entries but .*00000010 needs entry 9"):
         ImageNetSource(mini.train, mini.flat_loc, short, 4, SIZE, 0, torch.device("cpu"), 0)
+
+
+def _garbled_copy(folder: Path, to: Path) -> Path:
+    """`folder`'s tree with every file's bytes replaced: same names, nothing decodes."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            target = to / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(b"\xff\xd8\xff\xe0 not a JPEG")
+    return to
+
+
+@pytest.mark.parametrize("broken", ["data_path", "val_path"])
+def test_a_folder_where_nothing_decodes_is_refused_before_the_run_folder(
+        mini: Mini, tmp_path: Path, broken: str) -> None:
+    train, val = mini.train, mini.flat_none
+    if broken == "data_path":
+        train = _garbled_copy(mini.train, tmp_path / "train")
+    else:
+        val = _garbled_copy(mini.flat_none, tmp_path / "val")
+    runs = tmp_path / "runs"
+    settings = tiny(dataset="imagenet", model="resnet18", data_path=str(train),
+                    val_path=str(val), real_path=str(mini.real), image_size=SIZE,
+                    batch_size=4, num_workers=0, checkpoint_path=str(runs))
+    with pytest.raises(SettingsError) as info:
+        open_run(settings)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith(f"{broken} '"), message
+    assert re.search(r"none of the \d+ images tried can be decoded \(\S+", message), message
+    assert not runs.exists() or not any(runs.iterdir())
 
 
 def test_settings_need_the_three_paths_and_a_1000_class_model() -> None:
