@@ -260,7 +260,7 @@ def test_a_folder_where_nothing_decodes_is_refused_before_the_run_folder(
                     val_path=str(val), real_path=str(mini.real), image_size=SIZE,
                     batch_size=4, num_workers=0, checkpoint_path=str(runs))
     with pytest.raises(SettingsError) as info:
-        open_run(settings)  # type: ignore[arg-type]
+        open_run(settings)
     message = str(info.value)
     assert message.startswith(f"{broken} '"), message
     assert re.search(r"none of the \d+ images tried can be decoded \(\S+", message), message
