@@ -26,13 +26,13 @@ from textual.widgets._footer import FooterKey
 from mile_engine import events as ev
 from mile_engine.config.schema import Settings
 from mile_engine.control import Control
-from mile_engine.runstore.catalog import LockHolder, RunSummary
+from mile_engine.runstore.catalog import LockHolder, RunSummary, list_runs
 from mile_engine.runstore.layout import METRICS_FILE
 from mile_engine.runstore.records import event_record
 from mile_tui.app import MileApp, create_app
 from mile_tui.marks import cut_name
 from mile_tui.screens.run import RunScreen
-from mile_tui.screens.runs import SORTABLE, RunsScreen, matches
+from mile_tui.screens.runs import SORTABLE, RunsScreen, matches, sweep_words
 from mile_tui.screens.settings import SettingsScreen
 from mile_tui.sources import fold_history, train_in_thread
 from mile_tui.widgets.checkpoints import CheckpointPanel
@@ -568,3 +568,33 @@ async def test_keys_typed_in_one_burst_land_in_the_filter(settings_file: Path) -
         assert screen.query_one("#runs-filter", Input).value == "soft"
         assert [r.name for r in screen.shown] == ["20260101-130000-digits-softmax"]
         assert screen.query_one(DataTable).has_focus  # enter ended the typing
+
+
+# ---------------------------------------------------------------------------- sweeps
+# The filter word `sweep:NAME` keeps one sweep's trials.
+
+
+def _sweep_trial(root: Path, name: str, sweep: str | None, trial: int = 0) -> None:
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "settings.toml").write_text('[run]\nschema = "MILe"\n')
+    if sweep is not None:
+        (run_dir / "sweep.json").write_text(json.dumps({"sweep": sweep, "trial": trial}))
+
+
+def test_the_filter_word_keeps_one_sweeps_trials(tmp_path: Path) -> None:
+    _sweep_trial(tmp_path, "r1", "alpha", 0)
+    _sweep_trial(tmp_path, "r2", "alpha", 1)
+    _sweep_trial(tmp_path, "r3", "beta", 0)
+    _sweep_trial(tmp_path, "r4", None)
+    runs = list_runs([tmp_path])
+
+    def kept(query: str) -> list[str]:
+        return sorted(r.name for r in runs if matches(r, query))
+
+    assert kept("sweep:alpha") == ["r1", "r2"]
+    assert kept("sweep:beta") == ["r3"]
+    assert kept("sweep:") == ["r1", "r2", "r3"]
+    assert kept("sweep:alpha trial:1") == ["r2"]
+    assert kept("") == ["r1", "r2", "r3", "r4"]
+    assert {r.name: sweep_words(r) for r in runs}["r4"] == ""
