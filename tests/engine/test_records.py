@@ -1,7 +1,7 @@
 """A run's records (mile_engine/runstore/records.py) under faults: full disks (injected
 and on a real tiny tmpfs), torn lines, racing run folders, a run whose record the disk
-refuses. Each test names the guarantee it checks; saves under the same faults are in
-test_checkpoints.py."""
+refuses, a metrics.jsonl that is a named pipe. Each test names the guarantee it checks;
+saves under the same faults are in test_checkpoints.py."""
 
 from __future__ import annotations
 
@@ -18,9 +18,13 @@ from mile_engine import events as ev
 from mile_engine.config.schema import Settings
 from mile_engine.runstore import layout
 from mile_engine.runstore import records as runs
+from mile_engine.runstore.history import load_history
+from mile_engine.runstore.layout import METRICS_FILE
 from mile_engine.runstore.manifest import read_records
+from mile_engine.runstore.records import read_metrics
 from mile_engine.session import open_run
 from tests.helpers.faults import DiskBudget
+from tests.helpers.hostile import call_unblocked, make_fifo
 from tests.helpers.settings import tiny
 
 
@@ -143,3 +147,22 @@ def test_a_record_the_disk_refuses_stops_the_run_saved_and_failed(
     if refused == layout.METRICS_FILE:
         assert runs.read_metrics(trainer.run_dir)  # every line parses
     assert isinstance(seen[-1], ev.RunEnded) and seen[-1].status == "failed"
+
+
+# Readers never block on, nor read for ever from, a metrics.jsonl that is not a regular
+# file (a named pipe, a link to a device).
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero"])
+def test_readers_refuse_or_skip_a_metrics_file_that_is_not_a_file(tmp_path: Path,
+                                                                   kind: str) -> None:
+    path = tmp_path / METRICS_FILE
+    fifos = []
+    if kind == "fifo":
+        fifos.append(make_fifo(path))
+    else:
+        path.symlink_to("/dev/zero")
+    # The console's follower shows nothing yet; a direct read says what is wrong.
+    assert call_unblocked(lambda: load_history(tmp_path), fifos) == []
+    with pytest.raises(OSError, match="not a regular file"):
+        call_unblocked(lambda: read_metrics(tmp_path), fifos)
