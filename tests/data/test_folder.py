@@ -1,5 +1,6 @@
 """dataset = "folder" on generated folders: layout, label sets, decoding of awkward
-files (CMYK, grey, RGBA, odd sizes, corrupt), the cached index, and each error.
+files (CMYK, grey, RGBA, odd sizes, corrupt), the cached index, the training label
+file, and each error.
 
 Validation images are solid colours whose red level encodes their number, so a batch
 row can be traced back to its file and checked against the label set written for it.
@@ -344,3 +345,47 @@ def test_a_folder_of_undecodable_images_is_refused_before_a_run_folder(
     # `data check` refuses the same folders, with the same exit code.
     check = CliRunner().invoke(app, ["data", "check", *args])
     assert check.exit_code == 2, check.output
+
+
+# ---------------------------------------------------------------------- training label sets
+# The optional `train_labels_path`: each training batch carries its images' true sets (so
+# that pseudo-label quality can be measured); an image without an entry keeps its single
+# label as its set; a bad file is a settings error that names train_labels_path.
+
+# By class: every ant image also shows a cow; bee images are listed as bee alone; cow
+# images have no entry (their single label becomes their set).
+BY_CLASS = {"ant": ["ant", "cow"], "bee": [1]}
+EXPECTED = {0: [True, False, True], 1: [False, True, False], 2: [False, False, True]}
+
+
+def test_training_batches_carry_the_files_sets(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "data")
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({f"{c}/{name}": BY_CLASS[c] for c, files in TRAIN.items()
+                                if c in BY_CLASS for name in files}))
+    notes: list[str] = []
+    src = source(tree, tree.labels, warn=notes.append, train_labels_path=path)
+    cows = len(TRAIN["cow"])
+    assert any(f"train_labels_path: {cows} of" in n and "single label" in n for n in notes)
+    seen = set()
+    for _ in range(6):
+        batch = src.train_batch()
+        assert batch.real is not None and batch.real.shape == (4, len(CLASSES))
+        for label, row in zip(batch.labels.tolist(), batch.real.tolist(), strict=True):
+            assert row == EXPECTED[label]
+            seen.add(label)
+    assert seen == {0, 1, 2}
+
+
+def test_without_the_file_training_batches_have_no_sets(tmp_path: Path) -> None:
+    src = source(make_tree(tmp_path / "data"))
+    assert src.train_batch().real is None
+
+
+def test_a_bad_file_names_train_labels_path(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "data")
+    path = tmp_path / "train.csv"
+    path.write_text("ant/a.png,giraffe\n")
+    with pytest.raises(SettingsError) as error:
+        source(tree, tree.labels, train_labels_path=path)
+    assert "train_labels_path" in str(error.value) and "val_labels_path" not in str(error.value)
