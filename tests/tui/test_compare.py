@@ -1,6 +1,6 @@
 """The compare screen over run folders written here (settings.toml and metrics.jsonl from
-real events): charts' data, the best and settings tables, layout at 80 and 120 columns,
-unreadable runs, Escape; SVG snapshots at 80×24 and 120×36.
+real events): charts' data, the best, settings and pseudo-label tables, layout at 80 and
+120 columns, unreadable runs, Escape; SVG snapshots at 80×24 and 120×36.
 
 Update the snapshots after an intended change with:
 pytest tests/tui/test_compare.py --snapshot-update
@@ -374,6 +374,50 @@ def test_step_ticks_are_round_and_inside(a: int, b: int) -> None:
         digits = str(gap).rstrip("0")
         assert digits in ("1", "2", "25", "5"), gap
         assert all(t % gap == 0 for t in ticks)
+
+
+# ---------------------------------------------------------------------------- pseudo-labels
+# The pseudo-label table: precision/recall (and LL's share of rejected labels that were
+# true) per generation, the mean of each generation's records.
+
+
+def pseudo_stats(generation: int, step: int, precision: float | None, recall: float | None,
+                 rejected_true: float | None = None) -> ev.PseudoLabelStats:
+    return ev.PseudoLabelStats(generation, step, step, 1.0, 1.0, precision, recall,
+                               None if rejected_true is None else 0.5, rejected_true)
+
+
+async def test_pseudo_label_table_per_generation(tmp_path: Path) -> None:
+    start = ev.RunStarted("runs/x", {}, "cpu", "fp32", 1000, 20, 0, {})
+    mile: list[ev.Event] = [start, pseudo_stats(1, 5, 0.5, 0.2), pseudo_stats(1, 10, 0.7, 0.4),
+                            pseudo_stats(2, 15, 0.9, 0.5)]
+    ll: list[ev.Event] = [start, pseudo_stats(1, 5, 1.0, 0.3, None),
+                          pseudo_stats(2, 15, 0.8, 0.35, 0.25)]
+    softmax: list[ev.Event] = [start]
+    dirs = [write_run(tmp_path, "a-mile", mile), write_run(tmp_path, "b-ll", ll, schema="LL-R"),
+            write_run(tmp_path, "c-softmax", softmax, schema="softmax")]
+    app = CompareApp(dirs)
+    async with app.run_test(size=LARGE) as pilot:
+        screen = await loaded(pilot)
+        table = screen.query_one("#cmp-pseudo", DataTable)
+        assert table.display
+        assert [row[1:] for row in cells(table)] == [
+            ["0.600/0.300", "0.900/0.500"],
+            ["1.000/0.300", "0.800/0.350 · 25%"],
+            ["–", "–"],
+        ]
+        assert "precision/recall" in str(screen.query_one("#cmp-pseudo-title", Static).content)
+
+
+async def test_no_pseudo_label_table_without_true_sets(tmp_path: Path) -> None:
+    start = ev.RunStarted("runs/x", {}, "cpu", "fp32", 1000, 20, 0, {})
+    dirs = [write_run(tmp_path, "a", [start, pseudo_stats(1, 5, None, None)]),
+            write_run(tmp_path, "b", [start], schema="sigmoid")]
+    app = CompareApp(dirs)
+    async with app.run_test(size=SMALL) as pilot:
+        screen = await loaded(pilot)
+        assert not screen.query_one("#cmp-pseudo", DataTable).display
+        assert not screen.query_one("#cmp-pseudo-title", Static).display
 
 
 # ---------------------------------------------------------------------------- snapshots
