@@ -343,6 +343,34 @@ def summary_rows(result: StudyResult, when: str) -> list[list[str]]:
     return rows
 
 
+def schedule_text(base: dict[str, Any]) -> str:
+    """How the learning rate moved, for the report's benchmark line: a study's verdict
+    depends on it (docs/study.md, the long study)."""
+    if base.get("scheduler", "plateau") != "plateau":
+        return " (constant)"
+    monitor = LABELS.get(base.get("monitor", "real_f1"), base.get("monitor"))
+    return (f" (divided by 10 after {base.get('lr_patience', 3)} generations without a "
+            f"better {monitor})")
+
+
+def schedule_caveat(base: Settings, variants: Sequence[Variant]) -> str | None:
+    """A warning when the plateau schedule would follow ReaL F1 across schemas, else None.
+
+    ReaL F1 at the shared rho falls as a single-label baseline learns (its scores for the
+    unlabelled objects sink under rho) while MILe's holds, so a plateau on it cuts the
+    baselines' learning rate within a few generations and MILe's later or never: the
+    schemas would then differ in their schedules, not only in their losses. mAP reads no
+    threshold.
+    """
+    schemas = {variant.changes.get("schema", base.schema) for variant in variants}
+    if base.scheduler != "plateau" or base.monitor != "real_f1" or len(schemas) < 2:
+        return None
+    return ("note: the learning-rate plateau follows ReaL F1 at rho, which falls for the "
+            "single-label baselines as they learn, so it cuts their learning rate early "
+            "and MILe's late; --set monitor=map (or --set scheduler=none) gives every "
+            "schema a schedule that does not depend on the threshold (docs/study.md).")
+
+
 def markdown(result: StudyResult) -> str:
     """The study's tables in Markdown, with the reference F1s and the settings."""
     base = result.base
@@ -352,7 +380,8 @@ def markdown(result: StudyResult) -> str:
     lines = [
         f"Benchmark: `{base['dataset']}` grids with grid_objects = {base['grid_objects']}, "
         f"{base['val_size']} validation grids; {base['model']}, batch {base['batch_size']}, "
-        f"lr {base['lr']}, {base['epoch_num']} generations of k_t = {base['k_t']} + "
+        f"lr {base['lr']}{schedule_text(base)}, {base['epoch_num']} generations of "
+        f"k_t = {base['k_t']} + "
         f"k_s = {base['k_s']} steps ({steps} optimizer steps per run); seeds "
         f"{', '.join(map(str, result.seeds))}; {result.seconds / 60:.1f} min of training in "
         "all.",

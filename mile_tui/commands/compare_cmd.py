@@ -51,6 +51,7 @@ def compare(
         StudyStopped,
         make_variants,
         run_study,
+        schedule_caveat,
         write_study,
     )
     from mile_engine.runstore.files import CheckpointError
@@ -71,6 +72,9 @@ def compare(
         fail("--seeds: give at least one seed, for example --seeds 0,1,2.")
     runs = len(variants) * len(seed_list)
     typer.echo(f"study: {len(variants)} variants x {len(seed_list)} seeds = {runs} runs -> {out}")
+    caveat = schedule_caveat(base, variants)
+    if caveat:
+        typer.echo(caveat, err=True)
     control = Control()
     try:
         with StopSignals(control):

@@ -27,6 +27,7 @@ def test_the_same_command_reads_finished_runs_back_and_another_study_is_refused(
     code, out, err = compare(tmp_path, "--seeds", "0")
     assert code == 0, out + err
     assert "(trained)" in out and "mAP" in out
+    assert "monitor=map" not in err  # one schema: no schedule to compare
     table = (tmp_path / "study.md").read_text()
     assert "| schema | rho | mAP | top-1 |" in table
 
@@ -41,3 +42,10 @@ def test_the_same_command_reads_finished_runs_back_and_another_study_is_refused(
     assert "holds a study with other seeds" in line and "--out" in line
     plan = json.loads((tmp_path / "study-plan.json").read_text())
     assert plan["seeds"] == [0] and len(plan["runs"]) == 1
+
+
+def test_schemas_compared_on_a_plateau_of_thresholded_f1_are_warned(tmp_path: Path) -> None:
+    code, out, err = compare(tmp_path, "--seeds", "0", "--schemas", "sigmoid,MILe")
+    assert code == 0, out + err
+    assert "plateau follows ReaL F1" in err and "--set monitor=map" in err
+    assert "without a better ReaL F1" in (tmp_path / "study.md").read_text()

@@ -22,6 +22,7 @@ from mile_engine.reports.study import (
     StudyStopped,
     make_variants,
     run_study,
+    schedule_caveat,
     summary_rows,
     write_study,
 )
@@ -125,6 +126,9 @@ def test_tiny_study_writes_table_plot_and_json(tmp_path: Path) -> None:
             assert abs(shown_mean - mean) <= 5e-4 + 1e-12, (row, cell)
             assert abs(shown_sd - sd) <= 5e-4 + 1e-12, (row, cell)
     assert "predict every class" in table and "(best)" in table
+    # The schedule is part of the benchmark: the verdict moves with it (docs/study.md).
+    assert f"lr {base.lr} (divided by 10 after {base.lr_patience} generations without a " \
+        "better ReaL F1)" in table
 
     svg = svg_path.read_text()
     assert svg.startswith("<svg") and svg.count("<polyline") == 6
@@ -222,3 +226,13 @@ def test_a_study_folder_refuses_another_study(change: str, tmp_path: Path) -> No
     # What only says where and how fast the runs train may change between sittings.
     result = run_study(dataclasses.replace(base, log_every=5), variants, [0, 1], tmp_path)
     assert len(result.histories["sigmoid"]) == 2
+
+
+def test_a_plateau_on_thresholded_f1_across_schemas_is_flagged() -> None:
+    """ReaL F1 at rho falls as a single-label baseline learns, so a plateau on it would
+    give the schemas different schedules; one schema, mAP or no plateau are fair."""
+    baselines = make_variants(["sigmoid", "MILe"])
+    assert "monitor=map" in (schedule_caveat(tiny(), baselines) or "")
+    assert schedule_caveat(tiny(monitor="map"), baselines) is None
+    assert schedule_caveat(tiny(scheduler="none"), baselines) is None
+    assert schedule_caveat(tiny(), make_variants(["MILe"], ["rho=0.1,0.25"])) is None
