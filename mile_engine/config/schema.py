@@ -297,7 +297,9 @@ class Settings:
     monitor: Monitor = _setting(
         "real_f1", "optim", "The metric that marks the best generation (and the best "
         "save, which retention keeps) and that the plateau schedule watches: real_f1 (ReaL "
-        "F1 at rho) or map (mean average precision, threshold-free).",
+        "F1 at rho) or map (mean average precision, threshold-free). Compare schemas with "
+        "map: ReaL F1 falls as a single-label baseline learns, so a plateau on it cuts the "
+        "baseline's learning rate early (docs/study.md).",
         choices=MONITORS,
     )
     seed: int = _setting(
