@@ -23,6 +23,7 @@ from mile_engine.reports.study import (
     make_variants,
     run_study,
     schedule_caveat,
+    schedule_text,
     summary_rows,
     write_study,
 )
@@ -236,3 +237,9 @@ def test_a_plateau_on_thresholded_f1_across_schemas_is_flagged() -> None:
     assert schedule_caveat(tiny(monitor="map"), baselines) is None
     assert schedule_caveat(tiny(scheduler="none"), baselines) is None
     assert schedule_caveat(tiny(), make_variants(["MILe"], ["rho=0.1,0.25"])) is None
+
+
+def test_the_report_names_the_schedule_its_runs_trained_with() -> None:
+    assert schedule_text({"scheduler": "plateau", "monitor": "map", "lr_patience": 5}) == \
+        " (divided by 10 after 5 generations without a better mAP)"
+    assert schedule_text({"scheduler": "none", "monitor": "map"}) == " (constant)"
