@@ -346,11 +346,10 @@ def summary_rows(result: StudyResult, when: str) -> list[list[str]]:
 def schedule_text(base: dict[str, Any]) -> str:
     """How the learning rate moved, for the report's benchmark line: a study's verdict
     depends on it (docs/study.md, the long study)."""
-    if base.get("scheduler", "plateau") != "plateau":
+    if base["scheduler"] != "plateau":
         return " (constant)"
-    monitor = LABELS.get(base.get("monitor", "real_f1"), base.get("monitor"))
-    return (f" (divided by 10 after {base.get('lr_patience', 3)} generations without a "
-            f"better {monitor})")
+    return (f" (divided by 10 after {base['lr_patience']} generations without a "
+            f"better {LABELS[base['monitor']]})")
 
 
 def schedule_caveat(base: Settings, variants: Sequence[Variant]) -> str | None:
@@ -381,8 +380,7 @@ def markdown(result: StudyResult) -> str:
         f"Benchmark: `{base['dataset']}` grids with grid_objects = {base['grid_objects']}, "
         f"{base['val_size']} validation grids; {base['model']}, batch {base['batch_size']}, "
         f"lr {base['lr']}{schedule_text(base)}, {base['epoch_num']} generations of "
-        f"k_t = {base['k_t']} + "
-        f"k_s = {base['k_s']} steps ({steps} optimizer steps per run); seeds "
+        f"k_t = {base['k_t']} + k_s = {base['k_s']} steps ({steps} optimizer steps per run); seeds "
         f"{', '.join(map(str, result.seeds))}; {result.seconds / 60:.1f} min of training in "
         "all.",
         "",
